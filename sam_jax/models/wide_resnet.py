@@ -1,0 +1,88 @@
+"""WideResNet (Zagoruyko & Komodakis 2016) as in the original SAM code.
+
+Pre-activation blocks; when a block changes shape its shortcut is a strided average
+pool plus zero-padded channels (no 1x1 conv); convs have no bias and use
+variance_scaling(2.0, fan_out, normal); BatchNorm momentum 0.9, eps 1e-5, with
+statistics per replica unless `bn_axis_name` names the replica axes.
+WideResnet28x10 has 36,278,324 parameters with 100 classes.
+"""
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class BatchNormReLU(nn.Module):
+  """BatchNorm then ReLU, computed in `dtype` with float32 statistics."""
+  dtype: Any = jnp.float32
+  bn_axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     dtype=self.dtype, axis_name=self.bn_axis_name)(x)
+    return nn.relu(x)
+
+
+def pad_shortcut(block_out, shortcut):
+  """Average-pools the shortcut to the block's resolution and zero-pads its channels."""
+  if block_out.shape[-1] != shortcut.shape[-1]:
+    stride = shortcut.shape[-2] // block_out.shape[-2]
+    shortcut = nn.avg_pool(shortcut, (stride, stride), (stride, stride))
+    extra = block_out.shape[-1] - shortcut.shape[-1]
+    shortcut = jnp.pad(shortcut, [(0, 0), (0, 0), (0, 0), (0, extra)])
+  return block_out + shortcut
+
+
+class WideResnetBlock(nn.Module):
+  """Pre-activation block: [BN-ReLU] conv3x3(stride) BN-ReLU conv3x3 + shortcut."""
+  channels: int
+  strides: int = 1
+  activate_before_residual: bool = False
+  dtype: Any = jnp.float32
+  bn_axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding="SAME", use_bias=False,
+                             kernel_init=conv_init, dtype=self.dtype)
+    act = functools.partial(BatchNormReLU, dtype=self.dtype, bn_axis_name=self.bn_axis_name)
+    if self.activate_before_residual:
+      x = act()(x, train)
+      shortcut = x
+    else:
+      shortcut = x
+      x = act()(x, train)
+    x = conv(self.channels, strides=(self.strides, self.strides))(x)
+    x = act()(x, train)
+    x = conv(self.channels)(x)
+    return pad_shortcut(x, shortcut)
+
+
+class WideResnet(nn.Module):
+  """WRN-depth-width: a 16-channel stem, 3 groups of (depth-4)/6 blocks, widths 16k/32k/64k."""
+  depth: int
+  width: int
+  num_classes: int
+  dtype: Any = jnp.float32
+  bn_axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if (self.depth - 4) % 6:
+      raise ValueError(f"WideResnet depth must be 6n+4, got {self.depth}.")
+    blocks_per_group = (self.depth - 4) // 6
+    x = nn.Conv(16, (3, 3), padding="SAME", use_bias=False, kernel_init=conv_init,
+                dtype=self.dtype)(x.astype(self.dtype))
+    for group, (channels, strides) in enumerate(((16, 1), (32, 2), (64, 2))):
+      for i in range(blocks_per_group):
+        x = WideResnetBlock(channels * self.width, strides if i == 0 else 1,
+                            activate_before_residual=(group == 0 and i == 0),
+                            dtype=self.dtype, bn_axis_name=self.bn_axis_name)(x, train)
+    x = BatchNormReLU(dtype=self.dtype, bn_axis_name=self.bn_axis_name)(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

@@ -1,0 +1,180 @@
+"""Sharpness-Aware Minimization (SAM, ASAM) as Optax gradient transformations.
+
+Pure JAX + Optax: no Flax, no TensorFlow. Chain it in front of any optimizer:
+
+    tx = optax.chain(
+        sam_jax.sam(0.05),                      # gradient at w + eps
+        sam_jax.cross_replica_mean("replica"),  # average over replicas (m-sharpness)
+        optax.clip_by_global_norm(5.0),
+        optax.sgd(lr, momentum=0.9, nesterov=True),
+    )
+    updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn)
+
+where `grads` is the clean gradient of the loss at `params` and `grad_fn(p)` returns
+the gradient of the same loss (same batch, same dropout randomness) at `p`.
+"""
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+
+AxisName = Union[Hashable, Sequence[Hashable]]
+GradFn = Callable[[optax.Params], optax.Updates]
+
+
+def dual_direction(grads: optax.Updates, p: float = 2.0, eps: float = 1e-12) -> optax.Updates:
+  """The unit-p-norm direction that maximises the first-order loss increase.
+
+  Solves argmax_{||e||_p <= 1} <e, g> over the whole tree (Foret et al. 2021, eq. 2):
+
+      e = sign(g) |g|^(q-1) / ||g||_q^(q-1),   1/p + 1/q = 1,
+
+  computed as sign(g) (|g| / (||g||_q + eps))^(q-1) so that it cannot overflow and a
+  zero gradient gives e = 0. Special cases: p = 2 gives g / (||g||_2 + eps); p = inf
+  gives sign(g); p = 1 puts all the mass on the largest |g_i| (ties share it equally).
+
+  Args:
+    grads: a pytree of gradients g.
+    p: the norm of the perturbation ball, in [1, inf].
+    eps: added to the norm; keeps the direction finite (zero) at g = 0.
+
+  Returns:
+    A pytree like `grads` with ||e||_p = 1 (or 0 where g = 0).
+  """
+  if not 1.0 <= p <= float("inf"):
+    raise ValueError(f"SAM needs a norm p in [1, inf], got p={p}.")
+  leaves = jax.tree.leaves(grads)
+  if p == 2:
+    norm = optax.tree_utils.tree_norm(grads)
+    return jax.tree.map(lambda g: g / (norm + eps).astype(g.dtype), grads)
+  if p == float("inf"):
+    return jax.tree.map(jnp.sign, grads)
+  largest = jnp.max(jnp.stack([jnp.max(jnp.abs(g)) for g in leaves]))
+  if p == 1:
+    is_max = jax.tree.map(lambda g: (jnp.abs(g) == largest) & (largest > 0), grads)
+    count = sum(jnp.sum(m) for m in jax.tree.leaves(is_max))
+    return jax.tree.map(
+        lambda g, m: jnp.sign(g) * m / jnp.maximum(count, 1).astype(g.dtype), grads, is_max)
+  q = p / (p - 1.0)
+  # ||g||_q computed relative to max|g| so that |g|^q neither overflows nor underflows.
+  safe_largest = jnp.maximum(largest, jnp.finfo(jnp.float32).tiny)
+  norm = largest * sum(jnp.sum((jnp.abs(g) / safe_largest) ** q) for g in leaves) ** (1.0 / q)
+  return jax.tree.map(
+      lambda g: jnp.sign(g) * (jnp.abs(g) / (norm + eps)) ** (q - 1.0), grads)
+
+
+def not_bias(params: optax.Params) -> Any:
+  """Default ASAM mask: True for every leaf except those named 'bias'.
+
+  In Flax, 'bias' names both the biases of conv/dense layers and BatchNorm's beta,
+  so this matches the official ASAM code, which rescales only "weight" tensors
+  (kernels and BatchNorm scale) and leaves biases with T = 1.
+  """
+  def is_weight(path, _):
+    last = path[-1]
+    name = getattr(last, "key", getattr(last, "name", None))
+    return name != "bias"
+  return jax.tree_util.tree_map_with_path(is_weight, params)
+
+
+def sam(
+    rho: float | jax.Array,
+    *,
+    adaptive: bool = False,
+    eta: float = 0.01,
+    p: float = 2.0,
+    eps: float = 1e-12,
+    sync_axis_name: AxisName | None = None,
+    adaptive_mask: Any | Callable[[optax.Params], Any] = not_bias,
+) -> optax.GradientTransformationExtraArgs:
+  """SAM: replaces the gradient at w by the gradient at the worst nearby point w + eps.
+
+  With g the clean gradient (Foret et al., ICLR 2021, arXiv 2010.01412, eq. 2-3):
+
+      eps   = rho * dual_direction(g, p)     (p = 2:  rho * g / ||g||_2)
+      g_sam = grad L(w + eps)                (computed by `grad_fn(w + eps)`)
+
+  ASAM (`adaptive=True`; Kwon et al., ICML 2021, arXiv 2102.11600) measures the ball in
+  the parameter-scaled metric T_w = |w| + eta (elementwise):
+
+      eps = rho * T_w dual_direction(T_w g, p)   (p = 2:  rho * T_w^2 g / ||T_w g||_2)
+
+  with T_w = 1 on the leaves where `adaptive_mask` is False (by default the biases and
+  BatchNorm betas, as the official ASAM). ASAM typically wants rho ~10x SAM's.
+
+  The transformation only changes which gradient comes out; averaging across
+  replicas, clipping and the base optimizer follow it in an `optax.chain`, and the
+  base optimizer then updates w (not w + eps).
+
+  Args:
+    rho: radius of the neighbourhood. A Python 0 returns the clean gradient
+      bit-for-bit without calling `grad_fn`, so the chain equals its base optimizer.
+    adaptive: use ASAM's scale-invariant neighbourhood.
+    eta: ASAM's offset in T_w = |w| + eta.
+    p: norm of the neighbourhood, in [1, inf]; 2 is the paper's choice.
+    eps: numerical guard added to the norm; a zero gradient gives eps = 0, not NaN.
+    sync_axis_name: if set, g is averaged over this named axis (or tuple of axes)
+      before perturbing, so all replicas share one perturbation (the original
+      `--sync_perturbations`). If None, each replica perturbs with its own g: the
+      m-sharpness behaviour, m being the examples per replica.
+    adaptive_mask: pytree of bools like the params, or a function params -> mask,
+      saying where ASAM's T_w applies.
+
+  Returns:
+    A `GradientTransformationExtraArgs` whose update is called as
+    `update(grads, state, params, grad_fn=grad_fn)`.
+  """
+  skip = isinstance(rho, (int, float)) and rho == 0
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(grads, state, params=None, *, grad_fn: GradFn | None = None, **extra_args):
+    del extra_args
+    if skip:
+      return grads, state
+    if params is None or grad_fn is None:
+      raise ValueError(
+          "sam_jax.sam needs the current params and a grad_fn: call "
+          "tx.update(grads, state, params, grad_fn=grad_fn), where grad_fn(p) is the "
+          "gradient of the same loss on the same batch at parameters p.")
+    g = grads if sync_axis_name is None else jax.lax.pmean(grads, sync_axis_name)
+    if adaptive:
+      mask = adaptive_mask(params) if callable(adaptive_mask) else adaptive_mask
+      scale = jax.tree.map(
+          lambda w, m: jnp.where(m, jnp.abs(w) + eta, jnp.ones_like(w)), params, mask)
+      direction = jax.tree.map(
+          jnp.multiply, scale, dual_direction(jax.tree.map(jnp.multiply, scale, g), p, eps))
+    else:
+      direction = dual_direction(g, p, eps)
+    perturbed = jax.tree.map(
+        lambda w, d: w + (rho * d).astype(w.dtype), params, direction)
+    return grad_fn(perturbed), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def asam(rho: float | jax.Array, *, eta: float = 0.01, **kwargs) -> optax.GradientTransformationExtraArgs:
+  """ASAM (Kwon et al. 2021): `sam(rho, adaptive=True, eta=eta, ...)`."""
+  return sam(rho, adaptive=True, eta=eta, **kwargs)
+
+
+def cross_replica_mean(axis_name: AxisName) -> optax.GradientTransformation:
+  """Averages the updates over a named axis (or tuple of axes): `lax.pmean`.
+
+  Put it after `sam(...)` and before clipping: each replica's SAM gradient comes from
+  its own sub-batch and perturbation, and the base optimizer sees their mean.
+  """
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None):
+    del params
+    return jax.lax.pmean(updates, axis_name), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
