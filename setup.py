@@ -13,7 +13,7 @@ setuptools.setup(
     name="sam-jax",
     version="0.1.0",
     description="Sharpness-Aware Minimization (SAM) and its family in JAX/Flax/Optax.",
-    packages=setuptools.find_packages(include=["sam_jax", "sam_jax.*"]),
+    packages=setuptools.find_packages(include=["sam_jax", "sam_jax.*", "configs"]),
     python_requires=">=3.11",
     install_requires=requirements,
 )

@@ -6,15 +6,22 @@ devices and virtual replicas.
 """
 
 import functools
+import json
+import os
+import time
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
 import optax
+from absl import logging
 from flax import struct
 
-from sam_jax import optim, replicas
+from sam_jax import checkpoints, optim, replicas
+from sam_jax.models import get_model
 
 
 class TrainState(struct.PyTreeNode):
@@ -23,15 +30,17 @@ class TrainState(struct.PyTreeNode):
   params: Any
   batch_stats: Any
   opt_state: Any
+  ema: Any  # {"params", "batch_stats"} averaged with config.ema_decay, or {} when off
 
 
 def init_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                     image_shape: tuple[int, ...]) -> TrainState:
-  """Initialises parameters (float32), BatchNorm statistics and optimizer state."""
+                     image_shape: tuple[int, ...], ema: bool = False) -> TrainState:
+  """Initialises parameters (float32), BatchNorm statistics, optimizer state and EMA."""
   variables = model.init(rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
-  params = variables["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params),
+                    ema={"params": params, "batch_stats": batch_stats} if ema else {})
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
@@ -43,7 +52,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                model: nn.Module, tx: optax.GradientTransformationExtraArgs,
                l2_weight_decay: float = 0.0, no_weight_decay_on_bn: bool = False,
-               label_smoothing: float = 0.0,
+               label_smoothing: float = 0.0, ema_decay: float = 0.0,
                replica_by_replica: bool = True) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SAM step for one replica; call it through `replicas.map_replicas`.
 
@@ -62,6 +71,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     l2_weight_decay: wd of the in-loss weight decay (0 when decay is decoupled).
     no_weight_decay_on_bn: exclude ndim <= 1 parameters from the in-loss decay.
     label_smoothing: smoothing of the one-hot targets.
+    ema_decay: decay of the EMA of params and BatchNorm statistics (state.ema).
     replica_by_replica: evaluate the two gradient passes one virtual replica at a time
       (`replicas.one_replica_at_a_time`, fast); must be False when the model
       synchronises BatchNorm across replicas.
@@ -95,8 +105,12 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
       "grad_norm": optax.tree_utils.tree_norm(grads),
   }
   batch_stats, metrics = jax.lax.pmean((batch_stats, metrics), replicas.REPLICA_AXES)
+  ema = state.ema
+  if ema:
+    ema = jax.tree.map(lambda old, new: ema_decay * old + (1.0 - ema_decay) * new,
+                       ema, {"params": params, "batch_stats": batch_stats})
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state)
+                            opt_state=opt_state, ema=ema)
   return new_state, metrics
 
 
@@ -106,9 +120,11 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
   logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
                        batch["image"], train=False)
   mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
+  top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
   sums = {
       "loss": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
       "error": jnp.sum((jnp.argmax(logits, -1) != batch["label"]) * mask),
+      "top5_error": jnp.sum(jnp.all(top5 != batch["label"][:, None], axis=-1) * mask),
       "count": jnp.sum(mask),
   }
   return jax.lax.psum(sums, replicas.REPLICA_AXES)
@@ -124,3 +140,124 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
 def make_eval_step(model: nn.Module, mesh):
   """The jitted global eval step: (state, global batch) -> summed metrics."""
   return replicas.map_replicas(functools.partial(eval_step, model=model), mesh)
+
+
+def evaluate(eval_step, state: TrainState, batches, mesh) -> dict[str, float]:
+  """Mean loss, error and top-5 error over every (unpadded) example of `batches`."""
+  totals = None
+  for batch in batches:
+    sums = eval_step(state, replicas.shard_batch(batch, mesh))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.tree.map(float, totals)
+  count = totals.pop("count")
+  return {**{name: value / count for name, value in totals.items()}, "count": count}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns results.
+
+  Writes TensorBoard events, config.json, checkpoints/ and, at the end, results.json.
+  Everything that can be wrong with the input (dataset, model, batch layout, data on
+  disk, checkpoint) is checked before anything is written.
+  """
+  # The pipeline and clu's writers import TensorFlow; the steps above must not need it.
+  from clu import metric_writers, periodic_actions
+  from sam_jax.data import pipeline
+
+  info = pipeline.get_dataset_info(config.dataset)
+  pipeline.check_augmentations(config.image_level_augmentations, config.batch_level_augmentations)
+  layout = replicas.make_layout(config.batch_size, config.sam.m)
+  mesh = replicas.make_mesh(layout.num_devices)
+  bn_kwargs = {"bn_axis_name": replicas.REPLICA_AXES} if config.sync_batch_norm else {}
+  model = get_model(config.model_name, info.num_classes, dtype=jnp.dtype(config.dtype),
+                    **bn_kwargs)
+  train_split, eval_split = pipeline.split_names(info, config.use_test_set)
+  train_examples = pipeline.load_split(info, pipeline.process_split(train_split), config.data_dir)
+  eval_examples = pipeline.load_split(info, pipeline.process_split(eval_split), config.data_dir)
+  process_batch = config.batch_size // jax.process_count()
+  steps_per_epoch = len(train_examples["label"]) // process_batch
+  if steps_per_epoch == 0:
+    raise ValueError(f"The batch of {config.batch_size} is larger than the "
+                     f"{len(train_examples['label'])} training examples of {config.dataset}.")
+  total_steps = config.num_epochs * steps_per_epoch
+  tx = optim.create_optimizer(config, steps_per_epoch, replicas.REPLICA_AXES)
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch)
+  state = replicas.replicate(
+      init_train_state(model, tx, jax.random.key(config.seed), info.image_shape,
+                       ema=config.ema_decay > 0), mesh)
+  keep_steps = [e * steps_per_epoch for e in config.additional_checkpoints_at_epochs]
+  manager = checkpoints.make_manager(workdir, config.keep_checkpoints, keep_steps)
+  state = checkpoints.restore_latest(manager, state)
+  start_step = int(state.step)
+
+  train_step = make_train_step(
+      model, tx, mesh, layout,
+      l2_weight_decay=config.weight_decay if config.weight_decay_type == "l2" else 0.0,
+      no_weight_decay_on_bn=config.no_weight_decay_on_bn,
+      label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
+      replica_by_replica=not config.sync_batch_norm)
+  eval_step = make_eval_step(model, mesh)
+  param_norm = jax.jit(optax.tree_utils.tree_norm)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  logging.info("%s on %s: %d replicas of m=%d (%d devices x %d virtual), %d steps/epoch, "
+               "%d steps, starting at %d.", config.model_name, config.dataset,
+               layout.num_replicas, layout.examples_per_replica, layout.num_devices,
+               layout.virtual_replicas, steps_per_epoch, total_steps, start_step)
+
+  def evaluate_all(step: int) -> dict[str, float]:
+    splits = {"test": eval_examples}
+    if config.also_eval_on_training_set:
+      splits["train_eval"] = train_examples
+    models = {"": state}
+    if state.ema:
+      models["ema_"] = state.replace(**state.ema)
+    results = {}
+    for split, examples in splits.items():
+      for prefix, evaluated in models.items():
+        metrics = evaluate(eval_step, evaluated,
+                           pipeline.eval_batches(info, examples, process_batch), mesh)
+        for name in ("loss", "error") + (("top5_error",) if config.compute_top_5_error_rate else ()):
+          results[f"{prefix}{split}_{name}"] = metrics[name]
+      results[f"{split}_examples"] = metrics["count"]  # examples scored: the split's size
+    writer.write_scalars(step, results)
+    logging.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    return results
+
+  batches = pipeline.train_batches(
+      info, train_examples, process_batch, seed=config.seed, start_step=start_step,
+      image_augmentation=config.image_level_augmentations,
+      batch_augmentation=config.batch_level_augmentations, cutout_length=config.cutout_length)
+  progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
+  rng = jax.random.key(config.seed)
+  last_save, pending, results = time.monotonic(), [], {}
+  for step in range(start_step + 1, total_steps + 1):
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      state, metrics = train_step(state, replicas.shard_batch(next(batches), mesh), rng)
+    pending.append(metrics)
+    progress(step)
+    if step % config.log_every_steps == 0 or step == total_steps:
+      means = jax.tree.map(lambda *xs: float(np.mean(xs)), *pending)
+      writer.write_scalars(step, {
+          "train_loss": means["loss"], "train_error": means["error"],
+          "grad_norm": means["grad_norm"], "param_norm": float(param_norm(state.params)),
+          "learning_rate": float(schedule(step - 1))})
+      pending = []
+    epoch, epoch_done = divmod(step, steps_per_epoch)
+    if epoch_done == 0 and (epoch % config.evaluate_every == 0 or step == total_steps):
+      results = evaluate_all(step)
+    if (step in keep_steps or step == total_steps
+        or time.monotonic() - last_save >= config.save_progress_seconds):
+      checkpoints.save(manager, state)
+      last_save = time.monotonic()
+  manager.close()  # waits for the last save
+  if not results:  # resumed after the last step: evaluate what was restored
+    results = evaluate_all(int(state.step))
+  results = {**results, "steps": int(state.step), "epochs": int(state.step) / steps_per_epoch}
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
+  writer.flush()
+  return results

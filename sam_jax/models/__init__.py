@@ -34,7 +34,7 @@ def get_model(name: str, num_classes: int, dtype: Any = jnp.float32, **kwargs) -
   if name in _NAMED:
     return WideResnet(num_classes=num_classes, dtype=dtype, **_NAMED[name], **kwargs)
   match = _WIDE_RESNET.match(name)
-  if match:
+  if match and (int(match[1]) - 4) % 6 == 0:
     return WideResnet(depth=int(match[1]), width=int(match[2]), num_classes=num_classes,
                       dtype=dtype, **kwargs)
   raise ValueError(f"Unknown model '{name}': choose one of {', '.join(EXAMPLES)} "

@@ -1,0 +1,53 @@
+"""Defaults of the original google-research/sam training binary (WRN on CIFAR-10, SAM).
+
+Every experiment config starts from this one; any field can be overridden on the
+command line, e.g. `--config.sam.rho=0.1 --config.num_epochs=10`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.dataset = "cifar10"  # cifar10, cifar100, svhn, fashion_mnist, digits
+  config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir
+  config.use_test_set = True  # False: hold out 10% of train for evaluation
+  config.model_name = "WideResnet28x10"
+  config.dtype = "float32"  # computation dtype: float32 or bfloat16
+  config.sync_batch_norm = False  # BatchNorm statistics over all replicas
+  config.num_epochs = 200
+  config.batch_size = 128  # global batch, all replicas together
+  config.image_level_augmentations = "basic"  # none, basic
+  config.batch_level_augmentations = "none"  # none, cutout
+  config.cutout_length = 16
+  # Optimizer (sam_jax/optim.py).
+  config.learning_rate = 0.1
+  config.use_learning_rate_schedule = True
+  config.lr_schedule = "cosine"  # cosine, exponential, constant
+  config.warmup_epochs = 0.0
+  config.momentum = 0.9
+  config.nesterov = True
+  config.weight_decay = 0.001
+  config.weight_decay_type = "l2"  # l2: 0.5 wd ||w||^2 in the loss (original); decoupled
+  config.no_weight_decay_on_bn = False
+  config.gradient_clipping = 5.0  # global norm, after the cross-replica mean; 0 = off
+  config.label_smoothing = 0.0
+  config.ema_decay = 0.0  # 0 = off; else evaluate an EMA of params and BN statistics
+  # SAM (sam_jax/sam.py).
+  config.sam = ml_collections.ConfigDict()
+  config.sam.rho = 0.05  # 0 = plain SGD
+  config.sam.m = ml_collections.config_dict.placeholder(int)  # examples per perturbation
+  config.sam.sync_perturbations = False
+  config.sam.adaptive = False  # ASAM
+  config.sam.eta = 0.01
+  config.sam.p = 2.0
+  # Run.
+  config.seed = 0
+  config.log_every_steps = 50
+  config.evaluate_every = 1  # epochs
+  config.also_eval_on_training_set = False
+  config.compute_top_5_error_rate = False
+  config.save_progress_seconds = 3600
+  config.keep_checkpoints = 2
+  config.additional_checkpoints_at_epochs = ()
+  return config

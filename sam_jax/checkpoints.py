@@ -1,0 +1,70 @@
+"""Orbax checkpoints of the training state in `workdir/checkpoints`, and resuming from them.
+
+Orbax writes each checkpoint into a temporary folder and renames it when complete, so
+a run killed mid-save keeps every earlier checkpoint intact.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
+
+
+def make_manager(workdir: str, keep: int = 2,
+                 keep_forever_steps: Sequence[int] = ()) -> ocp.CheckpointManager:
+  """A manager keeping the `keep` latest checkpoints plus those at `keep_forever_steps`."""
+  preserve = [policies.LatestN(keep)]
+  if keep_forever_steps:
+    preserve.append(policies.CustomSteps(list(keep_forever_steps)))
+  options = ocp.CheckpointManagerOptions(
+      preservation_policy=policies.AnyPreservationPolicy(preserve), create=True)
+  return ocp.CheckpointManager(f"{workdir}/checkpoints", options=options)
+
+
+def save(manager: ocp.CheckpointManager, state: Any) -> None:
+  """Starts saving `state` at its step (asynchronously; `manager.wait_until_finished()`)."""
+  manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
+
+
+def shape_mismatches(saved: Any, wanted: Any) -> list[str]:
+  """Names (and shapes) of arrays that are missing, unexpected or of another shape."""
+  def shapes(tree):
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                     for k in path): tuple(leaf.shape) for path, leaf in leaves}
+  saved, wanted = shapes(saved), shapes(wanted)
+  problems = [f"{name} missing" for name in wanted.keys() - saved.keys()]
+  problems += [f"{name} unexpected" for name in saved.keys() - wanted.keys()]
+  problems += [f"{name} saved {saved[name]} vs model {wanted[name]}"
+               for name in wanted.keys() & saved.keys() if saved[name] != wanted[name]]
+  return sorted(problems)
+
+
+def restore_latest(manager: ocp.CheckpointManager, state: Any) -> Any:
+  """The latest checkpoint laid out like `state` (same shardings), or `state` if none.
+
+  Raises:
+    ValueError: one line naming the checkpoint and the arrays that do not fit, when
+      the saved tree does not match `state` (another model, dataset or optimizer).
+      It is checked from the checkpoint's metadata, before anything is read; the
+      checkpoint is left untouched.
+  """
+  step = manager.latest_step()
+  if step is None:
+    return state
+  path = manager.directory / str(step) / "default"
+  problems = shape_mismatches(ocp.StandardCheckpointer().metadata(path).item_metadata, state)
+  if problems:
+    manager.close()
+    shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
+    raise ValueError(
+        f"The checkpoint at step {step} in {manager.directory} does not fit this model and "
+        f"optimizer ({len(problems)} arrays: {shown}); use another --workdir or the config "
+        "it was trained with.")
+  target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+  logging.info("Resumed from the checkpoint at step %d in %s.", step, manager.directory)
+  return restored

@@ -1,0 +1,134 @@
+"""Training binary: a config file (plus overrides or the original SAM flags) in, a run out.
+
+    python -m sam_jax.train --config=configs/digits_demo.py --workdir=workdirs/demo
+    python -m sam_jax.train --config=configs/default.py --config.sam.rho=0.1 --workdir=...
+
+The original google-research/sam flags are accepted too and land in the same config:
+
+    python -m sam_jax.train --dataset cifar10 --model_name WideResnet28x10 \\
+        --output_dir DIR --image_level_augmentations autoaugment --num_epochs 1800 --sam_rho 0.05
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "configs", "default.py")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", _DEFAULT_CONFIG, "Experiment config file (configs/*.py); fields can be "
+    "overridden with --config.FIELD=VALUE.", lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Folder for checkpoints, TensorBoard events and results.json; a run "
+    "restarted with the same workdir resumes from its latest checkpoint.")
+
+# The original binary's flags: name -> (config field, type, help). Unset (None) flags
+# leave the config file's value alone.
+ORIGINAL_FLAGS = {
+    "dataset": ("dataset", str, "cifar10, cifar100, fashion_mnist, svhn, imagenet (or digits)."),
+    "model_name": ("model_name", str, "Model name, e.g. WideResnet28x10."),
+    "num_epochs": ("num_epochs", int, "Number of training epochs."),
+    "batch_size": ("batch_size", int, "Global batch size."),
+    "output_dir": (None, str, "Same as --workdir."),
+    "image_level_augmentations": ("image_level_augmentations", str,
+                                  "none, basic, autoaugment or aa-only."),
+    "batch_level_augmentations": ("batch_level_augmentations", str,
+                                  "none, cutout, mixup or mixcut."),
+    "learning_rate": ("learning_rate", float, "Base learning rate."),
+    "use_learning_rate_schedule": ("use_learning_rate_schedule", bool,
+                                   "Use lr_schedule (else a constant learning rate)."),
+    "lr_schedule": ("lr_schedule", str, "cosine or exponential."),
+    "weight_decay": ("weight_decay", float, "L2 weight decay (0.5 wd ||w||^2 in the loss)."),
+    "gradient_clipping": ("gradient_clipping", float, "Clip the gradient's global norm."),
+    "use_rmsprop": ("use_rmsprop", bool, "RMSProp instead of SGD (EfficientNet recipe)."),
+    "label_smoothing": ("label_smoothing", float, "Label smoothing."),
+    "ema_decay": ("ema_decay", float, "EMA decay of the evaluated parameters (0 = off)."),
+    "no_weight_decay_on_bn": ("no_weight_decay_on_bn", bool,
+                              "No weight decay on parameters with ndim <= 1."),
+    "run_seed": ("seed", int, "Seed of initialisation, data order and randomness."),
+    "sam_rho": ("sam.rho", float, "SAM neighbourhood size (0 = SGD)."),
+    "sync_perturbations": ("sam.sync_perturbations", bool,
+                           "One perturbation from the gradient averaged over all replicas."),
+    "inner_group_size": ("sam.m", int, "Examples per perturbation (m); default: a device's batch."),
+    "save_progress_seconds": ("save_progress_seconds", int, "Seconds between checkpoints."),
+    "additional_checkpoints_at_epochs": ("additional_checkpoints_at_epochs", list,
+                                         "Epochs whose checkpoints are kept forever."),
+    "also_eval_on_training_set": ("also_eval_on_training_set", bool,
+                                  "Also evaluate on the (unaugmented) training set."),
+    "compute_top_5_error_rate": ("compute_top_5_error_rate", bool, "Also report top-5 error."),
+    "evaluate_every": ("evaluate_every", int, "Evaluate every N epochs."),
+    "use_test_set": ("use_test_set", bool, "Evaluate on the test set (else a 10% holdout)."),
+    "cutout_length": ("cutout_length", int, "Side of the cutout square."),
+    "randaug_num_layers": ("randaug_num_layers", int, "RandAugment layers (ImageNet)."),
+    "randaug_magnitude": ("randaug_magnitude", int, "RandAugment magnitude (ImageNet)."),
+    "imagenet_mixup_alpha": ("imagenet_mixup_alpha", float, "Mixup alpha on ImageNet."),
+    "use_additional_skip_connections": ("use_additional_skip_connections", bool,
+                                        "Extra skip connections in PyramidNet/ResNet."),
+    "from_pretrained_checkpoint": ("from_pretrained_checkpoint", bool,
+                                   "Finetune from a pretrained EfficientNet checkpoint."),
+    "efficientnet_checkpoint_path": ("efficientnet_checkpoint_path", str,
+                                     "Path of the EfficientNet checkpoint to finetune."),
+}
+# Fields whose feature arrives in a later issue: value -> why it is refused for now.
+NOT_YET = {
+    "use_rmsprop": "RMSProp arrives with the EfficientNet finetuning work",
+    "randaug_num_layers": "RandAugment arrives with the input pipelines issue",
+    "randaug_magnitude": "RandAugment arrives with the input pipelines issue",
+    "imagenet_mixup_alpha": "mixup arrives with the input pipelines issue",
+    "use_additional_skip_connections": "PyramidNet/ResNet arrive with the model zoo issue",
+    "from_pretrained_checkpoint": "finetuning arrives with the EfficientNet checkpoints issue",
+    "efficientnet_checkpoint_path": "finetuning arrives with the EfficientNet checkpoints issue",
+}
+
+_DEFINE = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+           bool: flags.DEFINE_bool, list: flags.DEFINE_list}
+for _name, (_field, _type, _help) in ORIGINAL_FLAGS.items():
+  _DEFINE[_type](_name, None, f"[original flag] {_help}")
+
+
+def config_from_flags():
+  """The config file with --config.* overrides, then the original flags that were set.
+
+  Raises:
+    ValueError: for an original flag whose feature is not available yet.
+  """
+  config = _CONFIG.value
+  with config.unlocked():
+    for name, (field, type_, _) in ORIGINAL_FLAGS.items():
+      value = flags.FLAGS[name].value
+      if value is None or field is None:
+        continue
+      if name in NOT_YET and value:
+        raise ValueError(f"--{name} is not supported yet: {NOT_YET[name]}.")
+      if type_ is list:
+        value = tuple(int(v) for v in value)
+      node, _, leaf = field.rpartition(".")
+      (config[node] if node else config)[leaf] = value
+  return config
+
+
+def workdir_from_flags() -> str:
+  workdir = _WORKDIR.value or flags.FLAGS.output_dir
+  if not workdir:
+    raise ValueError("Say where the run lives: --workdir=DIR (or the original --output_dir).")
+  return workdir
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    config, workdir = config_from_flags(), workdir_from_flags()
+    from sam_jax import trainer  # after flag parsing: JAX and TF start only when needed
+    results = trainer.train_and_evaluate(config, workdir)
+  except (ValueError, FileNotFoundError) as e:
+    logging.debug("Full traceback:", exc_info=True)
+    print(f"sam_jax.train: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  logging.info("Results: %s", results)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up .venv if needed, then trains a small WideResNet with SAM on the offline digits.
+# Usage: bash scripts/demo.sh [WORKDIR] [--config.FIELD=VALUE ...]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/setup_env.sh
+workdir="${1:-workdirs/digits_demo}"
+exec python -m sam_jax.train --config=configs/digits_demo.py --workdir="$workdir" "${@:2}"
