@@ -164,6 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   from clu import metric_writers, periodic_actions
   from sam_jax.data import pipeline
 
+  workdir = os.path.abspath(workdir)  # Orbax wants absolute paths
   info = pipeline.get_dataset_info(config.dataset)
   pipeline.check_augmentations(config.image_level_augmentations, config.batch_level_augmentations)
   layout = replicas.make_layout(config.batch_size, config.sam.m)
