@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.image_level_augmentations = "basic"  # none, basic
   config.batch_level_augmentations = "none"  # none, cutout
   config.cutout_length = 16
+  config.cutout_mask = "batch"  # one square per batch (the original) or per "example"
   # Optimizer (sam_jax/optim.py).
   config.learning_rate = 0.1
   config.use_learning_rate_schedule = True

@@ -17,9 +17,33 @@ from ml_collections import config_flags
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                "configs", "default.py")
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", _DEFAULT_CONFIG, "Experiment config file (configs/*.py); fields can be "
-    "overridden with --config.FIELD=VALUE.", lock_config=True)
+
+
+def _fail(reason: str):
+  """Ends the run with one line on stderr and exit status 2."""
+  print(f"sam_jax.train: error: {reason}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _last_line(error: Exception) -> str:
+  """The informative line of a (possibly multi-line, traceback-carrying) error message."""
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return lines[-1] if lines else type(error).__name__
+
+
+def _unknown_field(error: Exception) -> str:
+  field = str(error).strip("\"'")
+  return (f"a --config.FIELD override names a field the config does not have: '{field}' "
+          "(python -m sam_jax.train --helpfull lists the fields).")
+
+
+try:  # ml_collections applies --config.FIELD overrides from sys.argv right here
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", _DEFAULT_CONFIG, "Experiment config file (configs/*.py, optionally "
+      "path.py:ARGUMENT); fields can be overridden with --config.FIELD=VALUE.",
+      lock_config=True)
+except (AttributeError, KeyError) as e:
+  _fail(_unknown_field(e))
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Folder for checkpoints, TensorBoard events and results.json; a run "
     "restarted with the same workdir resumes from its latest checkpoint.")
@@ -116,6 +140,16 @@ def workdir_from_flags() -> str:
   return workdir
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with any error (a config file's included) shown as one line."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:  # from ml_collections' override parsing
+    _fail(_unknown_field(e))
+  except (flags.Error, OSError) as e:
+    _fail(f"{_last_line(e)} (see --helpfull)")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -123,12 +157,11 @@ def main(argv):
     config, workdir = config_from_flags(), workdir_from_flags()
     from sam_jax import trainer  # after flag parsing: JAX and TF start only when needed
     results = trainer.train_and_evaluate(config, workdir)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, OSError) as e:  # bad input: missing data, bad layout, bad config...
     logging.debug("Full traceback:", exc_info=True)
-    print(f"sam_jax.train: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(_last_line(e))
   logging.info("Results: %s", results)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -38,9 +38,10 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: ja
   """Initialises parameters (float32), BatchNorm statistics, optimizer state and EMA."""
   variables = model.init(rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  # The EMA starts as a copy: the step donates the state, and a buffer can be donated once.
+  ema = jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats}) if ema else {}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params),
-                    ema={"params": params, "batch_stats": batch_stats} if ema else {})
+                    opt_state=tx.init(params), ema=ema)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
@@ -166,7 +167,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   workdir = os.path.abspath(workdir)  # Orbax wants absolute paths
   info = pipeline.get_dataset_info(config.dataset)
-  pipeline.check_augmentations(config.image_level_augmentations, config.batch_level_augmentations)
+  pipeline.check_augmentations(config.image_level_augmentations, config.batch_level_augmentations,
+                               config.get("cutout_mask", "batch"))
   layout = replicas.make_layout(config.batch_size, config.sam.m)
   mesh = replicas.make_mesh(layout.num_devices)
   bn_kwargs = {"bn_axis_name": replicas.REPLICA_AXES} if config.sync_batch_norm else {}
@@ -230,7 +232,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   batches = pipeline.train_batches(
       info, train_examples, process_batch, seed=config.seed, start_step=start_step,
       image_augmentation=config.image_level_augmentations,
-      batch_augmentation=config.batch_level_augmentations, cutout_length=config.cutout_length)
+      batch_augmentation=config.batch_level_augmentations, cutout_length=config.cutout_length,
+      cutout_mask=config.get("cutout_mask", "batch"))
   progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   rng = jax.random.key(config.seed)
   last_save, pending, results = time.monotonic(), [], {}

@@ -108,6 +108,20 @@ def test_cutout_zeroes_one_clipped_square():
   assert max(sizes) == 256 and min(sizes) < 256  # whole inside, and clipped at edges
 
 
+@pytest.mark.parametrize("cutout_mask", ["batch", "example"])
+def test_cutout_mask_is_shared_by_the_batch_or_drawn_per_example(data_dir, cutout_mask):
+  train = pipeline.load_split(DIGITS, "train", data_dir)
+  ones = {"image": np.full_like(train["image"], 255), "label": train["label"]}
+  stream = pipeline.train_batches(DIGITS, ones, 64, seed=0, image_augmentation="none",
+                                  batch_augmentation="cutout", cutout_length=4,
+                                  cutout_mask=cutout_mask)
+  masks = [np.all(next(stream)["image"] == 0, axis=-1) for _ in range(2)]
+  assert all(m.any(axis=(1, 2)).all() for m in masks)  # every image lost a square
+  same_in_batch = all((m == m[:1]).all() for m in masks)
+  assert same_in_batch == (cutout_mask == "batch")
+  assert not (masks[0][0] == masks[1][0]).all()  # a new square for the next batch
+
+
 def test_normalisation_uses_the_dataset_constants():
   info = pipeline.get_dataset_info("cifar100")
   out = pipeline.normalize(tf.fill((1, 1, 3), tf.constant(128, tf.uint8)), info).numpy()

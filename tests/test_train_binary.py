@@ -71,7 +71,8 @@ class Run:
 def final_params(workdir):
   manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
   step = manager.latest_step()
-  return step, manager.restore(step, args=ocp.args.StandardRestore())["params"]
+  state = manager.restore(step, args=ocp.args.StandardRestore())
+  return step, {"params": state["params"], "ema": state["ema"]}
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +86,15 @@ def digits_smoke_args(workdir, data_dir):
 
 
 def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_parameters(tmp_path, digits_dir):
-  code, _, err = Run(*digits_smoke_args(tmp_path / "whole", digits_dir)).wait()
+  def args(workdir):  # with cutout and an EMA, whose state must resume too
+    return digits_smoke_args(workdir, digits_dir) + [
+        "--config.batch_level_augmentations=cutout", "--config.cutout_length=3",
+        "--config.ema_decay=0.9"]
+  code, _, err = Run(*args(tmp_path / "whole")).wait()
   assert code == 0, err[-3000:]
 
   killed_dir = tmp_path / "killed"
-  killed = Run(*digits_smoke_args(killed_dir, digits_dir)).proc
+  killed = Run(*args(killed_dir)).proc
   deadline = time.time() + 240
   while time.time() < deadline:  # wait for the first complete checkpoint, then kill
     done = [p for p in glob.glob(str(killed_dir / "checkpoints" / "*" / "_CHECKPOINT_METADATA"))
@@ -101,12 +106,13 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_parameters(tmp_path
   killed.wait()
   assert not (killed_dir / "results.json").exists(), "the run ended before it was killed"
 
-  code, _, err = Run(*digits_smoke_args(killed_dir, digits_dir)).wait()
+  code, _, err = Run(*args(killed_dir)).wait()
   assert code == 0, err[-3000:]
   assert "Resumed from the checkpoint at step" in err
   (step_a, params_a), (step_b, params_b) = final_params(tmp_path / "whole"), final_params(killed_dir)
   assert step_a == step_b == 2 * (1437 // 64)
   assert max_abs_diff(params_a, params_b) < 1e-6
+  assert params_a["ema"]["params"] and max_abs_diff(params_a["ema"], params_b["ema"]) < 1e-6
 
 
 def test_a_checkpoint_of_another_model_is_a_clear_error_and_is_kept(tmp_path, digits_dir):
@@ -129,6 +135,10 @@ def test_a_checkpoint_of_another_model_is_a_clear_error_and_is_kept(tmp_path, di
     (["--config.sam.m=3"], 2, "m=3 examples per replica does not divide"),
     (["--config.dataset=cifar10"], 1, "TFDS dataset 'cifar10' is not prepared in"),
     (["--image_level_augmentations=autoaugment"], 1, "autoaugment' is not available yet"),
+    (["--config=configs/table1_wrn28x10_200ep.py:cifar10,aa,sam"], 1,
+     "Unknown experiment cell 'cifar10,aa,sam'"),
+    (["--config.sam.rh0=0.1"], 1, "names a field the config does not have: 'rh0'"),
+    (["--config.cutout_mask=image"], 1, "Unknown cutout_mask 'image'"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, digits_dir, overrides, devices, message):
   args = digits_smoke_args(tmp_path / "run", digits_dir)

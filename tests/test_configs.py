@@ -1,0 +1,96 @@
+"""The experiment configs: paper cells parse through the binary with the paper's settings."""
+
+import glob
+import importlib
+import os
+import re
+
+import pytest
+from absl import flags
+
+from sam_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Transcribed from Foret et al. (2021), Tables 6 and 7: (epochs, lr, wd, rho per dataset).
+PAPER = {
+    "table1_wrn28x10_200ep": (200, 0.1, 5e-4, {"cifar10": 0.05, "cifar100": 0.1}),
+    "table1_wrn28x10_1800ep": (1800, 0.05, 1e-3, {"cifar10": 0.05, "cifar100": 0.1}),
+    "table5_wrn28x10": (200, {"svhn": 0.01, "fashion_mnist": 0.1}, 5e-4,
+                        {"svhn": 0.01, "fashion_mnist": 0.05}),
+}
+AUGMENTATIONS = {"basic": ("basic", "none"), "cutout": ("basic", "cutout")}
+
+
+def parse(argv):
+  """The config and workdir the training binary makes of `argv` (no training)."""
+  flags.FLAGS(["train"] + argv)
+  try:
+    return train.config_from_flags(), train.workdir_from_flags()
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
+def docstring_cells(name):
+  """(dataset, augmentation, SAM error, SGD error) rows of a paper config's results table."""
+  doc = importlib.import_module(f"configs.{name}").__doc__
+  return re.findall(r"^\s+(\w+),(\w+)\s+([\d.]+)±\S+\s+([\d.]+)±", doc, re.MULTILINE)
+
+
+def docstring_command(name):
+  doc = importlib.import_module(f"configs.{name}").__doc__
+  command = re.search(r"python -m sam_jax\.train (.*?)\n\n", doc, re.DOTALL).group(1)
+  return command.replace("\\\n", " ").split()
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_every_paper_cell_parses_into_the_papers_hyper_parameters(name):
+  epochs, lr, wd, rho = PAPER[name]
+  cells = docstring_cells(name)
+  assert {dataset for dataset, *_ in cells} == set(rho)  # the table covers every dataset
+  for dataset, augmentation, sam_error, sgd_error in cells:
+    assert float(sam_error) < float(sgd_error)  # what the paper claims, transcribed right
+    for optimizer in ("sam", "sgd"):
+      config, workdir = parse([f"--config=configs/{name}.py:{dataset},{augmentation},{optimizer}",
+                               "--workdir=/tmp/w"])
+      assert (config.dataset, config.model_name, config.num_epochs) == (
+          dataset, "WideResnet28x10", epochs)
+      assert (config.image_level_augmentations,
+              config.batch_level_augmentations) == AUGMENTATIONS[augmentation]
+      assert config.learning_rate == (lr[dataset] if isinstance(lr, dict) else lr)
+      assert (config.weight_decay, config.weight_decay_type) == (wd, "l2")
+      assert config.sam.rho == (rho[dataset] if optimizer == "sam" else 0.0)
+      assert (config.batch_size, config.sam.m, config.momentum, config.nesterov) == (
+          256, 32, 0.9, True)
+      assert (config.lr_schedule, config.gradient_clipping, config.sync_batch_norm) == (
+          "cosine", 5.0, False)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_the_docstring_command_runs_the_binary_parser(name):
+  config, workdir = parse(docstring_command(name))
+  assert workdir.startswith("workdirs/") and config.model_name == "WideResnet28x10"
+
+
+@pytest.mark.parametrize("cell, message", [
+    ("cifar10,autoaugment,sam", "AUGMENTATION in basic|cutout"),
+    ("imagenet,basic,sam", "DATASET in cifar10|cifar100"),
+    ("cifar10,basic", "give DATASET,AUGMENTATION,OPTIMIZER"),
+])
+def test_a_bad_cell_names_the_choices(cell, message):
+  from configs import table1_wrn28x10_200ep
+  with pytest.raises(ValueError, match=message):
+    table1_wrn28x10_200ep.get_config(cell)
+
+
+def test_svhn_has_no_cutout_cell_yet():
+  from configs import table5_wrn28x10
+  with pytest.raises(ValueError, match="AUGMENTATION in basic"):
+    table5_wrn28x10.get_config("svhn,cutout,sam")
+
+
+def test_readme_lists_every_config_file():
+  readme = open(os.path.join(ROOT, "README.md")).read()
+  for path in glob.glob(os.path.join(ROOT, "configs", "*.py")):
+    module = importlib.import_module(f"configs.{os.path.basename(path)[:-3]}")
+    if hasattr(module, "get_config"):
+      assert f"configs/{os.path.basename(path)}" in readme, path

@@ -1,0 +1,136 @@
+"""The optimizer from a config: schedules, weight decay, EMA, kept-forever checkpoints."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from conftest import max_abs_diff
+from sam_jax import checkpoints, optim, replicas, trainer
+from sam_jax.models import get_model
+
+STEPS_PER_EPOCH = 10
+
+
+def make_config(**overrides):
+  config = ml_collections.ConfigDict(dict(
+      learning_rate=0.4, num_epochs=5, lr_schedule="cosine", use_learning_rate_schedule=True,
+      warmup_epochs=0.0, momentum=0.0, nesterov=False, weight_decay=0.0,
+      weight_decay_type="l2", no_weight_decay_on_bn=False, gradient_clipping=0.0,
+      sam=dict(rho=0.0)))
+  config.update(overrides)
+  return config
+
+
+def schedule_values(**overrides):
+  schedule = optim.learning_rate_schedule(make_config(**overrides), STEPS_PER_EPOCH)
+  return np.array([float(schedule(t)) for t in range(5 * STEPS_PER_EPOCH + 1)])
+
+
+def test_cosine_schedule_is_the_closed_form():
+  t = np.arange(51)
+  np.testing.assert_allclose(schedule_values(), 0.2 * (1 + np.cos(np.pi * t / 50)), atol=1e-6)
+
+
+def test_warmup_rises_linearly_from_zero_then_follows_cosine():
+  values = schedule_values(warmup_epochs=1.0)
+  np.testing.assert_allclose(values[:10], 0.4 * np.arange(10) / 10, atol=1e-6)
+  after = np.arange(41)
+  np.testing.assert_allclose(values[10:], 0.2 * (1 + np.cos(np.pi * after / 40)), atol=1e-6)
+
+
+@pytest.mark.parametrize("warmup", [0.0, 0.5])
+def test_exponential_schedule_decays_by_0_97_every_2_4_epochs_and_is_finite(warmup):
+  values = schedule_values(lr_schedule="exponential", warmup_epochs=warmup)
+  assert np.isfinite(values).all()  # the original was NaN at step 0
+  if warmup == 0:
+    expected = [0.4 * 0.97 ** math.floor(t / 24) for t in range(51)]
+    np.testing.assert_allclose(values, expected, rtol=1e-6)
+  else:
+    assert values[0] == 0 and values[5] == pytest.approx(0.4)
+
+
+def test_no_schedule_is_constant_and_unknown_schedule_is_clear():
+  np.testing.assert_allclose(schedule_values(use_learning_rate_schedule=False), 0.4)
+  with pytest.raises(ValueError, match="Unknown lr_schedule 'step'"):
+    schedule_values(lr_schedule="step")
+
+
+PARAMS = {"conv": {"kernel": jnp.full((3, 3), 2.0), "bias": jnp.full((3,), 4.0)},
+          "bn": {"scale": jnp.full((3,), -1.0)}}
+GRADS = jax.tree.map(lambda w: jnp.full_like(w, 0.5), PARAMS)
+
+
+def one_update(config):
+  """One optimizer update on PARAMS, as a single replica of a named axis."""
+  tx = optim.create_optimizer(config, STEPS_PER_EPOCH, ("r",))
+
+  def update(params, grads):
+    updates, _ = tx.update(grads, tx.init(params), params, grad_fn=lambda p: grads)
+    return updates
+  add_axis = lambda tree: jax.tree.map(lambda x: x[None], tree)
+  return jax.tree.map(lambda u: u[0], jax.vmap(update, axis_name="r")(add_axis(PARAMS),
+                                                                      add_axis(GRADS)))
+
+
+@pytest.mark.parametrize("no_weight_decay_on_bn", [False, True])
+def test_decoupled_weight_decay_adds_wd_times_w_outside_the_gradient(no_weight_decay_on_bn):
+  config = make_config(weight_decay=0.1, weight_decay_type="decoupled",
+                       no_weight_decay_on_bn=no_weight_decay_on_bn,
+                       use_learning_rate_schedule=False)
+  updates = one_update(config)
+  for path, w in jax.tree_util.tree_leaves_with_path(PARAMS):
+    u = updates[path[0].key][path[1].key]
+    decayed = w.ndim > 1 or not no_weight_decay_on_bn
+    np.testing.assert_allclose(u, -0.4 * (0.5 + (0.1 * w if decayed else 0.0)), rtol=1e-6)
+
+
+def test_l2_weight_decay_is_half_wd_squared_norm_over_the_mask():
+  mask = optim.weight_decay_mask(PARAMS, no_weight_decay_on_bn=True)
+  assert float(optim.l2_penalty(PARAMS, 0.1, mask)) == pytest.approx(0.5 * 0.1 * 9 * 4.0)
+  mask = optim.weight_decay_mask(PARAMS, no_weight_decay_on_bn=False)
+  assert float(optim.l2_penalty(PARAMS, 0.1, mask)) == pytest.approx(0.05 * (36 + 48 + 3))
+
+
+def test_unknown_weight_decay_type_is_a_clear_error():
+  with pytest.raises(ValueError, match="Unknown weight_decay_type 'adamw'"):
+    one_update(make_config(weight_decay=0.1, weight_decay_type="adamw"))
+
+
+def test_ema_averages_parameters_and_batch_statistics_with_the_decay():
+  model, image = get_model("WideResnet_mini", 10), (8, 8, 3)
+  config = make_config(learning_rate=0.1, momentum=0.9, sam=dict(rho=0.05))
+  layout, mesh = replicas.make_layout(16, 8, 1), replicas.make_mesh(1)
+  tx = optim.create_optimizer(config, STEPS_PER_EPOCH, replicas.REPLICA_AXES)
+  state = replicas.replicate(
+      trainer.init_train_state(model, tx, jax.random.key(0), image, ema=True), mesh)
+  step = trainer.make_train_step(model, tx, mesh, layout, ema_decay=0.9)
+  rng = np.random.default_rng(0)
+  history = [jax.tree.map(np.asarray, state)]  # the step donates (deletes) its input
+  for _ in range(2):
+    batch = {"image": rng.standard_normal((16,) + image, np.float32),
+             "label": rng.integers(0, 10, 16).astype(np.int32)}
+    state, _ = step(state, replicas.shard_batch(batch, mesh), jax.random.key(1))
+    history.append(jax.tree.map(np.asarray, state))
+  for part in ("params", "batch_stats"):
+    w0, w1, w2 = (getattr(s, part) for s in history)
+    expected = jax.tree.map(lambda a, b, c: 0.81 * a + 0.09 * b + 0.1 * c, w0, w1, w2)
+    assert max_abs_diff(state.ema[part], expected) < 1e-6
+    assert max_abs_diff(w2, w0) > 1e-3  # the parameters (and statistics) did move
+
+
+def test_checkpoints_at_chosen_steps_are_kept_forever(tmp_path):
+  manager = checkpoints.make_manager(str(tmp_path), keep=1, keep_forever_steps=[2, 4])
+  def state(step):
+    return trainer.TrainState(step=jnp.array(step, jnp.int32), params={"w": jnp.full(3, float(step))},
+                              batch_stats={}, opt_state={}, ema={})
+  for step in range(1, 7):
+    checkpoints.save(manager, state(step))
+  manager.wait_until_finished()
+  assert manager.all_steps() == [2, 4, 6]
+  restored = checkpoints.restore_latest(manager, state(0))
+  assert int(restored.step) == 6 and float(restored.params["w"][0]) == 6.0
+  manager.close()
