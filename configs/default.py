@@ -13,6 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir
   config.use_test_set = True  # False: hold out 10% of train for evaluation
   config.model_name = "WideResnet28x10"
+  config.use_additional_skip_connections = False  # WideResNet: AutoAugment's group shortcuts
   config.dtype = "float32"  # computation dtype: float32 or bfloat16
   config.sync_batch_norm = False  # BatchNorm statistics over all replicas
   config.num_epochs = 200
@@ -20,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.image_level_augmentations = "basic"  # none, basic
   config.batch_level_augmentations = "none"  # none, cutout
   config.cutout_length = 16
+  config.label_noise = 0.0  # fraction of training labels replaced (Table 4; not yet)
   config.cutout_mask = "batch"  # one square per batch (the original) or per "example"
   # Optimizer (sam_jax/optim.py).
   config.learning_rate = 0.1
@@ -42,6 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.sam.adaptive = False  # ASAM
   config.sam.eta = 0.01
   config.sam.p = 2.0
+  # Shake models: ascent gradient with the same gates forward and backward (the original).
+  config.sam.true_gradient_ascent = True
   # Run.
   config.seed = 0
   config.log_every_steps = 50

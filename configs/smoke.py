@@ -1,4 +1,4 @@
-"""A tiny run for tests: two short epochs of the mini WideResNet on (mock) CIFAR-10.
+"""A tiny run for tests: two short epochs of a tiny WideResNet (10x1) on (mock) CIFAR-10.
 
     python -m sam_jax.train --config=configs/smoke.py --workdir=/tmp/smoke
 """
@@ -8,7 +8,7 @@ from configs import default
 
 def get_config():
   config = default.get_config()
-  config.model_name = "WideResnet_mini"
+  config.model_name = "WideResnet10x1"
   config.num_epochs = 2
   config.batch_size = 16
   config.learning_rate = 0.05

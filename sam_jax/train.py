@@ -89,7 +89,8 @@ ORIGINAL_FLAGS = {
     "randaug_magnitude": ("randaug_magnitude", int, "RandAugment magnitude (ImageNet)."),
     "imagenet_mixup_alpha": ("imagenet_mixup_alpha", float, "Mixup alpha on ImageNet."),
     "use_additional_skip_connections": ("use_additional_skip_connections", bool,
-                                        "Extra skip connections in PyramidNet/ResNet."),
+                                        "WideResNet: a shortcut around each group too "
+                                        "(the AutoAugment model)."),
     "from_pretrained_checkpoint": ("from_pretrained_checkpoint", bool,
                                    "Finetune from a pretrained EfficientNet checkpoint."),
     "efficientnet_checkpoint_path": ("efficientnet_checkpoint_path", str,
@@ -101,7 +102,6 @@ NOT_YET = {
     "randaug_num_layers": "RandAugment arrives with the input pipelines issue",
     "randaug_magnitude": "RandAugment arrives with the input pipelines issue",
     "imagenet_mixup_alpha": "mixup arrives with the input pipelines issue",
-    "use_additional_skip_connections": "PyramidNet/ResNet arrive with the model zoo issue",
     "from_pretrained_checkpoint": "finetuning arrives with the EfficientNet checkpoints issue",
     "efficientnet_checkpoint_path": "finetuning arrives with the EfficientNet checkpoints issue",
 }

@@ -21,7 +21,7 @@ from absl import logging
 from flax import struct
 
 from sam_jax import checkpoints, optim, replicas
-from sam_jax.models import get_model
+from sam_jax.models import get_model, input_resolution
 
 
 class TrainState(struct.PyTreeNode):
@@ -54,7 +54,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
                model: nn.Module, tx: optax.GradientTransformationExtraArgs,
                l2_weight_decay: float = 0.0, no_weight_decay_on_bn: bool = False,
                label_smoothing: float = 0.0, ema_decay: float = 0.0,
-               replica_by_replica: bool = True) -> tuple[TrainState, dict[str, jax.Array]]:
+               replica_by_replica: bool = True,
+               true_gradient_ascent: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SAM step for one replica; call it through `replicas.map_replicas`.
 
   1. g = grad of this replica's loss (cross-entropy + optional 0.5 wd ||w||^2).
@@ -76,6 +77,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     replica_by_replica: evaluate the two gradient passes one virtual replica at a time
       (`replicas.one_replica_at_a_time`, fast); must be False when the model
       synchronises BatchNorm across replicas.
+    true_gradient_ascent: take the clean (ascent) gradient of a shake model with the same
+      gates forward and backward (`true_gradient=True`), so the perturbation follows the
+      gradient of the function actually computed, as the original code did; the update
+      gradient at w + eps keeps the shake gradient. Only meaningful with SAM on.
 
   Returns:
     The new state and metrics averaged over replicas.
@@ -83,7 +88,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), replicas.replica_index())
   decay_mask = optim.weight_decay_mask(state.params, no_weight_decay_on_bn)
 
-  def loss_fn(params, batch_stats, batch, rng):
+  ascent_model = model.clone(true_gradient=True) if true_gradient_ascent else model
+
+  def loss_fn(params, batch_stats, batch, rng, model=model):
     logits, mutated = model.apply(
         {"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
         rngs={"dropout": rng}, mutable=["batch_stats"])
@@ -91,7 +98,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     loss = data_loss + optim.l2_penalty(params, l2_weight_decay, decay_mask)
     return loss, (data_loss, logits, mutated.get("batch_stats", {}))
 
-  clean_pass = jax.value_and_grad(loss_fn, has_aux=True)
+  clean_pass = jax.value_and_grad(functools.partial(loss_fn, model=ascent_model), has_aux=True)
   sam_pass = jax.grad(lambda *args: loss_fn(*args)[0])
   if replica_by_replica:
     clean_pass, sam_pass = map(replicas.one_replica_at_a_time, (clean_pass, sam_pass))
@@ -167,13 +174,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   workdir = os.path.abspath(workdir)  # Orbax wants absolute paths
   info = pipeline.get_dataset_info(config.dataset)
+  if config.get("label_noise", 0.0):
+    raise ValueError("label_noise is not available yet: noisy labels arrive with the input "
+                     "pipelines issue.")
   pipeline.check_augmentations(config.image_level_augmentations, config.batch_level_augmentations,
                                config.get("cutout_mask", "batch"))
   layout = replicas.make_layout(config.batch_size, config.sam.m)
   mesh = replicas.make_mesh(layout.num_devices)
-  bn_kwargs = {"bn_axis_name": replicas.REPLICA_AXES} if config.sync_batch_norm else {}
+  model_kwargs = {"bn_axis_name": replicas.REPLICA_AXES} if config.sync_batch_norm else {}
+  if config.get("use_additional_skip_connections"):
+    model_kwargs["additional_skip_connections"] = True
   model = get_model(config.model_name, info.num_classes, dtype=jnp.dtype(config.dtype),
-                    **bn_kwargs)
+                    **model_kwargs)
+  image_size = input_resolution(model)  # EfficientNet: resize the images to its resolution
+  image_shape = (image_size, image_size, info.image_shape[-1]) if image_size else info.image_shape
   train_split, eval_split = pipeline.split_names(info, config.use_test_set)
   train_examples = pipeline.load_split(info, pipeline.process_split(train_split), config.data_dir)
   eval_examples = pipeline.load_split(info, pipeline.process_split(eval_split), config.data_dir)
@@ -186,7 +200,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   tx = optim.create_optimizer(config, steps_per_epoch, replicas.REPLICA_AXES)
   schedule = optim.learning_rate_schedule(config, steps_per_epoch)
   state = replicas.replicate(
-      init_train_state(model, tx, jax.random.key(config.seed), info.image_shape,
+      init_train_state(model, tx, jax.random.key(config.seed), image_shape,
                        ema=config.ema_decay > 0), mesh)
   keep_steps = [e * steps_per_epoch for e in config.additional_checkpoints_at_epochs]
   manager = checkpoints.make_manager(workdir, config.keep_checkpoints, keep_steps)
@@ -198,7 +212,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       l2_weight_decay=config.weight_decay if config.weight_decay_type == "l2" else 0.0,
       no_weight_decay_on_bn=config.no_weight_decay_on_bn,
       label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
-      replica_by_replica=not config.sync_batch_norm)
+      replica_by_replica=not config.sync_batch_norm,
+      true_gradient_ascent=(config.sam.rho > 0 and hasattr(model, "true_gradient")
+                            and config.sam.get("true_gradient_ascent", True)))
   eval_step = make_eval_step(model, mesh)
   param_norm = jax.jit(optax.tree_utils.tree_norm)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
@@ -221,7 +237,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     for split, examples in splits.items():
       for prefix, evaluated in models.items():
         metrics = evaluate(eval_step, evaluated,
-                           pipeline.eval_batches(info, examples, process_batch), mesh)
+                           pipeline.eval_batches(info, examples, process_batch, image_size),
+                           mesh)
         for name in ("loss", "error") + (("top5_error",) if config.compute_top_5_error_rate else ()):
           results[f"{prefix}{split}_{name}"] = metrics[name]
       results[f"{split}_examples"] = metrics["count"]  # examples scored: the split's size
@@ -233,7 +250,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       info, train_examples, process_batch, seed=config.seed, start_step=start_step,
       image_augmentation=config.image_level_augmentations,
       batch_augmentation=config.batch_level_augmentations, cutout_length=config.cutout_length,
-      cutout_mask=config.get("cutout_mask", "batch"))
+      cutout_mask=config.get("cutout_mask", "batch"), image_size=image_size)
   progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   rng = jax.random.key(config.seed)
   last_save, pending, results = time.monotonic(), [], {}

@@ -11,11 +11,20 @@ from absl import flags
 from sam_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Transcribed from Foret et al. (2021), Tables 6 and 7: (epochs, lr, wd, rho per dataset).
+# Transcribed from Foret et al. (2021), Tables 6 and 7:
+# (model, epochs, lr (or per dataset), wd, rho per dataset).
 PAPER = {
-    "table1_wrn28x10_200ep": (200, 0.1, 5e-4, {"cifar10": 0.05, "cifar100": 0.1}),
-    "table1_wrn28x10_1800ep": (1800, 0.05, 1e-3, {"cifar10": 0.05, "cifar100": 0.1}),
-    "table5_wrn28x10": (200, {"svhn": 0.01, "fashion_mnist": 0.1}, 5e-4,
+    "table1_wrn28x10_200ep": ("WideResnet28x10", 200, 0.1, 5e-4,
+                              {"cifar10": 0.05, "cifar100": 0.1}),
+    "table1_wrn28x10_1800ep": ("WideResnet28x10", 1800, 0.05, 1e-3,
+                               {"cifar10": 0.05, "cifar100": 0.1}),
+    "table1_shake_shake": ("WideResnet28x6_ShakeShake", 1800, 0.02, 1e-3,
+                           {"cifar10": 0.02, "cifar100": 0.05}),
+    "table1_pyramidnet": ("Pyramid_vanilla", 1800, 0.05, 5e-4,
+                          {"cifar10": 0.05, "cifar100": 0.2}),
+    "table1_pyramid_shakedrop": ("Pyramid_ShakeDrop", 1800, {"cifar10": 0.02, "cifar100": 0.05},
+                                 5e-4, {"cifar10": 0.05, "cifar100": 0.05}),
+    "table5_wrn28x10": ("WideResnet28x10", 200, {"svhn": 0.01, "fashion_mnist": 0.1}, 5e-4,
                         {"svhn": 0.01, "fashion_mnist": 0.05}),
 }
 AUGMENTATIONS = {"basic": ("basic", "none"), "cutout": ("basic", "cutout")}
@@ -44,7 +53,7 @@ def docstring_command(name):
 
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_every_paper_cell_parses_into_the_papers_hyper_parameters(name):
-  epochs, lr, wd, rho = PAPER[name]
+  model, epochs, lr, wd, rho = PAPER[name]
   cells = docstring_cells(name)
   assert {dataset for dataset, *_ in cells} == set(rho)  # the table covers every dataset
   for dataset, augmentation, sam_error, sgd_error in cells:
@@ -53,7 +62,7 @@ def test_every_paper_cell_parses_into_the_papers_hyper_parameters(name):
       config, workdir = parse([f"--config=configs/{name}.py:{dataset},{augmentation},{optimizer}",
                                "--workdir=/tmp/w"])
       assert (config.dataset, config.model_name, config.num_epochs) == (
-          dataset, "WideResnet28x10", epochs)
+          dataset, model, epochs)
       assert (config.image_level_augmentations,
               config.batch_level_augmentations) == AUGMENTATIONS[augmentation]
       assert config.learning_rate == (lr[dataset] if isinstance(lr, dict) else lr)
@@ -68,7 +77,36 @@ def test_every_paper_cell_parses_into_the_papers_hyper_parameters(name):
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_the_docstring_command_runs_the_binary_parser(name):
   config, workdir = parse(docstring_command(name))
-  assert workdir.startswith("workdirs/") and config.model_name == "WideResnet28x10"
+  assert workdir.startswith("workdirs/") and config.model_name == PAPER[name][0]
+
+
+def test_imagenet_resnet_cells_follow_section_3_1():
+  doc = importlib.import_module("configs.table2_imagenet_resnet").__doc__
+  cells = re.findall(r"^\s+(Resnet\d+),(\d+)\s+([\d.]+)±\S+\s+([\d.]+)±", doc, re.MULTILINE)
+  assert len(cells) == 9
+  for model, epochs, sam_error, sgd_error in cells:
+    assert float(sam_error) < float(sgd_error)
+    for optimizer in ("sam", "sgd"):
+      config, _ = parse([f"--config=configs/table2_imagenet_resnet.py:{model},{epochs},"
+                         f"{optimizer}", "--workdir=/tmp/w"])
+      assert (config.dataset, config.model_name, config.num_epochs) == (
+          "imagenet", model, int(epochs))
+      assert (config.batch_size, config.learning_rate, config.weight_decay) == (4096, 1.0, 1e-4)
+      assert (config.label_smoothing, config.lr_schedule, config.momentum) == (0.1, "cosine", 0.9)
+      assert config.sam.rho == (0.05 if optimizer == "sam" else 0.0)
+      assert config.compute_top_5_error_rate
+
+
+def test_label_noise_cells_follow_section_3_3():
+  for noise in (20, 40, 60, 80):
+    for optimizer in ("sam", "sgd"):
+      config, _ = parse([f"--config=configs/table4_label_noise.py:{noise},{optimizer}",
+                         "--workdir=/tmp/w"])
+      assert (config.dataset, config.model_name, config.num_epochs) == (
+          "cifar10", "Resnet32", 200)
+      assert config.label_noise == noise / 100
+      rho = 0.05 if noise == 80 else 0.1
+      assert config.sam.rho == (rho if optimizer == "sam" else 0.0)
 
 
 @pytest.mark.parametrize("cell, message", [

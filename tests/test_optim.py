@@ -13,6 +13,9 @@ from sam_jax import checkpoints, optim, replicas, trainer
 from sam_jax.models import get_model
 
 STEPS_PER_EPOCH = 10
+# Depth 10: deeper nets on 8x8 inputs (BatchNorm over 2x2 maps) amplify float rounding
+# from step to step, so layouts that agree to 1e-7 after one step drift apart after three.
+TINY_WRN = "WideResnet10x1"
 
 
 def make_config(**overrides):
@@ -101,7 +104,7 @@ def test_unknown_weight_decay_type_is_a_clear_error():
 
 
 def test_ema_averages_parameters_and_batch_statistics_with_the_decay():
-  model, image = get_model("WideResnet_mini", 10), (8, 8, 3)
+  model, image = get_model(TINY_WRN, 10), (8, 8, 3)
   config = make_config(learning_rate=0.1, momentum=0.9, sam=dict(rho=0.05))
   layout, mesh = replicas.make_layout(16, 8, 1), replicas.make_mesh(1)
   tx = optim.create_optimizer(config, STEPS_PER_EPOCH, replicas.REPLICA_AXES)

@@ -55,7 +55,8 @@ DATASETS = {
 def get_dataset_info(name: str) -> DatasetInfo:
   """The DatasetInfo of `name`, or a ValueError listing the known datasets."""
   if name not in DATASETS:
-    raise ValueError(f"Unknown dataset '{name}': choose one of {', '.join(DATASETS)}.")
+    later = " (ImageNet arrives with the input pipelines issue)" if "imagenet" in name else ""
+    raise ValueError(f"Unknown dataset '{name}'{later}: choose one of {', '.join(DATASETS)}.")
   return DATASETS[name]
 
 
@@ -132,6 +133,13 @@ def cutout(image: tf.Tensor, seed: tf.Tensor, length: int) -> tf.Tensor:
   return image * tf.cast(~inside, image.dtype)[..., None]
 
 
+def resize(image: tf.Tensor, image_size: int | None) -> tf.Tensor:
+  """Bicubic resize to image_size x image_size; None or the same size leaves it alone."""
+  if image_size is None or tuple(image.shape[:2]) == (image_size, image_size):
+    return image
+  return tf.image.resize(image, (image_size, image_size), method="bicubic")
+
+
 def check_augmentations(image_augmentation: str, batch_augmentation: str,
                         cutout_mask: str = "batch") -> None:
   """Raises a one-line ValueError for augmentations this pipeline does not offer."""
@@ -150,7 +158,7 @@ def check_augmentations(image_augmentation: str, batch_augmentation: str,
 def train_batches(info: DatasetInfo, examples: dict[str, np.ndarray], batch_size: int, *,
                   seed: int, start_step: int = 0, image_augmentation: str = "basic",
                   batch_augmentation: str = "none", cutout_length: int = 16,
-                  cutout_mask: str = "batch"):
+                  cutout_mask: str = "batch", image_size: int | None = None):
   """Endless iterator of augmented training batches, starting at `start_step`.
 
   Args:
@@ -165,6 +173,8 @@ def train_batches(info: DatasetInfo, examples: dict[str, np.ndarray], batch_size
     cutout_mask: "batch": one square for the whole batch, as the original code (whose
       README calls it needed for the published numbers); "example": one square per
       example, as DeVries & Taylor (2017).
+    image_size: resize (bicubic, after normalisation) to image_size x image_size, for
+      models with their own resolution such as EfficientNet; None keeps the dataset's.
 
   Yields:
     {"image": float32 [batch, H, W, C], "label": int32 [batch]} numpy batches.
@@ -185,7 +195,7 @@ def train_batches(info: DatasetInfo, examples: dict[str, np.ndarray], batch_size
     if batch_augmentation == "cutout":
       square = key if cutout_mask == "example" else tf.stack([key[0], i // batch_size])
       image = cutout(image, square + 2, cutout_length)
-    return {"image": image, "label": labels[index]}
+    return {"image": resize(image, image_size), "label": labels[index]}
 
   ds = tf.data.Dataset.range(start_step * batch_size, 2**62)
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -193,18 +203,23 @@ def train_batches(info: DatasetInfo, examples: dict[str, np.ndarray], batch_size
   return ds.as_numpy_iterator()
 
 
-def eval_batches(info: DatasetInfo, examples: dict[str, np.ndarray], batch_size: int):
+def eval_batches(info: DatasetInfo, examples: dict[str, np.ndarray], batch_size: int,
+                 image_size: int | None = None):
   """Every example exactly once, in order; the last batch is padded and masked.
+
+  `image_size` resizes as in `train_batches`.
 
   Yields:
     {"image", "label", "mask"} numpy batches of exactly `batch_size`; mask 0 on padding.
   """
   num = len(examples["label"])
   ds = tf.data.Dataset.from_tensor_slices(examples).map(
-      lambda e: {"image": normalize(e["image"], info), "label": e["label"], "mask": 1.0})
+      lambda e: {"image": resize(normalize(e["image"], info), image_size), "label": e["label"],
+                 "mask": 1.0})
   padding = (-num) % batch_size
   if padding:
-    blank = {"image": tf.zeros((padding,) + info.image_shape, tf.float32),
+    shape = (image_size, image_size, info.image_shape[-1]) if image_size else info.image_shape
+    blank = {"image": tf.zeros((padding,) + shape, tf.float32),
              "label": tf.zeros(padding, tf.int32), "mask": tf.zeros(padding, tf.float32)}
     ds = ds.concatenate(tf.data.Dataset.from_tensor_slices(blank))
   return ds.batch(batch_size).prefetch(2).as_numpy_iterator()

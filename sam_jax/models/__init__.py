@@ -1,41 +1,80 @@
 """Model registry: `get_model(name, num_classes, dtype)` for every architecture.
 
-Names are those the original google-research/sam code accepts (`WideResnet28x10`, ...)
-plus any `WideResnet{depth}x{width}` and small variants for demos and tests.
+Names are those the original google-research/sam code accepts (`WideResnet28x10`,
+`WideResnet28x6_ShakeShake`, `Pyramid_ShakeDrop`, `efficientnet-b7`, ...), plus
+`WideResnet{depth}x{width}`, `Resnet{depth}`, the vanilla PyramidNet and small variants
+for demos and tests. Every model is called as
+`model.apply(variables, images_nhwc, train=bool, rngs={"dropout": key})`; its stochastic
+parts (shake gates, ShakeDrop, stochastic depth, dropout) draw from the "dropout" stream.
 """
 
+import functools
 import re
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from sam_jax.models.efficientnet import VARIANTS, EfficientNet
+from sam_jax.models.pyramidnet import PyramidNet
+from sam_jax.models.resnet import STAGES, CifarResNet, ResNet
+from sam_jax.models.shake_shake import WideResnetShakeShake
 from sam_jax.models.wide_resnet import WideResnet
 
-_WIDE_RESNET = re.compile(r"WideResnet(\d+)x(\d+)$")
 _NAMED = {
-    "WideResnet_mini": dict(depth=10, width=1),  # 3 blocks, widths 16/32/64
+    "WideResnet_mini": functools.partial(WideResnet, depth=16, width=1),
+    "WideResnet28x6_ShakeShake": functools.partial(WideResnetShakeShake, 4, 6),
+    "WideResnet_ShakeShake_mini": functools.partial(WideResnetShakeShake, 2, 1),
+    "Pyramid_ShakeDrop": functools.partial(PyramidNet, 272, 200, shake_drop=True),
+    "Pyramid_ShakeDrop_mini": functools.partial(PyramidNet, 11, 200, shake_drop=True),
+    "Pyramid_vanilla": functools.partial(PyramidNet, 272, 200, shake_drop=False),
+    "Pyramid_vanilla_mini": functools.partial(PyramidNet, 11, 200, shake_drop=False),
+    # 7 one-block stages at 32x32: EfficientNet's structure at a size a CPU test can run.
+    "efficientnet-mini": functools.partial(EfficientNet, 0.25, 0.25, 32, 0.2),
+    **{name: functools.partial(EfficientNet, *args) for name, args in VARIANTS.items()},
 }
-EXAMPLES = ("WideResnet28x10", "WideResnet16x4", "WideResnet_mini")
+_WIDE_RESNET = re.compile(r"WideResnet(\d+)x(\d+)$")
+_RESNET = re.compile(r"Resnet(\d+)$")
+EXAMPLES = ("WideResnet28x10", "WideResnet28x6_ShakeShake", "Pyramid_ShakeDrop",
+            "Pyramid_vanilla", "Resnet50", "Resnet32", "efficientnet-b0", "efficientnet-l2-475")
 
 
 def get_model(name: str, num_classes: int, dtype: Any = jnp.float32, **kwargs) -> nn.Module:
-  """Builds the named model, called as `model.apply(variables, images, train=...)`.
+  """Builds the named model.
 
   Args:
-    name: a registered name, e.g. "WideResnet28x10" or "WideResnet16x4".
+    name: a registered name (see EXAMPLES), `WideResnet{6n+4}x{k}`, `Resnet{18,34,50,101,
+      152,200}` (ImageNet v1.5) or `Resnet{6n+2}` (CIFAR, e.g. Resnet32).
     num_classes: size of the classifier output.
     dtype: computation dtype (parameters and BatchNorm statistics stay float32).
-    **kwargs: passed to the module, e.g. `bn_axis_name` to synchronise BatchNorm.
+    **kwargs: module fields, e.g. `bn_axis_name` to synchronise BatchNorm.
 
   Raises:
-    ValueError: for an unknown name, listing the known ones.
+    ValueError: for an unknown name, listing examples of known ones.
   """
+  kwargs = {"num_classes": num_classes, "dtype": dtype, **kwargs}
+  try:
+    return _build(name, kwargs)
+  except TypeError as e:  # a field this family does not have
+    raise ValueError(f"Model '{name}' does not take these options: {e}") from None
+
+
+def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
   if name in _NAMED:
-    return WideResnet(num_classes=num_classes, dtype=dtype, **_NAMED[name], **kwargs)
-  match = _WIDE_RESNET.match(name)
-  if match and (int(match[1]) - 4) % 6 == 0:
-    return WideResnet(depth=int(match[1]), width=int(match[2]), num_classes=num_classes,
-                      dtype=dtype, **kwargs)
-  raise ValueError(f"Unknown model '{name}': choose one of {', '.join(EXAMPLES)} "
-                   "(or WideResnet{{depth}}x{{width}} with depth = 6n+4).")
+    return _NAMED[name](**kwargs)
+  if (match := _WIDE_RESNET.match(name)) and (int(match[1]) - 4) % 6 == 0:
+    return WideResnet(depth=int(match[1]), width=int(match[2]), **kwargs)
+  if match := _RESNET.match(name):
+    depth = int(match[1])
+    if depth in STAGES:
+      return ResNet(depth=depth, **kwargs)
+    if (depth - 2) % 6 == 0:
+      return CifarResNet(depth=depth, **kwargs)
+  raise ValueError(f"Unknown model '{name}': choose one of {', '.join(EXAMPLES)} (also "
+                   "WideResnet{6n+4}x{k}, Resnet{18,34,50,101,152,200}, Resnet{6n+2}, "
+                   "efficientnet-b0..b8, *_mini).")
+
+
+def input_resolution(model: nn.Module) -> int | None:
+  """The image side the model expects (EfficientNet), or None for the dataset's own."""
+  return getattr(model, "resolution", None)

@@ -5,6 +5,10 @@ pool plus zero-padded channels (no 1x1 conv); convs have no bias and use
 variance_scaling(2.0, fan_out, normal); BatchNorm momentum 0.9, eps 1e-5, with
 statistics per replica unless `bn_axis_name` names the replica axes.
 WideResnet28x10 has 36,278,324 parameters with 100 classes.
+
+`additional_skip_connections` adds the AutoAugment implementation's shortcut around each
+group of blocks (the original `--use_additional_skip_connections`); off by default, as
+in the Wide ResNet paper. It adds no parameters.
 """
 
 import functools
@@ -68,6 +72,7 @@ class WideResnet(nn.Module):
   depth: int
   width: int
   num_classes: int
+  additional_skip_connections: bool = False
   dtype: Any = jnp.float32
   bn_axis_name: Any = None
 
@@ -79,10 +84,13 @@ class WideResnet(nn.Module):
     x = nn.Conv(16, (3, 3), padding="SAME", use_bias=False, kernel_init=conv_init,
                 dtype=self.dtype)(x.astype(self.dtype))
     for group, (channels, strides) in enumerate(((16, 1), (32, 2), (64, 2))):
+      group_input = x
       for i in range(blocks_per_group):
         x = WideResnetBlock(channels * self.width, strides if i == 0 else 1,
                             activate_before_residual=(group == 0 and i == 0),
                             dtype=self.dtype, bn_axis_name=self.bn_axis_name)(x, train)
+      if self.additional_skip_connections:
+        x = pad_shortcut(x, group_input)
     x = BatchNormReLU(dtype=self.dtype, bn_axis_name=self.bn_axis_name)(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

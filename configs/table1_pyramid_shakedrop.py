@@ -1,0 +1,29 @@
+"""Paper Table 1, rows "PyramidNet+ShakeDrop", Basic and Cutout, on CIFAR-10/100.
+
+Pyramid_ShakeDrop (PyramidNet-272, alpha 200, ShakeDrop) for 1800 epochs (the original
+code's setting); Table 6: lr 0.02 on CIFAR-10 and 0.05 on CIFAR-100, weight decay 5e-4,
+rho 0.05; the rest as in `configs/paper.py` (batch 256, m = 32). The ascent gradient
+uses the same ShakeDrop coefficients forward and backward, as the original. Pick the
+cell after the colon, DATASET,AUGMENTATION,OPTIMIZER:
+
+    python -m sam_jax.train --config=configs/table1_pyramid_shakedrop.py:cifar100,cutout,sam \\
+        --workdir=workdirs/pyramid_shakedrop/cifar100_cutout_sam
+
+Paper test error (%), mean and 95% interval of 5 runs:
+
+    DATASET,AUGMENTATION    SAM        SGD
+    cifar10,basic           2.1±0.1    2.5±0.1
+    cifar10,cutout          1.6±<0.1   1.9±0.1
+    cifar100,basic          13.3±0.2   14.5±0.1
+    cifar100,cutout         11.3±0.1   11.8±0.2
+
+The AA row needs AutoAugment, which arrives with the input pipelines issue.
+"""
+
+from configs import paper
+
+
+def get_config(cell: str = "cifar10,basic,sam"):
+  return paper.cell_config(cell, model_name="Pyramid_ShakeDrop", num_epochs=1800,
+                           learning_rate={"cifar10": 0.02, "cifar100": 0.05},
+                           weight_decay=5e-4, rho={"cifar10": 0.05, "cifar100": 0.05})

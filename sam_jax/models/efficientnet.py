@@ -1,0 +1,120 @@
+"""EfficientNet B0..B8 and L2 (Tan & Le 2019; Xie et al. 2020) as in tensorflow/tpu.
+
+A 3x3/2 stem, seven stages of MBConv blocks (1x1 expansion, depthwise conv, squeeze-
+excite with 0.25 x the block's input filters, 1x1 projection; identity skip with
+stochastic depth when shapes match) and a 1x1 head conv to 1280 (scaled) filters,
+global average pooling, dropout and the classifier. Swish everywhere. BatchNorm momentum
+0.99, eps 1e-3, synchronised across replicas in the paper's recipe
+(`sync_batch_norm`). Widths and depths scale with the variant's coefficients:
+round_filters rounds c * width to a multiple of 8 (never below 90% of it), stage
+repeats become ceil(depth * repeats). Stochastic depth grows linearly to 0.2 over the
+blocks. Parameters with 1000 classes: b0 5,288,548; b7 66,347,960; L2 about 480M.
+"""
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sam_jax.models.layers import batch_norm, conv, dense_init
+
+# (repeats, kernel, stride, expand ratio, input filters, output filters) of B0's stages.
+STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
+          (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
+          (1, 3, 1, 6, 192, 320))
+# name -> (width coefficient, depth coefficient, resolution, dropout rate).
+VARIANTS = {
+    "efficientnet-b0": (1.0, 1.0, 224, 0.2), "efficientnet-b1": (1.0, 1.1, 240, 0.2),
+    "efficientnet-b2": (1.1, 1.2, 260, 0.3), "efficientnet-b3": (1.2, 1.4, 300, 0.3),
+    "efficientnet-b4": (1.4, 1.8, 380, 0.4), "efficientnet-b5": (1.6, 2.2, 456, 0.4),
+    "efficientnet-b6": (1.8, 2.6, 528, 0.5), "efficientnet-b7": (2.0, 3.1, 600, 0.5),
+    "efficientnet-b8": (2.2, 3.6, 672, 0.5), "efficientnet-l2": (4.3, 5.3, 800, 0.5),
+    "efficientnet-l2-475": (4.3, 5.3, 475, 0.5),
+}
+SE_RATIO, DROP_CONNECT_RATE, BN_MOMENTUM, BN_EPSILON = 0.25, 0.2, 0.99, 1e-3
+
+
+def round_filters(filters: int, width: float, divisor: int = 8) -> int:
+  """c * width rounded to the nearest multiple of `divisor`, at least 90% of c * width."""
+  filters *= width
+  rounded = max(divisor, int(filters + divisor / 2) // divisor * divisor)
+  return int(rounded + divisor if rounded < 0.9 * filters else rounded)
+
+
+def round_repeats(repeats: int, depth: float) -> int:
+  return int(math.ceil(depth * repeats))
+
+
+def stochastic_depth(module: nn.Module, x: jax.Array, rate: float, train: bool) -> jax.Array:
+  """Drops the whole branch per example with probability `rate`, scaling by 1/(1-rate)."""
+  if not train or rate == 0:
+    return x
+  keep = jax.random.bernoulli(module.make_rng("dropout"), 1 - rate, (x.shape[0], 1, 1, 1))
+  return x * keep.astype(x.dtype) / (1 - rate)
+
+
+class MBConvBlock(nn.Module):
+  """Mobile inverted bottleneck with squeeze-excite (tensorflow/tpu MBConvBlock)."""
+  input_filters: int
+  output_filters: int
+  kernel: int
+  strides: int
+  expand_ratio: int
+  drop_rate: float
+  dtype: Any = jnp.float32
+  bn_axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    def bn(name):
+      return batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name,
+                        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+    inputs, channels = x, self.input_filters * self.expand_ratio
+    if self.expand_ratio != 1:
+      x = nn.swish(bn("expand_bn")(conv(channels, 1, dtype=self.dtype, name="expand_conv")(x)))
+    x = conv(channels, self.kernel, self.strides, dtype=self.dtype, feature_group_count=channels,
+             name="depthwise_conv")(x)
+    x = nn.swish(bn("depthwise_bn")(x))
+    squeezed = jnp.mean(x, axis=(1, 2), keepdims=True)
+    squeezed = nn.swish(conv(max(1, int(self.input_filters * SE_RATIO)), 1, dtype=self.dtype,
+                             use_bias=True, name="se_reduce")(squeezed))
+    squeezed = conv(channels, 1, dtype=self.dtype, use_bias=True, name="se_expand")(squeezed)
+    x = nn.sigmoid(squeezed) * x
+    x = bn("project_bn")(conv(self.output_filters, 1, dtype=self.dtype, name="project_conv")(x))
+    if self.strides == 1 and self.input_filters == self.output_filters:
+      x = stochastic_depth(self, x, self.drop_rate, train) + inputs
+    return x
+
+
+class EfficientNet(nn.Module):
+  """EfficientNet with the given width/depth coefficients; `resolution` is its input size."""
+  width: float
+  depth: float
+  resolution: int
+  dropout_rate: float
+  num_classes: int
+  dtype: Any = jnp.float32
+  bn_axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    def bn(name):
+      return batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name,
+                        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+    x = conv(round_filters(32, self.width), 3, 2, dtype=self.dtype, name="stem_conv")(
+        x.astype(self.dtype))
+    x = nn.swish(bn("stem_bn")(x))
+    blocks = [(round_filters(inp, self.width) if i == 0 else round_filters(out, self.width),
+               round_filters(out, self.width), kernel, stride if i == 0 else 1, expand)
+              for repeats, kernel, stride, expand, inp, out in STAGES
+              for i in range(round_repeats(repeats, self.depth))]
+    for index, (inp, out, kernel, stride, expand) in enumerate(blocks):
+      x = MBConvBlock(inp, out, kernel, stride, expand, DROP_CONNECT_RATE * index / len(blocks),
+                      self.dtype, self.bn_axis_name, name=f"blocks_{index}")(x, train)
+    x = conv(round_filters(1280, self.width), 1, dtype=self.dtype, name="head_conv")(x)
+    x = jnp.mean(nn.swish(bn("head_bn")(x)), axis=(1, 2))
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype,
+                    name="head_dense")(x).astype(jnp.float32)

@@ -1,0 +1,202 @@
+"""The model zoo: parameter counts, forward passes, dtypes and the stochastic regularisers."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from conftest import max_abs_diff
+from configs import smoke
+from sam_jax import trainer
+from sam_jax.models import get_model, input_resolution
+from sam_jax.models.efficientnet import stochastic_depth
+from sam_jax.models.pyramidnet import shake_drop
+from sam_jax.models.shake_shake import shake_shake
+
+# (name, classes, resolution): parameters, from the original code's tests and the
+# published model tables.
+PARAMETER_COUNTS = {
+    ("WideResnet28x10", 100, 32): 36_278_324,
+    ("WideResnet28x6_ShakeShake", 100, 32): 26_227_572,
+    ("Pyramid_ShakeDrop", 100, 32): 26_288_692,
+    ("Resnet50", 1000, 224): 25_557_032,
+    ("efficientnet-b0", 1000, 224): 5_288_548,
+    ("efficientnet-b1", 1000, 240): 7_794_184,
+    ("efficientnet-b2", 1000, 260): 9_109_994,
+    ("efficientnet-b3", 1000, 300): 12_233_232,
+    ("efficientnet-b4", 1000, 380): 19_341_616,
+    ("efficientnet-b5", 1000, 456): 30_389_784,
+    ("efficientnet-b6", 1000, 528): 43_040_704,
+    ("efficientnet-b7", 1000, 600): 66_347_960,
+}
+TINY = ["WideResnet_mini", "WideResnet_ShakeShake_mini", "Pyramid_ShakeDrop_mini",
+        "Pyramid_vanilla_mini", "Resnet20", "Resnet18", "efficientnet-mini"]
+
+
+def parameter_count(name, classes, resolution):
+  model = get_model(name, classes)
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, resolution, resolution, 3)), train=False))
+  return sum(leaf.size for leaf in jax.tree.leaves(shapes["params"]))
+
+
+@pytest.mark.parametrize("key", sorted(PARAMETER_COUNTS))
+def test_parameter_counts_match_the_originals(key):
+  assert parameter_count(*key) == PARAMETER_COUNTS[key]
+
+
+def test_efficientnet_l2_has_about_480_million_parameters_and_its_resolutions():
+  assert 479e6 < parameter_count("efficientnet-l2", 1000, 64) < 481e6
+  resolutions = {name: input_resolution(get_model(name, 10))
+                 for name in ("efficientnet-b0", "efficientnet-b7", "efficientnet-l2",
+                              "efficientnet-l2-475", "WideResnet28x10")}
+  assert resolutions == {"efficientnet-b0": 224, "efficientnet-b7": 600,
+                         "efficientnet-l2": 800, "efficientnet-l2-475": 475,
+                         "WideResnet28x10": None}
+
+
+def test_cifar_resnet32_and_the_vanilla_pyramidnet_are_the_expected_sizes():
+  assert parameter_count("Resnet32", 10, 32) == 464_154  # He et al. (2016): 0.46M
+  shakedrop, vanilla = (parameter_count(n, 100, 32) for n in ("Pyramid_ShakeDrop",
+                                                               "Pyramid_vanilla"))
+  assert vanilla == shakedrop  # ShakeDrop has no parameters
+
+
+def test_unknown_model_names_say_what_exists():
+  for name in ("Resnet51", "WideResnet29x10", "efficientnet-b9"):
+    with pytest.raises(ValueError, match=f"Unknown model '{name}': choose one of"):
+      get_model(name, 10)
+
+
+@pytest.fixture(scope="module")
+def images():
+  return jax.random.normal(jax.random.key(3), (4, 16, 16, 3))
+
+
+STOCHASTIC = ("WideResnet_ShakeShake_mini", "Pyramid_ShakeDrop_mini", "efficientnet-mini")
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_forward_passes_keys_and_dtypes(name, images):
+  model = get_model(name, 10)
+  variables = model.init(jax.random.key(0), images, train=False)
+  train = jax.jit(lambda v, x, k: model.apply(v, x, train=True, mutable=["batch_stats"],
+                                              rngs={"dropout": k}))
+  (logits, updates), (again, _), (other, _) = (
+      train(variables, images, jax.random.key(k)) for k in (1, 1, 2))
+  assert logits.shape == (4, 10) and logits.dtype == jnp.float32
+  assert np.isfinite(logits).all()
+  assert max_abs_diff(updates["batch_stats"], variables["batch_stats"]) > 0  # BN learns
+  np.testing.assert_array_equal(logits, again)  # a function of the key...
+  if name in STOCHASTIC:  # ...whose draws change with it
+    assert max_abs_diff(logits, other) > 1e-4
+  else:
+    np.testing.assert_array_equal(logits, other)
+
+  def evaluate(dtype):
+    model = get_model(name, 10, dtype=dtype)
+    return jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
+  eval32, eval16 = evaluate(jnp.float32), evaluate(jnp.bfloat16)
+  assert eval16.dtype == eval32.dtype == jnp.float32 and np.isfinite(eval32).all()
+  scale = float(np.abs(eval32).max()) + 1e-3
+  assert 0 < float(np.abs(eval16 - eval32).max()) < 0.1 * scale  # bfloat16, close to f32
+  variables16 = get_model(name, 10, dtype=jnp.bfloat16).init(
+      jax.random.key(0), images, train=False)
+  for leaf in jax.tree.leaves(variables16):  # parameters and statistics stay float32
+    assert leaf.dtype == jnp.float32
+
+
+class Regulariser(nn.Module):
+  """Applies one stochastic regulariser to fixed inputs."""
+  kind: str
+  true_gradient: bool = False
+
+  @nn.compact
+  def __call__(self, a, b, train):
+    if self.kind == "shake_shake":
+      return shake_shake(self, a, b, train, self.true_gradient)
+    if self.kind == "shake_drop":
+      return shake_drop(self, a, 0.7, train, self.true_gradient)
+    return stochastic_depth(self, a, 0.3, train)
+
+
+@pytest.mark.parametrize("kind", ["shake_shake", "shake_drop", "stochastic_depth"])
+def test_eval_output_is_the_expected_train_output(kind):
+  a = jax.random.normal(jax.random.key(0), (2, 3, 3, 4))
+  b = jax.random.normal(jax.random.key(1), (2, 3, 3, 4))
+  module = Regulariser(kind)
+  eval_out = module.apply({}, a, b, False)
+  draws = jax.vmap(lambda k: module.apply({}, a, b, True, rngs={"dropout": k}))(
+      jax.random.split(jax.random.key(2), 40_000))
+  assert float(draws.std(0).max()) > 0.1  # training is random
+  np.testing.assert_allclose(draws.mean(0), eval_out, atol=0.03)
+
+
+@pytest.mark.parametrize("kind", ["shake_shake", "shake_drop"])
+def test_backward_pass_uses_its_own_draw_unless_true_gradient(kind):
+  """d out / d a is the backward gate (coefficient); with true_gradient the forward one."""
+  a, b = jnp.full((64, 1, 1, 1), 2.0), jnp.full((64, 1, 1, 1), -1.0)
+  for true_gradient in (False, True):
+    module = Regulariser(kind, true_gradient)
+    run = lambda a: module.apply({}, a, b, True, rngs={"dropout": jax.random.key(5)})
+    out, gradient = run(a), jax.grad(lambda a: run(a).sum())(a)
+    # The forward coefficient of a, recovered from the output.
+    forward = (out - b) / (a - b) if kind == "shake_shake" else out / a
+    same = np.allclose(gradient, forward, atol=1e-6)
+    assert same == true_gradient
+    if kind == "shake_shake":
+      assert (0 <= gradient).all() and (gradient <= 1).all()
+    else:  # forward coefficient in [-1, 1], backward in [0, 1]
+      assert forward.min() < 0 and (true_gradient or gradient.min() >= 0)
+
+
+def test_true_gradient_ascent_changes_the_sam_step_of_a_shake_model():
+  from sam_jax import optim, replicas
+  import ml_collections
+  model = get_model("WideResnet_ShakeShake_mini", 10)
+  config = ml_collections.ConfigDict(dict(
+      learning_rate=0.1, num_epochs=1, lr_schedule="cosine", momentum=0.9, nesterov=True,
+      weight_decay=0.0, weight_decay_type="l2", no_weight_decay_on_bn=False,
+      gradient_clipping=5.0, sam=dict(rho=0.5)))
+  layout, mesh = replicas.make_layout(8, 8, 1), replicas.make_mesh(1)
+  tx = optim.create_optimizer(config, 10, replicas.REPLICA_AXES)
+  batch = {"image": np.random.default_rng(0).standard_normal((8, 8, 8, 3), np.float32),
+           "label": np.arange(8, dtype=np.int32)}
+  params = {}
+  for flag in (False, True):
+    state = replicas.replicate(
+        trainer.init_train_state(model, tx, jax.random.key(0), (8, 8, 3)), mesh)
+    step = trainer.make_train_step(model, tx, mesh, layout, true_gradient_ascent=flag)
+    state, _ = step(state, replicas.shard_batch(batch, mesh), jax.random.key(1))
+    params[flag] = jax.tree.map(np.asarray, state.params)
+  assert max_abs_diff(params[False], params[True]) > 1e-6
+
+
+@pytest.mark.parametrize("name, dataset", [
+    ("WideResnet_ShakeShake_mini", "cifar10"),
+    ("Pyramid_ShakeDrop_mini", "cifar100"),
+    ("Resnet20", "svhn"),
+    ("efficientnet-mini", "fashion_mnist"),  # 28x28x1 resized to the model's 32x32
+])
+def test_one_sam_epoch_of_each_family_through_the_binary(name, dataset, tmp_path):
+  config = smoke.get_config()
+  config.model_name, config.dataset, config.num_epochs = name, dataset, 1
+  config.sync_batch_norm = name.startswith("efficientnet")  # the EfficientNet recipe
+  with tfds.testing.mock_data(num_examples=32, policy=tfds.testing.MockPolicy.USE_CODE):
+    results = trainer.train_and_evaluate(config, str(tmp_path))
+  assert results["steps"] == 2 and results["test_examples"] == 32
+  assert np.isfinite(results["test_loss"])
+
+
+def test_additional_skip_connections_change_the_function_not_the_parameters(images):
+  plain = get_model("WideResnet_mini", 10)
+  skips = get_model("WideResnet_mini", 10, additional_skip_connections=True)
+  variables = plain.init(jax.random.key(0), images, train=False)
+  assert jax.tree.structure(variables) == jax.tree.structure(
+      skips.init(jax.random.key(0), images, train=False))
+  difference = max_abs_diff(plain.apply(variables, images), skips.apply(variables, images))
+  assert difference > 1e-3
+  with pytest.raises(ValueError, match="'Resnet20' does not take these options"):
+    get_model("Resnet20", 10, additional_skip_connections=True)
