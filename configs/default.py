@@ -21,7 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.image_level_augmentations = "basic"  # none, basic
   config.batch_level_augmentations = "none"  # none, cutout
   config.cutout_length = 16
-  config.label_noise = 0.0  # fraction of training labels replaced (Table 4; not yet)
+  config.label_noise = 0.0  # fraction of training labels replaced by another class (Table 4)
+  config.label_noise_seed = 0  # which labels, independent of the run's seed
   config.cutout_mask = "batch"  # one square per batch (the original) or per "example"
   # Optimizer (sam_jax/optim.py).
   config.learning_rate = 0.1

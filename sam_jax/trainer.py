@@ -170,13 +170,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   # The pipeline and clu's writers import TensorFlow; the steps above must not need it.
   from clu import metric_writers, periodic_actions
-  from sam_jax.data import pipeline
+  from sam_jax.data import label_noise, pipeline
 
   workdir = os.path.abspath(workdir)  # Orbax wants absolute paths
   info = pipeline.get_dataset_info(config.dataset)
-  if config.get("label_noise", 0.0):
-    raise ValueError("label_noise is not available yet: noisy labels arrive with the input "
-                     "pipelines issue.")
   pipeline.check_augmentations(config.image_level_augmentations, config.batch_level_augmentations,
                                config.get("cutout_mask", "batch"))
   layout = replicas.make_layout(config.batch_size, config.sam.m)
@@ -191,6 +188,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_split, eval_split = pipeline.split_names(info, config.use_test_set)
   train_examples = pipeline.load_split(info, pipeline.process_split(train_split), config.data_dir)
   eval_examples = pipeline.load_split(info, pipeline.process_split(eval_split), config.data_dir)
+  realised_noise = None
+  if config.get("label_noise", 0.0):  # training labels only; evaluation stays clean
+    train_examples, realised_noise = label_noise.symmetric_noise(
+        train_examples, config.label_noise, info.num_classes, config.label_noise_seed)
+    logging.info("Label noise: %.4f of this process's %d training labels changed (asked %.2f).",
+                 realised_noise, len(train_examples["label"]), config.label_noise)
   process_batch = config.batch_size // jax.process_count()
   steps_per_epoch = len(train_examples["label"]) // process_batch
   if steps_per_epoch == 0:
@@ -277,6 +280,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if not results:  # resumed after the last step: evaluate what was restored
     results = evaluate_all(int(state.step))
   results = {**results, "steps": int(state.step), "epochs": int(state.step) / steps_per_epoch}
+  if realised_noise is not None:
+    results["realised_label_noise"] = realised_noise
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(results, f, indent=2)
