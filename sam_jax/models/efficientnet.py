@@ -11,6 +11,7 @@ repeats become ceil(depth * repeats). Stochastic depth grows linearly to 0.2 ove
 blocks. Parameters with 1000 classes: b0 5,288,548; b7 66,347,960; L2 about 480M.
 """
 
+import functools
 import math
 from typing import Any
 
@@ -55,6 +56,12 @@ def stochastic_depth(module: nn.Module, x: jax.Array, rate: float, train: bool) 
   return x * keep.astype(x.dtype) / (1 - rate)
 
 
+def efficientnet_bn(module: nn.Module, train: bool, name: str) -> nn.BatchNorm:
+  """EfficientNet's BatchNorm (momentum 0.99, eps 1e-3) in `module`'s dtype and axes."""
+  return batch_norm(train, dtype=module.dtype, axis_name=module.bn_axis_name,
+                    momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+
+
 class MBConvBlock(nn.Module):
   """Mobile inverted bottleneck with squeeze-excite (tensorflow/tpu MBConvBlock)."""
   input_filters: int
@@ -68,9 +75,7 @@ class MBConvBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    def bn(name):
-      return batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name,
-                        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+    bn = functools.partial(efficientnet_bn, self, train)
     inputs, channels = x, self.input_filters * self.expand_ratio
     if self.expand_ratio != 1:
       x = nn.swish(bn("expand_bn")(conv(channels, 1, dtype=self.dtype, name="expand_conv")(x)))
@@ -100,9 +105,7 @@ class EfficientNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    def bn(name):
-      return batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name,
-                        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+    bn = functools.partial(efficientnet_bn, self, train)
     x = conv(round_filters(32, self.width), 3, 2, dtype=self.dtype, name="stem_conv")(
         x.astype(self.dtype))
     x = nn.swish(bn("stem_bn")(x))
