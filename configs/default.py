@@ -9,18 +9,31 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.dataset = "cifar10"  # cifar10, cifar100, svhn, fashion_mnist, digits
+  # cifar10, cifar100, svhn, fashion_mnist, digits, imagenet, oxford_flowers102,
+  # oxford_iiit_pet, cars196, food101, caltech_birds2011 (sam_jax/data/pipeline.py).
+  config.dataset = "cifar10"
   config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir
   config.use_test_set = True  # False: hold out 10% of train for evaluation
   config.model_name = "WideResnet28x10"
   config.use_additional_skip_connections = False  # WideResNet: AutoAugment's group shortcuts
+  # Input side in pixels; unset: the model's resolution (EfficientNet), else the dataset's
+  # (224 for the JPEG datasets).
+  config.image_size = ml_collections.config_dict.placeholder(int)
   config.dtype = "float32"  # computation dtype: float32 or bfloat16
   config.sync_batch_norm = False  # BatchNorm statistics over all replicas
   config.num_epochs = 200
   config.batch_size = 128  # global batch, all replicas together
-  config.image_level_augmentations = "basic"  # none, basic
-  config.batch_level_augmentations = "none"  # none, cutout
+  # Augmentations (pipeline.Augmentation): none, basic, autoaugment, aa-only, randaugment.
+  config.image_level_augmentations = "basic"
+  config.batch_level_augmentations = "none"  # none, cutout, mixup, mixcut
   config.cutout_length = 16
+  config.mixup_alpha = 1.0
+  # AutoAugment policy: cifar, svhn or imagenet; unset: the dataset's own.
+  config.autoaugment_policy = ml_collections.config_dict.placeholder(str)
+  # True: the original's ImageNet-sized translates/cutouts at every image size.
+  config.autoaugment_faithful_magnitudes = False
+  config.randaug_num_layers = 2
+  config.randaug_magnitude = 9
   config.label_noise = 0.0  # fraction of training labels replaced by another class (Table 4)
   config.label_noise_seed = 0  # which labels, independent of the run's seed
   config.cutout_mask = "batch"  # one square per batch (the original) or per "example"

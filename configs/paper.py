@@ -19,7 +19,8 @@ import ml_collections
 from configs import default
 
 # Cell name -> (image_level_augmentations, batch_level_augmentations).
-AUGMENTATIONS = {"basic": ("basic", "none"), "cutout": ("basic", "cutout")}
+AUGMENTATIONS = {"basic": ("basic", "none"), "cutout": ("basic", "cutout"),
+                 "aa": ("autoaugment", "cutout")}
 OPTIMIZERS = ("sam", "sgd")
 
 

@@ -23,8 +23,8 @@ top-5 SGD):
     Resnet152,200    18.5±0.1    20.3±0.2    4.37±0.03   5.39±0.07
     Resnet152,400    18.4±<0.01  20.9±<0.0   4.35±0.04   5.84±0.07
 
-The ImageNet input pipeline (`imagenet2012` through TFDS, Inception crop) arrives with the
-input pipelines issue; until then this config stops with a one-line error naming it.
+Input: `imagenet2012` from TFDS (prepared by hand, see its TFDS page), Inception crop to 224
+and flip for training, the 224/256 centre crop for evaluation; no RandAugment or mixup.
 """
 
 from configs import default

@@ -14,11 +14,12 @@ Paper test error (%), mean and 95% interval of 5 runs ("SGD" is the paper's "Bas
 
     DATASET,AUGMENTATION    SAM        SGD
     svhn,basic              1.42±0.02  1.58±0.03
+    svhn,aa                 0.99±0.01  1.14±0.04
     fashion_mnist,basic     3.98±0.05  4.57±0.07
     fashion_mnist,cutout    3.61±0.06  3.86±0.14
 
-The SVHN "Auto augment" row (SVHN AutoAugment policy + cutout) arrives with the input
-pipelines issue.
+The SVHN "Auto augment" row is the `aa` cell: the SVHN AutoAugment policy without crops or
+flips (the original's `aa-only`, which its code recommends for SVHN), then cutout.
 """
 
 from configs import paper
@@ -26,8 +27,9 @@ from configs import paper
 
 def get_config(cell: str = "svhn,basic,sam"):
   dataset = cell.split(",")[0]
-  augmentations = paper.AUGMENTATIONS if dataset == "fashion_mnist" else {
-      "basic": paper.AUGMENTATIONS["basic"]}
+  augmentations = {"basic": ("basic", "none"), "cutout": ("basic", "cutout")}
+  if dataset == "svhn":
+    augmentations = {"basic": ("basic", "none"), "aa": ("aa-only", "cutout")}
   config = paper.cell_config(cell, model_name="WideResnet28x10", num_epochs=200,
                              learning_rate=0.1 if dataset == "fashion_mnist" else 0.01,
                              weight_decay=5e-4, rho={"svhn": 0.01, "fashion_mnist": 0.05},

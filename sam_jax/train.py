@@ -9,6 +9,7 @@ The original google-research/sam flags are accepted too and land in the same con
         --output_dir DIR --image_level_augmentations autoaugment --num_epochs 1800 --sam_rho 0.05
 """
 
+import copy
 import os
 import sys
 
@@ -51,7 +52,8 @@ _WORKDIR = flags.DEFINE_string(
 # The original binary's flags: name -> (config field, type, help). Unset (None) flags
 # leave the config file's value alone.
 ORIGINAL_FLAGS = {
-    "dataset": ("dataset", str, "cifar10, cifar100, fashion_mnist, svhn, imagenet (or digits)."),
+    "dataset": ("dataset", str, "cifar10, cifar100, fashion_mnist, svhn, imagenet, or a "
+                "finetuning dataset (oxford_flowers102, ...; see configs/default.py)."),
     "model_name": ("model_name", str, "Model name, e.g. WideResnet28x10."),
     "num_epochs": ("num_epochs", int, "Number of training epochs."),
     "batch_size": ("batch_size", int, "Global batch size."),
@@ -87,7 +89,7 @@ ORIGINAL_FLAGS = {
     "cutout_length": ("cutout_length", int, "Side of the cutout square."),
     "randaug_num_layers": ("randaug_num_layers", int, "RandAugment layers (ImageNet)."),
     "randaug_magnitude": ("randaug_magnitude", int, "RandAugment magnitude (ImageNet)."),
-    "imagenet_mixup_alpha": ("imagenet_mixup_alpha", float, "Mixup alpha on ImageNet."),
+    "imagenet_mixup_alpha": ("mixup_alpha", float, "If > 0, mixup with this alpha."),
     "use_additional_skip_connections": ("use_additional_skip_connections", bool,
                                         "WideResNet: a shortcut around each group too "
                                         "(the AutoAugment model)."),
@@ -99,9 +101,6 @@ ORIGINAL_FLAGS = {
 # Fields whose feature arrives in a later issue: value -> why it is refused for now.
 NOT_YET = {
     "use_rmsprop": "RMSProp arrives with the EfficientNet finetuning work",
-    "randaug_num_layers": "RandAugment arrives with the input pipelines issue",
-    "randaug_magnitude": "RandAugment arrives with the input pipelines issue",
-    "imagenet_mixup_alpha": "mixup arrives with the input pipelines issue",
     "from_pretrained_checkpoint": "finetuning arrives with the EfficientNet checkpoints issue",
     "efficientnet_checkpoint_path": "finetuning arrives with the EfficientNet checkpoints issue",
 }
@@ -118,7 +117,7 @@ def config_from_flags():
   Raises:
     ValueError: for an original flag whose feature is not available yet.
   """
-  config = _CONFIG.value
+  config = copy.deepcopy(_CONFIG.value)  # the flag's own value stays as parsed
   with config.unlocked():
     for name, (field, type_, _) in ORIGINAL_FLAGS.items():
       value = flags.FLAGS[name].value
@@ -130,7 +129,17 @@ def config_from_flags():
         value = tuple(int(v) for v in value)
       node, _, leaf = field.rpartition(".")
       (config[node] if node else config)[leaf] = value
+    _original_meanings(config)
   return config
+
+
+def _original_meanings(config) -> None:
+  """Where an original flag meant something else than our field of the same name."""
+  if flags.FLAGS.imagenet_mixup_alpha:
+    config.batch_level_augmentations = "mixup"
+  if (flags.FLAGS.image_level_augmentations == "autoaugment"
+      and config.dataset == "imagenet"):  # the original applied RandAugment to ImageNet
+    config.image_level_augmentations = "randaugment"
 
 
 def workdir_from_flags() -> str:

@@ -45,9 +45,17 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: ja
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
-  """Per-example cross-entropy against one-hot labels smoothed towards uniform."""
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-  return optax.softmax_cross_entropy(logits, targets)
+  """Per-example cross-entropy against targets smoothed towards uniform.
+
+  `labels` are class indices [n] or, after mixup, soft targets [n, classes].
+  """
+  targets = labels if labels.ndim == logits.ndim else jax.nn.one_hot(labels, logits.shape[-1])
+  return optax.softmax_cross_entropy(logits, optax.smooth_labels(targets, label_smoothing))
+
+
+def hard_labels(labels: jax.Array) -> jax.Array:
+  """Class indices; soft (mixup) targets count as their larger class."""
+  return jnp.argmax(labels, -1) if labels.ndim == 2 else labels
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
@@ -67,7 +75,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
   Args:
     state: the replicated training state.
-    batch: {"image": [m, H, W, C], "label": [m]} for this replica.
+    batch: {"image": [m, H, W, C], "label": [m] or soft [m, classes]} for this replica.
     rng: the run's base key; folded with the step and the replica index.
     model, tx: the Flax model and the optimizer chain.
     l2_weight_decay: wd of the in-loss weight decay (0 when decay is decoupled).
@@ -109,7 +117,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   params = optax.apply_updates(state.params, updates)
   metrics = {
       "loss": data_loss,
-      "error": jnp.mean(jnp.argmax(logits, -1) != batch["label"]),
+      "error": jnp.mean(jnp.argmax(logits, -1) != hard_labels(batch["label"])),
       "grad_norm": optax.tree_utils.tree_norm(grads),
   }
   batch_stats, metrics = jax.lax.pmean((batch_stats, metrics), replicas.REPLICA_AXES)
@@ -174,8 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   workdir = os.path.abspath(workdir)  # Orbax wants absolute paths
   info = pipeline.get_dataset_info(config.dataset)
-  pipeline.check_augmentations(config.image_level_augmentations, config.batch_level_augmentations,
-                               config.get("cutout_mask", "batch"))
+  augmentation = pipeline.Augmentation.from_config(config)
+  augmentation.check(info)
   layout = replicas.make_layout(config.batch_size, config.sam.m)
   mesh = replicas.make_mesh(layout.num_devices)
   model_kwargs = {"bn_axis_name": replicas.REPLICA_AXES} if config.sync_batch_norm else {}
@@ -183,22 +191,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     model_kwargs["additional_skip_connections"] = True
   model = get_model(config.model_name, info.num_classes, dtype=jnp.dtype(config.dtype),
                     **model_kwargs)
-  image_size = input_resolution(model)  # EfficientNet: resize the images to its resolution
+  # EfficientNet: resize to its resolution; JPEG datasets: crop to it (224 for the others).
+  image_size = config.image_size or input_resolution(model) or info.default_image_size
   image_shape = (image_size, image_size, info.image_shape[-1]) if image_size else info.image_shape
   train_split, eval_split = pipeline.split_names(info, config.use_test_set)
   train_examples = pipeline.load_split(info, pipeline.process_split(train_split), config.data_dir)
   eval_examples = pipeline.load_split(info, pipeline.process_split(eval_split), config.data_dir)
   realised_noise = None
-  if config.get("label_noise", 0.0):  # training labels only; evaluation stays clean
+  if config.label_noise:  # training labels only; evaluation stays clean
+    if info.streamed:
+      raise ValueError(f"label_noise needs an in-memory dataset such as cifar10, not "
+                       f"{config.dataset}.")
     train_examples, realised_noise = label_noise.symmetric_noise(
         train_examples, config.label_noise, info.num_classes, config.label_noise_seed)
     logging.info("Label noise: %.4f of this process's %d training labels changed (asked %.2f).",
                  realised_noise, len(train_examples["label"]), config.label_noise)
   process_batch = config.batch_size // jax.process_count()
-  steps_per_epoch = len(train_examples["label"]) // process_batch
+  steps_per_epoch = pipeline.num_examples(train_examples) // process_batch
   if steps_per_epoch == 0:
     raise ValueError(f"The batch of {config.batch_size} is larger than the "
-                     f"{len(train_examples['label'])} training examples of {config.dataset}.")
+                     f"{pipeline.num_examples(train_examples)} training examples of "
+                     f"{config.dataset}.")
   total_steps = config.num_epochs * steps_per_epoch
   tx = optim.create_optimizer(config, steps_per_epoch, replicas.REPLICA_AXES)
   schedule = optim.learning_rate_schedule(config, steps_per_epoch)
@@ -251,9 +264,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   batches = pipeline.train_batches(
       info, train_examples, process_batch, seed=config.seed, start_step=start_step,
-      image_augmentation=config.image_level_augmentations,
-      batch_augmentation=config.batch_level_augmentations, cutout_length=config.cutout_length,
-      cutout_mask=config.get("cutout_mask", "batch"), image_size=image_size)
+      augmentation=augmentation, image_size=image_size)
   progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   rng = jax.random.key(config.seed)
   last_save, pending, results = time.monotonic(), [], {}

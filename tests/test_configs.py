@@ -9,6 +9,7 @@ import pytest
 from absl import flags
 
 from sam_jax import train
+from sam_jax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Transcribed from Foret et al. (2021), Tables 6 and 7:
@@ -27,7 +28,10 @@ PAPER = {
     "table5_wrn28x10": ("WideResnet28x10", 200, {"svhn": 0.01, "fashion_mnist": 0.1}, 5e-4,
                         {"svhn": 0.01, "fashion_mnist": 0.05}),
 }
-AUGMENTATIONS = {"basic": ("basic", "none"), "cutout": ("basic", "cutout")}
+AUGMENTATIONS = {"basic": ("basic", "none"), "cutout": ("basic", "cutout"),
+                 "aa": ("autoaugment", "cutout")}
+# SVHN's AA row: the SVHN policy without crops or flips (the original's aa-only), cutout.
+SVHN_AA = ("aa-only", "cutout")
 
 
 def parse(argv):
@@ -63,8 +67,13 @@ def test_every_paper_cell_parses_into_the_papers_hyper_parameters(name):
                                "--workdir=/tmp/w"])
       assert (config.dataset, config.model_name, config.num_epochs) == (
           dataset, model, epochs)
-      assert (config.image_level_augmentations,
-              config.batch_level_augmentations) == AUGMENTATIONS[augmentation]
+      assert (config.image_level_augmentations, config.batch_level_augmentations) == (
+          SVHN_AA if (dataset, augmentation) == ("svhn", "aa") else AUGMENTATIONS[augmentation])
+      info = pipeline.get_dataset_info(dataset)
+      pipeline.Augmentation.from_config(config).check(info)  # the pipeline offers it
+      if augmentation == "aa":
+        assert pipeline.Augmentation.from_config(config).policy(info) == (
+            "svhn" if dataset == "svhn" else "cifar")
       assert config.learning_rate == (lr[dataset] if isinstance(lr, dict) else lr)
       assert (config.weight_decay, config.weight_decay_type) == (wd, "l2")
       assert config.sam.rho == (rho[dataset] if optimizer == "sam" else 0.0)
@@ -120,7 +129,19 @@ def test_a_bad_cell_names_the_choices(cell, message):
     table1_wrn28x10_200ep.get_config(cell)
 
 
-def test_svhn_has_no_cutout_cell_yet():
+def test_original_imagenet_flags_mean_randaugment_and_mixup():
+  config, _ = parse(["--dataset=imagenet", "--image_level_augmentations=autoaugment",
+                     "--imagenet_mixup_alpha=0.2", "--randaug_magnitude=15", "--output_dir=/tmp/w"])
+  assert (config.image_level_augmentations, config.batch_level_augmentations) == (
+      "randaugment", "mixup")
+  assert (config.mixup_alpha, config.randaug_magnitude, config.randaug_num_layers) == (0.2, 15, 2)
+  config, _ = parse(["--dataset=cifar10", "--image_level_augmentations=autoaugment",
+                     "--output_dir=/tmp/w"])
+  assert (config.image_level_augmentations, config.batch_level_augmentations) == (
+      "autoaugment", "none")
+
+
+def test_svhn_has_no_cutout_cell():
   from configs import table5_wrn28x10
   with pytest.raises(ValueError, match="AUGMENTATION in basic"):
     table5_wrn28x10.get_config("svhn,cutout,sam")

@@ -54,10 +54,10 @@ def test_eval_batches_score_every_example_once_with_a_mask(data_dir):
 
 def test_training_order_is_a_function_of_seed_and_step(data_dir):
   train = pipeline.load_split(DIGITS, "train", data_dir)
-  stream = pipeline.train_batches(DIGITS, train, 479, seed=3, batch_augmentation="cutout")
+  cutout = pipeline.Augmentation(batch="cutout")
+  stream = pipeline.train_batches(DIGITS, train, 479, seed=3, augmentation=cutout)
   first = [next(stream) for _ in range(5)]
-  resumed = pipeline.train_batches(DIGITS, train, 479, seed=3, start_step=3,
-                                   batch_augmentation="cutout")
+  resumed = pipeline.train_batches(DIGITS, train, 479, seed=3, start_step=3, augmentation=cutout)
   for expected in first[3:]:
     got = next(resumed)
     np.testing.assert_array_equal(got["image"], expected["image"])
@@ -68,7 +68,8 @@ def test_training_order_is_a_function_of_seed_and_step(data_dir):
 
 def test_each_epoch_is_a_permutation_of_the_training_set(data_dir):
   train = pipeline.load_split(DIGITS, "train", data_dir)  # 1437 = 3 x 479
-  stream = pipeline.train_batches(DIGITS, train, 479, seed=0, image_augmentation="none")
+  stream = pipeline.train_batches(DIGITS, train, 479, seed=0,
+                                  augmentation=pipeline.Augmentation(image="none"))
   for _ in range(2):  # epochs 0 and 1, each a different permutation
     epoch = [next(stream) for _ in range(3)]
     labels = np.concatenate([b["label"] for b in epoch])
@@ -96,11 +97,10 @@ def test_crop_moves_a_marked_pixel_by_at_most_the_padding_and_keeps_dtype():
 
 
 def test_cutout_zeroes_one_clipped_square():
-  image = tf.ones((32, 32, 3))
+  images = tf.ones((30, 32, 32, 3))
   sizes = []
-  for i in range(30):
-    out = pipeline.cutout(image, tf.constant([1, i], tf.int64), 16).numpy()
-    zero = np.all(out == 0, axis=-1)
+  for out in pipeline.cutout(images, tf.constant([1, 2], tf.int64), 16, per_example=True):
+    zero = np.all(out.numpy() == 0, axis=-1)
     ys, xs = np.nonzero(zero)
     assert zero.sum() == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)  # a rectangle
     assert ys.max() - ys.min() < 16 and xs.max() - xs.min() < 16
@@ -112,9 +112,9 @@ def test_cutout_zeroes_one_clipped_square():
 def test_cutout_mask_is_shared_by_the_batch_or_drawn_per_example(data_dir, cutout_mask):
   train = pipeline.load_split(DIGITS, "train", data_dir)
   ones = {"image": np.full_like(train["image"], 255), "label": train["label"]}
-  stream = pipeline.train_batches(DIGITS, ones, 64, seed=0, image_augmentation="none",
-                                  batch_augmentation="cutout", cutout_length=4,
-                                  cutout_mask=cutout_mask)
+  augmentation = pipeline.Augmentation(image="none", batch="cutout", cutout_length=4,
+                                       cutout_mask=cutout_mask)
+  stream = pipeline.train_batches(DIGITS, ones, 64, seed=0, augmentation=augmentation)
   masks = [np.all(next(stream)["image"] == 0, axis=-1) for _ in range(2)]
   assert all(m.any(axis=(1, 2)).all() for m in masks)  # every image lost a square
   same_in_batch = all((m == m[:1]).all() for m in masks)

@@ -134,9 +134,10 @@ def test_a_checkpoint_of_another_model_is_a_clear_error_and_is_kept(tmp_path, di
     (["--config.batch_size=100"], 8, "global batch of 100 does not split over 8 devices"),
     (["--config.sam.m=3"], 2, "m=3 examples per replica does not divide"),
     (["--config.dataset=cifar10"], 1, "TFDS dataset 'cifar10' is not prepared in"),
-    (["--image_level_augmentations=autoaugment"], 1, "autoaugment' is not available yet"),
-    (["--config=configs/table1_wrn28x10_200ep.py:cifar10,aa,sam"], 1,
-     "Unknown experiment cell 'cifar10,aa,sam'"),
+    (["--image_level_augmentations=autoaugmentt"], 1,
+     "Unknown image_level_augmentations 'autoaugmentt': choose one of none, basic"),
+    (["--config=configs/table1_wrn28x10_200ep.py:cifar10,autoaug,sam"], 1,
+     "Unknown experiment cell 'cifar10,autoaug,sam'"),
     (["--config.sam.rh0=0.1"], 1, "names a field the config does not have: 'rh0'"),
     (["--config.cutout_mask=image"], 1, "Unknown cutout_mask 'image'"),
 ])

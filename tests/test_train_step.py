@@ -171,3 +171,17 @@ def test_eval_step_counts_only_unmasked_examples():
   assert int(sums["error"]) == int(np.sum(np.argmax(logits, -1) != batch["label"][:50]))
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"][:50]).sum()
   np.testing.assert_allclose(float(sums["loss"]), float(loss), rtol=1e-5)
+
+
+def test_cross_entropy_takes_class_indices_or_soft_mixup_targets():
+  logits = jnp.array(np.random.default_rng(0).normal(size=(3, 4)), jnp.float32)
+  soft = jnp.array([[0.7, 0.3, 0, 0], [0, 0, 1.0, 0], [0.25, 0, 0, 0.75]], jnp.float32)
+  log_p = np.log(np.exp(np.float64(logits)) / np.exp(np.float64(logits)).sum(-1, keepdims=True))
+  np.testing.assert_allclose(trainer.cross_entropy(logits, soft), -(soft * log_p).sum(-1),
+                             rtol=1e-5)
+  np.testing.assert_allclose(trainer.cross_entropy(logits, jnp.array([0, 2, 3])),
+                             -log_p[[0, 1, 2], [0, 2, 3]], rtol=1e-5)
+  smoothed = 0.9 * np.asarray(soft) + 0.1 / 4
+  np.testing.assert_allclose(trainer.cross_entropy(logits, soft, 0.1), -(smoothed * log_p).sum(-1),
+                             rtol=1e-5)
+  assert trainer.hard_labels(soft).tolist() == [0, 2, 3]
