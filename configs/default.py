@@ -22,6 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dtype = "float32"  # computation dtype: float32 or bfloat16
   config.sync_batch_norm = False  # BatchNorm statistics over all replicas
   config.num_epochs = 200
+  config.num_train_steps = ml_collections.config_dict.placeholder(int)  # unset: num_epochs
   config.batch_size = 128  # global batch, all replicas together
   # Augmentations (pipeline.Augmentation): none, basic, autoaugment, aa-only, randaugment.
   config.image_level_augmentations = "basic"
@@ -43,6 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr_schedule = "cosine"  # cosine, exponential, constant
   config.warmup_epochs = 0.0
   config.momentum = 0.9
+  config.use_rmsprop = False  # TF1 RMSProp (decay 0.9, eps 1e-3) before the momentum
   config.nesterov = True
   config.weight_decay = 0.001
   config.weight_decay_type = "l2"  # l2: 0.5 wd ||w||^2 in the loss (original); decoupled
@@ -50,6 +52,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.gradient_clipping = 5.0  # global norm, after the cross-replica mean; 0 = off
   config.label_smoothing = 0.0
   config.ema_decay = 0.0  # 0 = off; else evaluate an EMA of params and BN statistics
+  # Finetuning (sam_jax/pretrained.py, checkpoints/README.md): a published EfficientNet
+  # checkpoint or a folder written by `python -m sam_jax.pretrained`; unset: from scratch.
+  # A workdir that already has a checkpoint resumes from it instead.
+  config.init_from = ml_collections.config_dict.placeholder(str)
+  config.init_from_ema = True  # TF checkpoints: the EMA copies (else the raw variables)
+  config.freeze_batch_norm = False  # EfficientNet: normalise with the running statistics
   # SAM (sam_jax/sam.py).
   config.sam = ml_collections.ConfigDict()
   config.sam.rho = 0.05  # 0 = plain SGD
@@ -64,6 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.log_every_steps = 50
   config.evaluate_every = 1  # epochs
+  config.eval_every_steps = 0  # > 0: every this many steps instead (finetuning)
   config.also_eval_on_training_set = False
   config.compute_top_5_error_rate = False
   config.save_progress_seconds = 3600

@@ -4,6 +4,7 @@ Orbax writes each checkpoint into a temporary folder and renames it when complet
 a run killed mid-save keeps every earlier checkpoint intact.
 """
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,12 @@ def make_manager(workdir: str, keep: int = 2,
   options = ocp.CheckpointManagerOptions(
       preservation_policy=policies.AnyPreservationPolicy(preserve), create=True)
   return ocp.CheckpointManager(f"{workdir}/checkpoints", options=options)
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """Whether `workdir/checkpoints` holds a finished checkpoint (looks, creates nothing)."""
+  folder = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
 
 
 def save(manager: ocp.CheckpointManager, state: Any) -> None:

@@ -2,7 +2,7 @@
 
 The chain, applied per replica, is (Foret et al. 2021, Algorithm 1 and the original code):
 
-    sam(rho) -> cross_replica_mean -> clip_by_global_norm -> momentum
+    sam(rho) -> cross_replica_mean -> clip_by_global_norm -> [rmsprop] -> momentum
              -> [decoupled weight decay] -> learning-rate schedule
 """
 
@@ -17,6 +17,11 @@ import optax
 from sam_jax.sam import cross_replica_mean, sam
 
 
+def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+  """The run's length: `num_train_steps` when set (finetuning), else `num_epochs` epochs."""
+  return config.get("num_train_steps") or config.num_epochs * steps_per_epoch
+
+
 def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
   """Per-iteration schedule: linear warmup, then cosine / exponential / constant.
 
@@ -25,7 +30,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: i
   Every schedule is finite at step 0 (the original exponential one was NaN there).
   """
   lr = config.learning_rate
-  total = config.num_epochs * steps_per_epoch
+  total = total_steps(config, steps_per_epoch)
   warmup = int(config.get("warmup_epochs", 0) * steps_per_epoch)
   name = config.lr_schedule if config.get("use_learning_rate_schedule", True) else "constant"
   if name == "cosine":
@@ -52,6 +57,15 @@ def l2_penalty(params: Any, weight_decay: float, mask: Any) -> jax.Array:
   return 0.5 * weight_decay * sum(jax.tree.leaves(squares))
 
 
+def tf1_rmsprop(decay: float = 0.9, eps: float = 1e-3) -> optax.GradientTransformation:
+  """TF1's RMSProp scaling, as the EfficientNet recipe and the original SAM code use it.
+
+  v <- decay v + (1 - decay) g^2 with v starting at 1 (not 0), then g / sqrt(v + eps);
+  momentum (heavy ball, not Nesterov) follows in the chain.
+  """
+  return optax.scale_by_rms(decay=decay, eps=eps, initial_scale=1.0, eps_in_sqrt=True)
+
+
 def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
                      replica_axes: Sequence[str]) -> optax.GradientTransformationExtraArgs:
   """The per-replica optimizer chain described in the module docstring.
@@ -70,8 +84,11 @@ def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
   ]
   if config.gradient_clipping > 0:
     parts.append(optax.clip_by_global_norm(config.gradient_clipping))
+  if config.get("use_rmsprop"):
+    parts.append(tf1_rmsprop())
   if config.momentum > 0:
-    parts.append(optax.trace(decay=config.momentum, nesterov=config.nesterov))
+    parts.append(optax.trace(decay=config.momentum,
+                             nesterov=config.nesterov and not config.get("use_rmsprop")))
   if config.weight_decay_type == "decoupled" and config.weight_decay > 0:
     parts.append(optax.add_decayed_weights(
         config.weight_decay,

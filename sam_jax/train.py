@@ -93,16 +93,10 @@ ORIGINAL_FLAGS = {
     "use_additional_skip_connections": ("use_additional_skip_connections", bool,
                                         "WideResNet: a shortcut around each group too "
                                         "(the AutoAugment model)."),
-    "from_pretrained_checkpoint": ("from_pretrained_checkpoint", bool,
-                                   "Finetune from a pretrained EfficientNet checkpoint."),
-    "efficientnet_checkpoint_path": ("efficientnet_checkpoint_path", str,
-                                     "Path of the EfficientNet checkpoint to finetune."),
-}
-# Fields whose feature arrives in a later issue: value -> why it is refused for now.
-NOT_YET = {
-    "use_rmsprop": "RMSProp arrives with the EfficientNet finetuning work",
-    "from_pretrained_checkpoint": "finetuning arrives with the EfficientNet checkpoints issue",
-    "efficientnet_checkpoint_path": "finetuning arrives with the EfficientNet checkpoints issue",
+    "from_pretrained_checkpoint": (None, bool, "Finetune from --efficientnet_checkpoint_path "
+                                   "with frozen BatchNorm statistics."),
+    "efficientnet_checkpoint_path": (None, str, "The EfficientNet checkpoint to finetune "
+                                     "(any format of checkpoints/README.md)."),
 }
 
 _DEFINE = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float,
@@ -115,7 +109,7 @@ def config_from_flags():
   """The config file with --config.* overrides, then the original flags that were set.
 
   Raises:
-    ValueError: for an original flag whose feature is not available yet.
+    ValueError: for original flags that do not make sense together.
   """
   config = copy.deepcopy(_CONFIG.value)  # the flag's own value stays as parsed
   with config.unlocked():
@@ -123,8 +117,6 @@ def config_from_flags():
       value = flags.FLAGS[name].value
       if value is None or field is None:
         continue
-      if name in NOT_YET and value:
-        raise ValueError(f"--{name} is not supported yet: {NOT_YET[name]}.")
       if type_ is list:
         value = tuple(int(v) for v in value)
       node, _, leaf = field.rpartition(".")
@@ -140,6 +132,12 @@ def _original_meanings(config) -> None:
   if (flags.FLAGS.image_level_augmentations == "autoaugment"
       and config.dataset == "imagenet"):  # the original applied RandAugment to ImageNet
     config.image_level_augmentations = "randaugment"
+  if flags.FLAGS.from_pretrained_checkpoint:  # the original also froze BatchNorm then
+    if not flags.FLAGS.efficientnet_checkpoint_path:
+      raise ValueError("--from_pretrained_checkpoint needs --efficientnet_checkpoint_path=PATH "
+                       "(see checkpoints/README.md).")
+    config.init_from = flags.FLAGS.efficientnet_checkpoint_path
+    config.freeze_batch_norm = True
 
 
 def workdir_from_flags() -> str:

@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -34,9 +35,15 @@ class TrainState(struct.PyTreeNode):
 
 
 def init_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-                     image_shape: tuple[int, ...], ema: bool = False) -> TrainState:
-  """Initialises parameters (float32), BatchNorm statistics, optimizer state and EMA."""
+                     image_shape: tuple[int, ...], ema: bool = False,
+                     init_from: Callable[[Any], Any] | None = None) -> TrainState:
+  """Initialises parameters (float32), BatchNorm statistics, optimizer state and EMA.
+
+  `init_from` maps the fresh variables to the ones to start from (pretrained weights).
+  """
   variables = model.init(rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
+  if init_from is not None:
+    variables = init_from(variables)
   params, batch_stats = variables["params"], variables.get("batch_stats", {})
   # The EMA starts as a copy: the step donates the state, and a buffer can be donated once.
   ema = jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats}) if ema else {}
@@ -169,6 +176,39 @@ def evaluate(eval_step, state: TrainState, batches, mesh) -> dict[str, float]:
   return {**{name: value / count for name, value in totals.items()}, "count": count}
 
 
+def evaluation_due(config: ml_collections.ConfigDict, step: int, steps_per_epoch: int) -> bool:
+  """Every `eval_every_steps` steps when set, else every `evaluate_every` epochs."""
+  if config.get("eval_every_steps"):
+    return step % config.eval_every_steps == 0
+  epoch, epoch_done = divmod(step, steps_per_epoch)
+  return epoch_done == 0 and epoch % config.evaluate_every == 0
+
+
+def pretrained_init(config: ml_collections.ConfigDict, model: nn.Module,
+                    workdir: str) -> Callable[[Any], Any] | None:
+  """Loads `config.init_from` into fresh variables, unless the workdir has a checkpoint.
+
+  The order is resume -> pretrained -> scratch: a finetuning run restarted after a
+  preemption continues from its own checkpoint.
+  """
+  if not config.get("init_from"):
+    return None
+  if checkpoints.has_checkpoint(workdir):
+    logging.info("Resuming from %s; init_from %s is not read.", workdir, config.init_from)
+    return None
+  from sam_jax import pretrained  # pylint: disable=import-outside-toplevel
+
+  def load(variables):
+    if not isinstance(model, pretrained.efficientnet.EfficientNet):
+      raise ValueError(f"init_from loads EfficientNet checkpoints; {config.model_name} is not "
+                       "one (choose efficientnet-b0..b8, -l2 or -l2-475).")
+    loaded = pretrained.load(config.init_from, model, variables,
+                             use_ema=config.get("init_from_ema", True))
+    logging.info("Initialised %s from %s.", config.model_name, config.init_from)
+    return loaded
+  return load
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns results.
 
@@ -189,6 +229,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model_kwargs = {"bn_axis_name": replicas.REPLICA_AXES} if config.sync_batch_norm else {}
   if config.get("use_additional_skip_connections"):
     model_kwargs["additional_skip_connections"] = True
+  if config.get("freeze_batch_norm"):
+    model_kwargs["frozen_batch_norm"] = True
   model = get_model(config.model_name, info.num_classes, dtype=jnp.dtype(config.dtype),
                     **model_kwargs)
   # EfficientNet: resize to its resolution; JPEG datasets: crop to it (224 for the others).
@@ -212,12 +254,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     raise ValueError(f"The batch of {config.batch_size} is larger than the "
                      f"{pipeline.num_examples(train_examples)} training examples of "
                      f"{config.dataset}.")
-  total_steps = config.num_epochs * steps_per_epoch
+  total_steps = optim.total_steps(config, steps_per_epoch)
   tx = optim.create_optimizer(config, steps_per_epoch, replicas.REPLICA_AXES)
   schedule = optim.learning_rate_schedule(config, steps_per_epoch)
   state = replicas.replicate(
       init_train_state(model, tx, jax.random.key(config.seed), image_shape,
-                       ema=config.ema_decay > 0), mesh)
+                       ema=config.ema_decay > 0,
+                       init_from=pretrained_init(config, model, workdir)), mesh)
   keep_steps = [e * steps_per_epoch for e in config.additional_checkpoints_at_epochs]
   manager = checkpoints.make_manager(workdir, config.keep_checkpoints, keep_steps)
   state = checkpoints.restore_latest(manager, state)
@@ -280,8 +323,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           "grad_norm": means["grad_norm"], "param_norm": float(param_norm(state.params)),
           "learning_rate": float(schedule(step - 1))})
       pending = []
-    epoch, epoch_done = divmod(step, steps_per_epoch)
-    if epoch_done == 0 and (epoch % config.evaluate_every == 0 or step == total_steps):
+    if step == total_steps or evaluation_due(config, step, steps_per_epoch):
       results = evaluate_all(step)
     if (step in keep_steps or step == total_steps
         or time.monotonic() - last_save >= config.save_progress_seconds):

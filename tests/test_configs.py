@@ -153,3 +153,49 @@ def test_readme_lists_every_config_file():
     module = importlib.import_module(f"configs.{os.path.basename(path)[:-3]}")
     if hasattr(module, "get_config"):
       assert f"configs/{os.path.basename(path)}" in readme, path
+
+
+def test_finetuning_cells_follow_appendix_c2():
+  from configs import table3_finetune
+  cells = re.findall(r"^\s+(b7|l2),(\w+)\s+([\d.]+)±\S+\s+([\d.]+)",
+                     table3_finetune.__doc__, re.MULTILINE)
+  assert len(cells) == 14
+  assert {d for _, d, *_ in cells} == set(table3_finetune.DATASETS) - {"caltech_birds2011"}
+  for model, dataset, sam_error, sgd_error in cells + [("b7", "caltech_birds2011", 0, 1),
+                                                       ("l2", "caltech_birds2011", 0, 1)]:
+    assert float(sam_error) < float(sgd_error)  # what the paper claims, transcribed right
+    for optimizer in ("sam", "sgd"):
+      config, _ = parse([f"--config=configs/table3_finetune.py:{model},{dataset},{optimizer}",
+                         "--workdir=/tmp/w"])
+      name = {"b7": "efficientnet-b7", "l2": "efficientnet-l2-475"}[model]
+      assert (config.model_name, config.dataset) == (name, dataset)
+      assert config.init_from == f"checkpoints/{name}" and config.freeze_batch_norm
+      assert config.batch_size == (1024 if model == "b7" else 512)
+      if dataset == "imagenet":
+        assert (config.num_epochs, config.learning_rate, config.num_train_steps) == (
+            10, 0.1, None)
+        rho = 0.05
+      else:
+        assert (config.num_train_steps, config.learning_rate) == (
+            (5000, 0.016) if model == "b7" else (10000, 0.008))
+        rho = 0.1
+      assert config.sam.rho == (rho if optimizer == "sam" else 0.0)
+      assert (config.weight_decay, config.momentum, config.lr_schedule) == (1e-5, 0.9, "cosine")
+      assert (config.gradient_clipping, config.label_smoothing) == (1.0, 0.1)
+      assert config.image_size is None  # the model's resolution
+      info = pipeline.get_dataset_info(dataset)
+      pipeline.Augmentation.from_config(config).check(info)
+  config, workdir = parse(docstring_command("table3_finetune"))
+  assert workdir.startswith("workdirs/") and config.model_name == "efficientnet-b7"
+
+
+def test_original_finetuning_flags():
+  config, _ = parse(["--dataset=cifar100", "--model_name=efficientnet-b0", "--use_rmsprop",
+                     "--from_pretrained_checkpoint", "--efficientnet_checkpoint_path=/ckpt",
+                     "--output_dir=/tmp/w"])
+  assert (config.init_from, config.freeze_batch_norm, config.use_rmsprop) == (
+      "/ckpt", True, True)
+  config, _ = parse(["--efficientnet_checkpoint_path=/ckpt", "--output_dir=/tmp/w"])
+  assert config.init_from is None  # the original read the path only when finetuning
+  with pytest.raises(ValueError, match="needs --efficientnet_checkpoint_path"):
+    parse(["--from_pretrained_checkpoint", "--output_dir=/tmp/w"])

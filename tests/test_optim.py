@@ -137,3 +137,29 @@ def test_checkpoints_at_chosen_steps_are_kept_forever(tmp_path):
   restored = checkpoints.restore_latest(manager, state(0))
   assert int(restored.step) == 6 and float(restored.params["w"][0]) == 6.0
   manager.close()
+
+
+def test_rmsprop_is_tf1s_with_heavy_ball_momentum():
+  """Three updates against the original's TF1 RMSProp in float64: v starts at 1."""
+  config = make_config(use_rmsprop=True, momentum=0.9, nesterov=True,
+                       use_learning_rate_schedule=False, learning_rate=0.1)
+  tx = optim.create_optimizer(config, STEPS_PER_EPOCH, ())
+  w = {"w": jnp.array([0.5, -1.0, 2.0])}
+  state = tx.init(w)
+  grads = [np.array([0.3, -0.2, 1.5]), np.array([-0.1, 0.4, 0.0]), np.array([2.0, 0.1, -0.7])]
+  v, m, expected = np.ones(3), np.zeros(3), np.array([0.5, -1.0, 2.0])
+  for g in grads:
+    updates, state = tx.update({"w": jnp.asarray(g, jnp.float32)}, state, w)
+    w = jax.tree.map(lambda p, u: p + u, w, updates)
+    v = 0.9 * v + 0.1 * g ** 2
+    m = 0.9 * m + g / np.sqrt(v + 1e-3)  # heavy ball: the original ignored Nesterov here
+    expected = expected - 0.1 * m
+  np.testing.assert_allclose(w["w"], expected, rtol=1e-6)
+
+
+def test_num_train_steps_sets_the_run_and_schedule_length():
+  config = make_config(num_train_steps=20)
+  assert optim.total_steps(config, STEPS_PER_EPOCH) == 20
+  schedule = optim.learning_rate_schedule(config, STEPS_PER_EPOCH)
+  np.testing.assert_allclose([float(schedule(t)) for t in (0, 10, 20)], [0.4, 0.2, 0.0],
+                             atol=1e-6)

@@ -57,8 +57,13 @@ def stochastic_depth(module: nn.Module, x: jax.Array, rate: float, train: bool) 
 
 
 def efficientnet_bn(module: nn.Module, train: bool, name: str) -> nn.BatchNorm:
-  """EfficientNet's BatchNorm (momentum 0.99, eps 1e-3) in `module`'s dtype and axes."""
-  return batch_norm(train, dtype=module.dtype, axis_name=module.bn_axis_name,
+  """EfficientNet's BatchNorm (momentum 0.99, eps 1e-3) in `module`'s dtype and axes.
+
+  With `module.frozen_batch_norm` it normalises with the running statistics and never
+  updates them, in training too (the paper's finetuning, Appendix C.2).
+  """
+  return batch_norm(train and not module.frozen_batch_norm, dtype=module.dtype,
+                    axis_name=module.bn_axis_name,
                     momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
@@ -72,6 +77,7 @@ class MBConvBlock(nn.Module):
   drop_rate: float
   dtype: Any = jnp.float32
   bn_axis_name: Any = None
+  frozen_batch_norm: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -102,6 +108,7 @@ class EfficientNet(nn.Module):
   num_classes: int
   dtype: Any = jnp.float32
   bn_axis_name: Any = None
+  frozen_batch_norm: bool = False  # finetuning: BatchNorm always uses running statistics
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -115,7 +122,8 @@ class EfficientNet(nn.Module):
               for i in range(round_repeats(repeats, self.depth))]
     for index, (inp, out, kernel, stride, expand) in enumerate(blocks):
       x = MBConvBlock(inp, out, kernel, stride, expand, DROP_CONNECT_RATE * index / len(blocks),
-                      self.dtype, self.bn_axis_name, name=f"blocks_{index}")(x, train)
+                      self.dtype, self.bn_axis_name, self.frozen_batch_norm,
+                      name=f"blocks_{index}")(x, train)
     x = conv(round_filters(1280, self.width), 1, dtype=self.dtype, name="head_conv")(x)
     x = jnp.mean(nn.swish(bn("head_bn")(x)), axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
