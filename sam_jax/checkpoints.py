@@ -75,3 +75,21 @@ def restore_latest(manager: ocp.CheckpointManager, state: Any) -> Any:
   restored = manager.restore(step, args=ocp.args.StandardRestore(target))
   logging.info("Resumed from the checkpoint at step %d in %s.", step, manager.directory)
   return restored
+
+
+def read(workdir: str, step: int | None = None) -> tuple[int, dict[str, Any]]:
+  """The saved state at `step` (default: the latest) of a workdir, as a dict of arrays.
+
+  Raises:
+    ValueError: one line, when the workdir holds no such checkpoint.
+  """
+  folder = os.path.join(os.path.abspath(workdir), "checkpoints")
+  steps = sorted(int(name) for name in os.listdir(folder) if name.isdigit()) \
+      if os.path.isdir(folder) else []
+  if not steps or (step is not None and step not in steps):
+    found = f"its steps are {steps}" if steps else "it has none"
+    raise ValueError(f"No checkpoint{'' if step is None else f' at step {step}'} in {folder} "
+                     f"({found}): train into this workdir first (python -m sam_jax.train "
+                     f"--workdir={workdir} ...).")
+  step = steps[-1] if step is None else step
+  return step, ocp.StandardCheckpointer().restore(os.path.join(folder, str(step), "default"))

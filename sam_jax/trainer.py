@@ -209,6 +209,42 @@ def pretrained_init(config: ml_collections.ConfigDict, model: nn.Module,
   return load
 
 
+def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+  """The config's model, with its BatchNorm and skip-connection options."""
+  model_kwargs = {"bn_axis_name": replicas.REPLICA_AXES} if config.sync_batch_norm else {}
+  if config.get("use_additional_skip_connections"):
+    model_kwargs["additional_skip_connections"] = True
+  if config.get("freeze_batch_norm"):
+    model_kwargs["frozen_batch_norm"] = True
+  return get_model(config.model_name, num_classes, dtype=jnp.dtype(config.dtype),
+                   **model_kwargs)
+
+
+def input_size(config: ml_collections.ConfigDict, model: nn.Module, info) -> int | None:
+  """The side images are resized or cropped to: the config's, the model's (EfficientNet),
+  the dataset's default (JPEG datasets: 224), or None to keep the images as they are."""
+  return config.image_size or input_resolution(model) or info.default_image_size
+
+
+def noisy_labels(config: ml_collections.ConfigDict, info, examples):
+  """The training examples with the config's label noise, and the realised noise rate.
+
+  Returns (examples, None) without noise. The noise is a function of the seed and the
+  images, so the analyses see the labels a run was trained on.
+  """
+  if not config.label_noise:
+    return examples, None
+  from sam_jax.data import label_noise  # pylint: disable=import-outside-toplevel
+  if info.streamed:
+    raise ValueError(f"label_noise needs an in-memory dataset such as cifar10, not "
+                     f"{config.dataset}.")
+  examples, realised = label_noise.symmetric_noise(
+      examples, config.label_noise, info.num_classes, config.label_noise_seed)
+  logging.info("Label noise: %.4f of this process's %d training labels changed (asked %.2f).",
+               realised, len(examples["label"]), config.label_noise)
+  return examples, realised
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint; returns results.
 
@@ -218,7 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   # The pipeline and clu's writers import TensorFlow; the steps above must not need it.
   from clu import metric_writers, periodic_actions
-  from sam_jax.data import label_noise, pipeline
+  from sam_jax.data import pipeline
 
   workdir = os.path.abspath(workdir)  # Orbax wants absolute paths
   info = pipeline.get_dataset_info(config.dataset)
@@ -226,28 +262,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   augmentation.check(info)
   layout = replicas.make_layout(config.batch_size, config.sam.m)
   mesh = replicas.make_mesh(layout.num_devices)
-  model_kwargs = {"bn_axis_name": replicas.REPLICA_AXES} if config.sync_batch_norm else {}
-  if config.get("use_additional_skip_connections"):
-    model_kwargs["additional_skip_connections"] = True
-  if config.get("freeze_batch_norm"):
-    model_kwargs["frozen_batch_norm"] = True
-  model = get_model(config.model_name, info.num_classes, dtype=jnp.dtype(config.dtype),
-                    **model_kwargs)
-  # EfficientNet: resize to its resolution; JPEG datasets: crop to it (224 for the others).
-  image_size = config.image_size or input_resolution(model) or info.default_image_size
+  model = build_model(config, info.num_classes)
+  image_size = input_size(config, model, info)
   image_shape = (image_size, image_size, info.image_shape[-1]) if image_size else info.image_shape
   train_split, eval_split = pipeline.split_names(info, config.use_test_set)
   train_examples = pipeline.load_split(info, pipeline.process_split(train_split), config.data_dir)
   eval_examples = pipeline.load_split(info, pipeline.process_split(eval_split), config.data_dir)
-  realised_noise = None
-  if config.label_noise:  # training labels only; evaluation stays clean
-    if info.streamed:
-      raise ValueError(f"label_noise needs an in-memory dataset such as cifar10, not "
-                       f"{config.dataset}.")
-    train_examples, realised_noise = label_noise.symmetric_noise(
-        train_examples, config.label_noise, info.num_classes, config.label_noise_seed)
-    logging.info("Label noise: %.4f of this process's %d training labels changed (asked %.2f).",
-                 realised_noise, len(train_examples["label"]), config.label_noise)
+  # Noise on the training labels only: evaluation stays clean.
+  train_examples, realised_noise = noisy_labels(config, info, train_examples)
   process_batch = config.batch_size // jax.process_count()
   steps_per_epoch = pipeline.num_examples(train_examples) // process_batch
   if steps_per_epoch == 0:

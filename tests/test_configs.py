@@ -199,3 +199,24 @@ def test_original_finetuning_flags():
   assert config.init_from is None  # the original read the path only when finetuning
   with pytest.raises(ValueError, match="needs --efficientnet_checkpoint_path"):
     parse(["--from_pretrained_checkpoint", "--output_dir=/tmp/w"])
+
+
+def test_digits_sharpness_cells_and_their_seeded_label_noise():
+  doc = importlib.import_module("configs.digits_sharpness").__doc__
+  command = re.search(r"python -m sam_jax\.train (.*?)\n\n", doc, re.DOTALL).group(1)
+  args = command.replace("\\\n", " ").split()
+  assert args[-1] == "--config.seed=1"
+  config, workdir = parse(args[:-1])  # overrides of the default config are not defined here
+  assert workdir == "workdirs/digits_sharpness/40_sam"
+  assert (config.dataset, config.model_name, config.batch_size, config.sam.m) == (
+      "digits", "Resnet8", 128, 16)
+  assert (config.label_noise, config.sam.rho) == (0.4, 0.1)
+  config.seed = 1
+  assert config.label_noise_seed == 1  # follows the seed: SGD and SAM share the noise
+  config, _ = parse(["--config=configs/digits_sharpness.py:80,sgd,4", "--workdir=/tmp/w"])
+  assert (config.label_noise, config.sam.rho, config.sam.m, config.label_noise_seed) == (
+      0.8, 0.0, 4, 0)
+  from configs import digits_sharpness
+  assert digits_sharpness.get_config("80,sam").sam.rho == 0.05
+  with pytest.raises(ValueError, match="NOISE_PERCENT in 0|20|40|60|80"):
+    digits_sharpness.get_config("10,sam")

@@ -1,0 +1,165 @@
+"""Analyses of a training run: its checkpoint and training set in, a report and plots out.
+
+`load_run` rebuilds a workdir's model, variables and training set (the labels it was
+trained on, label noise included; no augmentation); `analyze` measures the Hessian
+spectrum and the m-sharpness; `write` saves analysis.json and the PNG plots.
+`python -m sam_jax.analysis` (`__main__.py`) runs the three.
+"""
+
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from sam_jax import checkpoints, replicas, trainer
+from sam_jax.analysis import hessian, loss, plots, sharpness
+
+
+def load_run(workdir: str, step: int | None = None, use_ema: bool = False):
+  """(config, dataset info, model, {"params", "batch_stats"}, step) of a training workdir.
+
+  Raises:
+    ValueError: one line when there is no config.json or checkpoint, or when the
+      checkpoint does not fit the config's model.
+  """
+  from sam_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  config_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(config_path):
+    raise ValueError(f"{workdir} is not a training workdir (no config.json): pass the "
+                     "--workdir of a python -m sam_jax.train run.")
+  with open(config_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  step, state = checkpoints.read(workdir, step)
+  info = pipeline.get_dataset_info(config.dataset)
+  config.sync_batch_norm = False  # no cross-replica BatchNorm in the analyses
+  model = trainer.build_model(config, info.num_classes)
+  variables = state["ema"] if use_ema else {"params": state["params"],
+                                            "batch_stats": state["batch_stats"]}
+  if use_ema and not variables:
+    raise ValueError(f"The run in {workdir} kept no EMA (ema_decay 0): drop --use_ema.")
+  size = trainer.input_size(config, model, info)
+  shape = (size, size, info.image_shape[-1]) if size else info.image_shape
+  wanted = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1,) + shape),
+                                             train=False))
+  wanted = {"params": wanted["params"], "batch_stats": wanted.get("batch_stats", {})}
+  problems = checkpoints.shape_mismatches(variables, wanted)
+  if problems:
+    raise ValueError(f"The checkpoint at step {step} in {workdir} does not fit "
+                     f"{config.model_name} ({'; '.join(problems[:4])}): is config.json "
+                     "the run's own?")
+  return config, info, model, variables, step
+
+
+def describe_run(workdir: str, config, step: int) -> dict:
+  """What the report is about: the run, how it was trained, and its results.json."""
+  description = {"workdir": os.path.abspath(workdir), "step": step, "model": config.model_name,
+                 "dataset": config.dataset, "trained_with": {
+                     "rho": config.sam.rho, "m": config.sam.m, "label_noise": config.label_noise,
+                     "seed": config.seed}}
+  results_path = os.path.join(workdir, "results.json")
+  if os.path.exists(results_path):
+    with open(results_path) as f:
+      description["results"] = json.load(f)
+  return description
+
+
+def training_examples(config, info, model, num_examples: int = 0) -> dict[str, np.ndarray]:
+  """The run's training examples as evaluation sees images (normalised, no augmentation),
+  with the labels it was trained on (its label noise); the first `num_examples` (0: all)."""
+  from sam_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  train_split, _ = pipeline.split_names(info, config.use_test_set)
+  examples = pipeline.load_split(info, train_split, config.data_dir)
+  examples, _ = trainer.noisy_labels(config, info, examples)
+  images, labels, count = [], [], 0
+  for batch in pipeline.eval_batches(info, examples, 256, trainer.input_size(config, model, info)):
+    keep = batch["mask"] > 0
+    images.append(batch["image"][keep])
+    labels.append(batch["label"][keep])
+    count += int(keep.sum())
+    if num_examples and count >= num_examples:
+      break
+  examples = {"image": np.concatenate(images), "label": np.concatenate(labels)}
+  return {k: v[:num_examples or count] for k, v in examples.items()}
+
+
+def mean_loss_and_error(model, variables, examples, batch_size: int) -> tuple[float, float]:
+  """Mean cross-entropy and error of the model (eval mode) on `examples`."""
+  @jax.jit
+  def sums(batch):
+    logits = model.apply(variables, batch["image"], train=False).astype(jnp.float32)
+    losses = trainer.cross_entropy(logits, batch["label"])
+    errors = jnp.argmax(logits, -1) != batch["label"]
+    return jnp.sum(losses * batch["mask"]), jnp.sum(errors * batch["mask"])
+  totals = np.sum([np.asarray(sums(b)) for b in loss.padded_batches(examples, batch_size)], 0)
+  return float(totals[0]) / len(examples["label"]), float(totals[1]) / len(examples["label"])
+
+
+def analyze(model, variables, examples, *, m_values=(1, 4, 16, 64, 256), rho: float = 0.05,
+            batch_size: int = 256, train_batch_norm: bool = False, top_k: int = 5,
+            lanczos_steps: int = 40, slq_vectors: int = 2, hutchinson_probes: int = 20,
+            power_iterations: int = 0, seed: int = 0):
+  """The numbers of analysis.json, and the spectral density (None without a Hessian).
+
+  The Hessian uses every example; the m-sharpness the first N, N the largest multiple of
+  lcm(m_values) x devices, so that every m sees the same examples.
+  """
+  mesh = replicas.make_mesh()
+  key = jax.random.key(seed)
+  count = len(examples["label"])
+  loss_fn = loss.example_loss_fn(model, variables["batch_stats"], train_batch_norm)
+  train_loss, train_error = mean_loss_and_error(model, variables, examples, batch_size)
+  report = {"num_examples": count, "batch_norm": "train" if train_batch_norm else "eval",
+            "train_loss": train_loss, "train_error": train_error}
+  density = None
+  if slq_vectors:
+    per_call = batch_size * mesh.size
+    hvp, dim = hessian.dataset_hvp(loss_fn, variables["params"],
+                                   loss.padded_batches(examples, per_call), mesh)
+    density = hessian.spectral_density(hvp, dim, key, slq_vectors, lanczos_steps)
+    top = np.sort(density.nodes[0])[::-1][:top_k]  # the first vector's Ritz values
+    report["hessian"] = {
+        "num_parameters": dim, "lanczos_steps": lanczos_steps, "slq_vectors": slq_vectors,
+        "top_eigenvalues": top.tolist(), "lambda_max": float(top[0]),
+        f"lambda_max/lambda_{len(top)}": float(top[0] / top[-1]),
+        "density": {"grid": density.grid.tolist(), "density": density.density.tolist(),
+                    "sigma": density.sigma},
+    }
+    if hutchinson_probes:
+      trace, error = hessian.hutchinson_trace(hvp, dim, jax.random.fold_in(key, 1),
+                                              hutchinson_probes)
+      report["hessian"]["trace"] = {"estimate": trace, "standard_error": error,
+                                    "probes": hutchinson_probes}
+    if power_iterations:
+      values, _ = hessian.power_iteration(hvp, dim, top_k, jax.random.fold_in(key, 2),
+                                          power_iterations)
+      report["hessian"]["power_iteration_top_eigenvalues"] = values.tolist()
+  if m_values:
+    unit = math.lcm(*m_values) * mesh.size
+    used = count // unit * unit
+    if not used:
+      raise ValueError(f"m-sharpness for m in {list(m_values)} over {mesh.size} devices needs "
+                       f"at least {unit} examples, and there are {count}: use smaller m.")
+    subset = {k: examples[k][:used] for k in ("image", "label")}
+    report["m_sharpness"] = {"rho": rho, "num_examples": used, "values": {
+        str(m): sharpness.m_sharpness(loss_fn, variables["params"], subset, m, rho, mesh,
+                                      batch_size * mesh.size) for m in m_values}}
+  return report, density
+
+
+def write(report, density, out: str, title: str) -> None:
+  """analysis.json, and hessian_spectrum.png / m_sharpness.png for what was computed."""
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "analysis.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  if density is not None:
+    plots.spectral_densities({title: (density.grid, density.density, density.lambda_max)},
+                             os.path.join(out, "hessian_spectrum.png"))
+  if "m_sharpness" in report:
+    values = report["m_sharpness"]["values"]
+    plots.m_sharpness({title: ([int(m) for m in values], list(values.values()), None)},
+                      os.path.join(out, "m_sharpness.png"),
+                      f"m-sharpness, rho = {report['m_sharpness']['rho']}")

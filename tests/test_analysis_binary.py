@@ -1,0 +1,114 @@
+"""python -m sam_jax.analysis on a trained workdir, and the digits reproduction's tables."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from sam_jax.analysis import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location(
+    "reproduce_digits", os.path.join(ROOT, "scripts", "reproduce_digits.py"))
+reproduce = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reproduce)
+
+
+def one_device_env():
+  """A single CPU device: sharding is tested in test_analysis; compiling for 8 costs here."""
+  return dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="",
+              XLA_FLAGS="--xla_force_host_platform_device_count=1")
+
+
+def analysis_cli(*args):
+  return subprocess.run([sys.executable, "-m", "sam_jax.analysis", *args], cwd=ROOT,
+                        env=one_device_env(), capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def reproduction(tmp_path_factory):
+  """The reproduction script, cut to one seed, 20% noise and one epoch: SGD and SAM."""
+  out = tmp_path_factory.mktemp("reproduction")
+  done = subprocess.run(
+      [sys.executable, "scripts/reproduce_digits.py", f"--out={out}", "--seeds=0",
+       "--noise=20", "--m_sweep=", "--epochs=1", "--jobs=1", "--lanczos_steps=6",
+       "--sharpness_m=4,16", f"--data_dir={tmp_path_factory.mktemp('tfds')}"],
+      cwd=ROOT, env=one_device_env(), capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return out
+
+
+def test_the_script_writes_its_tables_and_figures(reproduction):
+  runs = json.load(open(reproduction / "runs.json"))
+  assert [r["name"] for r in runs] == ["20_sgd_s0", "20_sam_s0"]
+  for run in runs:
+    assert run["noise"] == 20 and run["m"] == 16 and run["m_sharpness"].keys() == {"4", "16"}
+    assert run["gap"] == pytest.approx(run["test_error"] - run["train_error"])
+    # The analysis saw the noisy labels the run was trained on: one epoch cannot fit them.
+    assert run["train_error"] > 0.1
+  table = (reproduction / "results.md").read_text()
+  sgd, sam = runs
+  assert f"| 20 | {100 - 100 * sgd['test_error']:.2f} | {100 - 100 * sam['test_error']:.2f} |" in table
+  for name in ("hessian_spectrum.png", "m_sharpness.png", "label_noise.png"):
+    assert (reproduction / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_cli_analyses_a_training_workdir(reproduction, tmp_path):
+  workdir = reproduction / "runs" / "20_sam_s0"
+  out = tmp_path / "analysis"
+  done = analysis_cli(f"--workdir={workdir}", f"--out={out}", "--num_examples=512",
+                      "--lanczos_steps=12", "--slq_vectors=2", "--hutchinson_probes=20",
+                      "--power_iterations=30", "--top_k=2", "--m=4,16,64")
+  assert done.returncode == 0, done.stderr[-3000:]
+  report = json.load(open(out / "analysis.json"))
+  assert report["trained_with"] == {"rho": 0.1, "m": 16, "label_noise": 0.2, "seed": 0}
+  assert report["results"] == json.load(open(workdir / "results.json"))
+  assert report["num_examples"] == 512 and report["m_sharpness"]["num_examples"] == 512
+  hessian = report["hessian"]
+  assert hessian["num_parameters"] == 75002  # Resnet8, 10 classes
+  density = hessian["density"]
+  assert abs(np.trapezoid(density["density"], density["grid"]) - 1) < 1e-3
+  # Lanczos and power iteration agree on lambda_max (both converge fast on the top one).
+  assert hessian["lambda_max"] > hessian["top_eigenvalues"][1] > 0
+  assert abs(hessian["power_iteration_top_eigenvalues"][0] / hessian["lambda_max"] - 1) < 0.05
+  assert hessian["trace"]["estimate"] > hessian["lambda_max"]  # PSD-ish: the trace dominates
+  sharpness = report["m_sharpness"]["values"]
+  assert sharpness["4"] > sharpness["16"] > sharpness["64"] > 0  # smaller subsets: sharper
+  for name in ("hessian_spectrum.png", "m_sharpness.png"):
+    assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_cli_refuses_a_folder_that_is_not_a_workdir(tmp_path):
+  done = analysis_cli(f"--workdir={tmp_path}")
+  assert done.returncode == 2
+  assert done.stderr.strip().splitlines()[-1].startswith(
+      f"sam_jax.analysis: error: {tmp_path} is not a training workdir")
+  (tmp_path / "config.json").write_text(json.dumps({"dataset": "digits"}))
+  with pytest.raises(ValueError, match=r"No checkpoint in .*checkpoints \(it has none\): train"):
+    report.load_run(str(tmp_path))
+
+
+def fake_run(noise, optimizer, seed, m=16, error=0.1, sharp=1.0):
+  return {"name": f"{noise}_{optimizer}_{m}_s{seed}", "noise": noise, "optimizer": optimizer,
+          "m": m, "seed": seed, "test_error": error, "train_error": 0.0, "gap": error,
+          "lambda_max": 10 * sharp, "lambda_max/lambda_5": 2.0,
+          "m_sharpness": {1: sharp, 4: -sharp}}
+
+
+def test_the_tables_give_means_student_t_intervals_and_kendall_tau():
+  runs = [fake_run(0, "sgd", s, error=e, sharp=e) for s, e in enumerate([0.01, 0.02, 0.06])]
+  runs += [fake_run(0, "sam", s, error=0.01 * (s + 1) / 2, sharp=0.1 * s) for s in range(3)]
+  text = reproduce.tables(runs)
+  # SGD accuracies 99, 98, 94: mean 97, half-width t(0.975, 2) * s / sqrt(3).
+  half = stats.t.ppf(0.975, 2) * np.std([99, 98, 94], ddof=1) / np.sqrt(3)
+  assert abs(half - 4.303 * 2.6458 / 1.7321) < 1e-2
+  assert f"| 0 | 97.00 ± {half:.2f} | 99.00 ± " in text
+  tau = stats.kendalltau([r["m_sharpness"][1] for r in runs], [r["gap"] for r in runs]).statistic
+  assert f"| tau | {tau:.2f} | {-tau:.2f} |" in text
+  assert reproduce.interval([5.0])[0] == 5.0 and np.isnan(reproduce.interval([5.0])[1])
+  assert len(reproduce.run_list([0, 1], ["0", "20", "40", "60", "80"], [4, 128])) == 24
