@@ -1,4 +1,4 @@
-"""Pieces the model families share: initialisers, BatchNorm, and the shake trick.
+"""Pieces the model families share: initialisers, convs, BatchNorm, shortcuts, the shake trick.
 
 Every model computes in its `dtype` (float32 or bfloat16) while parameters and BatchNorm
 statistics stay float32 (Flax's `param_dtype`), and returns float32 logits.
@@ -20,6 +20,12 @@ def dense_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32)
   return jax.random.uniform(key, shape, dtype, -scale, scale)
 
 
+def conv(features: int, kernel: int, strides: int = 1, *, dtype: Any, **kwargs) -> nn.Conv:
+  """A bias-free SAME conv with the Kaiming fan-out initialiser."""
+  kwargs = {"use_bias": False, "kernel_init": conv_init, "padding": "SAME", **kwargs}
+  return nn.Conv(features, (kernel, kernel), (strides, strides), dtype=dtype, **kwargs)
+
+
 def batch_norm(train: bool, *, dtype: Any, axis_name: Any = None, momentum: float = 0.9,
                epsilon: float = 1e-5, name: str | None = None, **kwargs) -> nn.BatchNorm:
   """BatchNorm with batch statistics when training, running averages otherwise.
@@ -30,15 +36,32 @@ def batch_norm(train: bool, *, dtype: Any, axis_name: Any = None, momentum: floa
                       dtype=dtype, axis_name=axis_name, name=name, **kwargs)
 
 
+class BatchNormReLU(nn.Module):
+  """BatchNorm (momentum 0.9, eps 1e-5) then ReLU, in `dtype` with float32 statistics."""
+  dtype: Any = jnp.float32
+  bn_axis_name: Any = None
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    return nn.relu(batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name)(x))
+
+
+def pooled_shortcut(x: jax.Array, channels: int, strides: int) -> jax.Array:
+  """The parameter-free shortcut: average-pool by `strides`, zero-pad to `channels`."""
+  if strides != 1:
+    x = nn.avg_pool(x, (strides, strides), (strides, strides))
+  return jnp.pad(x, [(0, 0), (0, 0), (0, 0), (0, channels - x.shape[-1])])
+
+
+def add_shortcut(block_out: jax.Array, block_in: jax.Array) -> jax.Array:
+  """block_out + the pooled shortcut of block_in, shaped to block_out (option A)."""
+  strides = block_in.shape[-2] // block_out.shape[-2]
+  return block_out + pooled_shortcut(block_in, block_out.shape[-1], strides)
+
+
 def forward_backward(forward: jax.Array, backward: jax.Array) -> jax.Array:
   """The value of `forward` with the gradient of `backward` (Gastaldi 2017's trick)."""
   return backward + jax.lax.stop_gradient(forward - backward)
-
-
-def conv(features: int, kernel: int, strides: int = 1, *, dtype: Any, **kwargs) -> nn.Conv:
-  """A bias-free SAME conv with the Kaiming fan-out initialiser."""
-  kwargs = {"use_bias": False, "kernel_init": conv_init, "padding": "SAME", **kwargs}
-  return nn.Conv(features, (kernel, kernel), (strides, strides), dtype=dtype, **kwargs)
 
 
 def per_example_uniform(module: nn.Module, x: jax.Array, low: float, high: float,

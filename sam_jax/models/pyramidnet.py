@@ -19,8 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sam_jax.models.layers import batch_norm, conv, dense_init, forward_backward
-from sam_jax.models.layers import per_example_uniform
+from sam_jax.models.layers import (batch_norm, conv, dense_init, forward_backward,
+                                   per_example_uniform, pooled_shortcut)
 
 
 def shake_drop(module: nn.Module, x: jax.Array, keep_prob: float, train: bool,
@@ -36,13 +36,6 @@ def shake_drop(module: nn.Module, x: jax.Array, keep_prob: float, train: bool,
   if true_gradient:
     return forward
   return forward_backward(forward, (b + beta - b * beta) * x)
-
-
-def pyramid_shortcut(x: jax.Array, channels: int, strides: int) -> jax.Array:
-  """Average-pool by `strides`, then zero-pad the channels up to `channels`."""
-  if strides != 1:
-    x = nn.avg_pool(x, (strides, strides), (strides, strides))
-  return jnp.pad(x, [(0, 0), (0, 0), (0, 0), (0, channels - x.shape[-1])])
 
 
 class PyramidBottleneck(nn.Module):
@@ -66,7 +59,7 @@ class PyramidBottleneck(nn.Module):
     y = bn("bn_3")(conv(4 * self.channels, 1, dtype=self.dtype, name="1x1_conv_expand")(y))
     if self.keep_prob is not None:
       y = shake_drop(self, y, self.keep_prob, train, self.true_gradient)
-    return pyramid_shortcut(x, 4 * self.channels, self.strides) + y
+    return pooled_shortcut(x, 4 * self.channels, self.strides) + y
 
 
 class PyramidNet(nn.Module):

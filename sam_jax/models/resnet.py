@@ -15,8 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from sam_jax.models.layers import batch_norm, conv
-from sam_jax.models.wide_resnet import pad_shortcut
+from sam_jax.models.layers import add_shortcut, batch_norm, conv
 
 STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
           152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
@@ -47,7 +46,7 @@ class ResidualBlock(nn.Module):
       if not last:
         y = nn.relu(y)
     if not self.projection:
-      return nn.relu(pad_shortcut(y, x))
+      return nn.relu(add_shortcut(y, x))
     if x.shape != y.shape:
       x = bn(name="norm_proj")(conv(y.shape[-1], 1, self.strides, dtype=self.dtype,
                                     name="conv_proj")(x))

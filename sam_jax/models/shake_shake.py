@@ -19,8 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sam_jax.models.layers import batch_norm, conv, dense_init, forward_backward
-from sam_jax.models.layers import per_example_uniform
+from sam_jax.models.layers import (batch_norm, conv, dense_init, forward_backward,
+                                   per_example_uniform)
 
 
 def shake_shake(module: nn.Module, a: jax.Array, b: jax.Array, train: bool,

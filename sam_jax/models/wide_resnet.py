@@ -17,29 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-
-
-class BatchNormReLU(nn.Module):
-  """BatchNorm then ReLU, computed in `dtype` with float32 statistics."""
-  dtype: Any = jnp.float32
-  bn_axis_name: Any = None
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype, axis_name=self.bn_axis_name)(x)
-    return nn.relu(x)
-
-
-def pad_shortcut(block_out, shortcut):
-  """Average-pools the shortcut to the block's resolution and zero-pads its channels."""
-  if block_out.shape[-1] != shortcut.shape[-1]:
-    stride = shortcut.shape[-2] // block_out.shape[-2]
-    shortcut = nn.avg_pool(shortcut, (stride, stride), (stride, stride))
-    extra = block_out.shape[-1] - shortcut.shape[-1]
-    shortcut = jnp.pad(shortcut, [(0, 0), (0, 0), (0, 0), (0, extra)])
-  return block_out + shortcut
+from sam_jax.models.layers import BatchNormReLU, add_shortcut, conv
 
 
 class WideResnetBlock(nn.Module):
@@ -52,8 +30,6 @@ class WideResnetBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding="SAME", use_bias=False,
-                             kernel_init=conv_init, dtype=self.dtype)
     act = functools.partial(BatchNormReLU, dtype=self.dtype, bn_axis_name=self.bn_axis_name)
     if self.activate_before_residual:
       x = act()(x, train)
@@ -61,10 +37,10 @@ class WideResnetBlock(nn.Module):
     else:
       shortcut = x
       x = act()(x, train)
-    x = conv(self.channels, strides=(self.strides, self.strides))(x)
+    x = conv(self.channels, 3, self.strides, dtype=self.dtype)(x)
     x = act()(x, train)
-    x = conv(self.channels)(x)
-    return pad_shortcut(x, shortcut)
+    x = conv(self.channels, 3, dtype=self.dtype)(x)
+    return add_shortcut(x, shortcut)
 
 
 class WideResnet(nn.Module):
@@ -81,8 +57,7 @@ class WideResnet(nn.Module):
     if (self.depth - 4) % 6:
       raise ValueError(f"WideResnet depth must be 6n+4, got {self.depth}.")
     blocks_per_group = (self.depth - 4) // 6
-    x = nn.Conv(16, (3, 3), padding="SAME", use_bias=False, kernel_init=conv_init,
-                dtype=self.dtype)(x.astype(self.dtype))
+    x = conv(16, 3, dtype=self.dtype)(x.astype(self.dtype))
     for group, (channels, strides) in enumerate(((16, 1), (32, 2), (64, 2))):
       group_input = x
       for i in range(blocks_per_group):
@@ -90,7 +65,7 @@ class WideResnet(nn.Module):
                             activate_before_residual=(group == 0 and i == 0),
                             dtype=self.dtype, bn_axis_name=self.bn_axis_name)(x, train)
       if self.additional_skip_connections:
-        x = pad_shortcut(x, group_input)
+        x = add_shortcut(x, group_input)
     x = BatchNormReLU(dtype=self.dtype, bn_axis_name=self.bn_axis_name)(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
