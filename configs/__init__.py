@@ -1,0 +1,5 @@
+"""Experiment configs, read by path (`--config=configs/FILE.py[:CELL]`), not installed.
+
+Each file's `get_config()` builds on `default.get_config()`, the one config schema; the
+argument after the colon is parsed by `cells.parse`.
+"""
