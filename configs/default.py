@@ -10,7 +10,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   # cifar10, cifar100, svhn, fashion_mnist, digits, imagenet, oxford_flowers102,
-  # oxford_iiit_pet, cars196, food101, caltech_birds2011 (sam_jax/data/pipeline.py).
+  # oxford_iiit_pet, cars196, food101, caltech_birds2011 (sam_jax/data/datasets.py).
   config.dataset = "cifar10"
   config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir
   config.use_test_set = True  # False: hold out 10% of train for evaluation
@@ -52,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.gradient_clipping = 5.0  # global norm, after the cross-replica mean; 0 = off
   config.label_smoothing = 0.0
   config.ema_decay = 0.0  # 0 = off; else evaluate an EMA of params and BN statistics
-  # Finetuning (sam_jax/pretrained.py, checkpoints/README.md): a published EfficientNet
+  # Finetuning (sam_jax/pretrained/, checkpoints/README.md): a published EfficientNet
   # checkpoint or a folder written by `python -m sam_jax.pretrained`; unset: from scratch.
   # A workdir that already has a checkpoint resumes from it instead.
   config.init_from = ml_collections.config_dict.placeholder(str)

@@ -18,30 +18,25 @@ model (`python -m sam_jax.analysis`: Hessian lambda_max, m-sharpness) and writes
 table in the README; it takes about 20 minutes on a 2-core CPU.
 """
 
-from configs import default
+from configs import cells, default
 
 NOISE = ("0", "20", "40", "60", "80")
 
 
-def get_config(cell: str = "0,sam"):
-  parts = tuple(cell.split(","))
-  if (len(parts) not in (2, 3) or parts[0] not in NOISE or parts[1] not in ("sam", "sgd")
-      or (len(parts) == 3 and not parts[2].isdigit())):
-    raise ValueError(f"Unknown experiment cell '{cell}': give NOISE_PERCENT,OPTIMIZER[,M] with "
-                     f"NOISE_PERCENT in {'|'.join(NOISE)}, OPTIMIZER in sam|sgd and M an "
-                     "integer dividing the batch of 128.")
-  noise, optimizer = int(parts[0]), parts[1]
+def get_config(arg: str = "0,sam"):
+  cell = cells.parse(arg, noise_percent=NOISE, optimizer=cells.OPTIMIZERS, m=16)
+  noise = int(cell.noise_percent)
   config = default.get_config()
   config.dataset = "digits"
   config.model_name = "Resnet8"
   config.num_epochs = 20
   config.batch_size = 128
-  config.sam.m = int(parts[2]) if len(parts) == 3 else 16
+  config.sam.m = cell.m
   config.learning_rate = 0.1
   config.weight_decay = 5e-4
   config.label_noise = noise / 100
   config.label_noise_seed = config.get_ref("seed")  # follows --config.seed
-  config.sam.rho = (0.05 if noise == 80 else 0.1) if optimizer == "sam" else 0.0
+  config.sam.rho = cells.sam_rho(cell.optimizer, 0.05 if noise == 80 else 0.1)
   config.log_every_steps = 110
   config.evaluate_every = 20
   config.keep_checkpoints = 1

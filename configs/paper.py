@@ -16,24 +16,11 @@ from collections.abc import Mapping
 
 import ml_collections
 
-from configs import default
+from configs import cells, default
 
 # Cell name -> (image_level_augmentations, batch_level_augmentations).
 AUGMENTATIONS = {"basic": ("basic", "none"), "cutout": ("basic", "cutout"),
                  "aa": ("autoaugment", "cutout")}
-OPTIMIZERS = ("sam", "sgd")
-
-
-def parse_cell(arg: str, datasets, augmentations) -> tuple[str, str, str]:
-  """Splits "DATASET,AUGMENTATION,OPTIMIZER", or raises a ValueError naming the choices."""
-  parts = tuple(arg.split(","))
-  if (len(parts) != 3 or parts[0] not in datasets or parts[1] not in augmentations
-      or parts[2] not in OPTIMIZERS):
-    raise ValueError(
-        f"Unknown experiment cell '{arg}': give DATASET,AUGMENTATION,OPTIMIZER after the "
-        f"config file's colon, with DATASET in {'|'.join(datasets)}, AUGMENTATION in "
-        f"{'|'.join(augmentations)} and OPTIMIZER in {'|'.join(OPTIMIZERS)}.")
-  return parts
 
 
 def cell_config(arg: str, *, model_name: str, num_epochs: int,
@@ -41,20 +28,21 @@ def cell_config(arg: str, *, model_name: str, num_epochs: int,
                 rho: Mapping[str, float],
                 augmentations: Mapping[str, tuple[str, str]] = AUGMENTATIONS,
                 ) -> ml_collections.ConfigDict:
-  """The config of one cell; `rho` (and a dict `learning_rate`) map each dataset of the
-  table to its value."""
-  dataset, augmentation, optimizer = parse_cell(arg, tuple(rho), tuple(augmentations))
+  """The config of one DATASET,AUGMENTATION,OPTIMIZER cell; `rho` (and a dict
+  `learning_rate`) map each dataset of the table to its value."""
+  cell = cells.parse(arg, dataset=tuple(rho), augmentation=tuple(augmentations),
+                     optimizer=cells.OPTIMIZERS)
   config = default.get_config()
-  config.dataset = dataset
+  config.dataset = cell.dataset
   config.model_name = model_name
   config.num_epochs = num_epochs
   config.batch_size = 256
   config.sam.m = 32  # 256 over 8 GPUs; kept on any hardware by virtual replicas
   config.image_level_augmentations, config.batch_level_augmentations = (
-      augmentations[augmentation])
-  config.learning_rate = (learning_rate[dataset] if isinstance(learning_rate, Mapping)
+      augmentations[cell.augmentation])
+  config.learning_rate = (learning_rate[cell.dataset] if isinstance(learning_rate, Mapping)
                           else learning_rate)
   config.weight_decay = weight_decay
-  config.sam.rho = rho[dataset] if optimizer == "sam" else 0.0
+  config.sam.rho = cells.sam_rho(cell.optimizer, rho[cell.dataset])
   config.save_progress_seconds = 600
   return config

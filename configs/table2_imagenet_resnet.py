@@ -27,29 +27,23 @@ Input: `imagenet2012` from TFDS (prepared by hand, see its TFDS page), Inception
 and flip for training, the 224/256 centre crop for evaluation; no RandAugment or mixup.
 """
 
-from configs import default
+from configs import cells, default
 
 MODELS, EPOCHS = ("Resnet50", "Resnet101", "Resnet152"), ("100", "200", "400")
 
 
-def get_config(cell: str = "Resnet50,100,sam"):
-  parts = tuple(cell.split(","))
-  if (len(parts) != 3 or parts[0] not in MODELS or parts[1] not in EPOCHS
-      or parts[2] not in ("sam", "sgd")):
-    raise ValueError(f"Unknown experiment cell '{cell}': give MODEL,EPOCHS,OPTIMIZER with "
-                     f"MODEL in {'|'.join(MODELS)}, EPOCHS in {'|'.join(EPOCHS)} and "
-                     "OPTIMIZER in sam|sgd.")
-  model, epochs, optimizer = parts
+def get_config(arg: str = "Resnet50,100,sam"):
+  cell = cells.parse(arg, model=MODELS, epochs=EPOCHS, optimizer=cells.OPTIMIZERS)
   config = default.get_config()
   config.dataset = "imagenet"
-  config.model_name = model
-  config.num_epochs = int(epochs)
+  config.model_name = cell.model
+  config.num_epochs = int(cell.epochs)
   config.batch_size = 4096
   config.sam.m = 128  # 4096 over 32 TPU cores
   config.learning_rate = 1.0
   config.weight_decay = 1e-4
   config.label_smoothing = 0.1
-  config.sam.rho = 0.05 if optimizer == "sam" else 0.0
+  config.sam.rho = cells.sam_rho(cell.optimizer, 0.05)
   config.compute_top_5_error_rate = True
   config.log_every_steps = 100
   config.save_progress_seconds = 1800

@@ -43,52 +43,39 @@ either.
 
 import ml_collections
 
-from configs import default
+from configs import cells, default
 
 MODELS = {"b7": "efficientnet-b7", "l2": "efficientnet-l2-475"}
 DATASETS = ("cifar10", "cifar100", "oxford_flowers102", "oxford_iiit_pet", "cars196",
             "food101", "caltech_birds2011", "imagenet")
-OPTIMIZERS = ("sam", "sgd")
 
 
-def parse_cell(arg: str) -> tuple[str, str, str]:
-  """Splits "MODEL,DATASET,OPTIMIZER", or raises a ValueError naming the choices."""
-  parts = tuple(arg.split(","))
-  if (len(parts) != 3 or parts[0] not in MODELS or parts[1] not in DATASETS
-      or parts[2] not in OPTIMIZERS):
-    raise ValueError(
-        f"Unknown experiment cell '{arg}': give MODEL,DATASET,OPTIMIZER after the config "
-        f"file's colon, with MODEL in {'|'.join(MODELS)}, DATASET in {'|'.join(DATASETS)} "
-        f"and OPTIMIZER in {'|'.join(OPTIMIZERS)}.")
-  return parts
-
-
-def get_config(cell: str = "b7,cifar10,sam") -> ml_collections.ConfigDict:
-  model, dataset, optimizer = parse_cell(cell)
+def get_config(arg: str = "b7,cifar10,sam") -> ml_collections.ConfigDict:
+  cell = cells.parse(arg, model=tuple(MODELS), dataset=DATASETS, optimizer=cells.OPTIMIZERS)
   config = default.get_config()
-  config.model_name = MODELS[model]
-  config.dataset = dataset
-  config.init_from = f"checkpoints/{MODELS[model]}"
+  config.model_name = MODELS[cell.model]
+  config.dataset = cell.dataset
+  config.init_from = f"checkpoints/{MODELS[cell.model]}"
   config.freeze_batch_norm = True
-  config.batch_size = 1024 if model == "b7" else 512
-  if dataset == "imagenet":
+  config.batch_size = 1024 if cell.model == "b7" else 512
+  if cell.dataset == "imagenet":
     config.num_epochs = 10
     config.learning_rate = 0.1
     rho = 0.05
   else:
-    config.num_train_steps = 5000 if model == "b7" else 10000
-    config.learning_rate = 0.016 if model == "b7" else 0.008
+    config.num_train_steps = 5000 if cell.model == "b7" else 10000
+    config.learning_rate = 0.016 if cell.model == "b7" else 0.008
     rho = 0.1
-  config.sam.rho = rho if optimizer == "sam" else 0.0
+  config.sam.rho = cells.sam_rho(cell.optimizer, rho)
   config.weight_decay = 1e-5
   config.momentum = 0.9
   config.lr_schedule = "cosine"
   config.gradient_clipping = 1.0
   config.label_smoothing = 0.1
-  if dataset.startswith("cifar"):
+  if cell.dataset.startswith("cifar"):
     config.image_level_augmentations, config.batch_level_augmentations = "autoaugment", "cutout"
   else:
     config.image_level_augmentations, config.batch_level_augmentations = "basic", "none"
-  config.eval_every_steps = 0 if dataset == "imagenet" else 1000  # 0: every epoch
+  config.eval_every_steps = 0 if cell.dataset == "imagenet" else 1000  # 0: every epoch
   config.save_progress_seconds = 600
   return config

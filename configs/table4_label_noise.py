@@ -22,17 +22,14 @@ with probability NOISE_PERCENT / 100, fixed by `--config.label_noise_seed`; the 
 rate is logged and saved in results.json. Paper rho grid and validation: Appendix C.1.
 """
 
-from configs import default
+from configs import cells, default
 
 NOISE = ("20", "40", "60", "80")
 
 
-def get_config(cell: str = "20,sam"):
-  parts = tuple(cell.split(","))
-  if len(parts) != 2 or parts[0] not in NOISE or parts[1] not in ("sam", "sgd"):
-    raise ValueError(f"Unknown experiment cell '{cell}': give NOISE_PERCENT,OPTIMIZER with "
-                     f"NOISE_PERCENT in {'|'.join(NOISE)} and OPTIMIZER in sam|sgd.")
-  noise, optimizer = int(parts[0]), parts[1]
+def get_config(arg: str = "20,sam"):
+  cell = cells.parse(arg, noise_percent=NOISE, optimizer=cells.OPTIMIZERS)
+  noise = int(cell.noise_percent)
   config = default.get_config()
   config.dataset = "cifar10"
   config.model_name = "Resnet32"
@@ -42,5 +39,5 @@ def get_config(cell: str = "20,sam"):
   config.learning_rate = 0.1
   config.weight_decay = 5e-4
   config.label_noise = noise / 100
-  config.sam.rho = (0.05 if noise == 80 else 0.1) if optimizer == "sam" else 0.0
+  config.sam.rho = cells.sam_rho(cell.optimizer, 0.05 if noise == 80 else 0.1)
   return config

@@ -13,6 +13,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
+from sam_jax.errors import UsageError
+
 
 def make_manager(workdir: str, keep: int = 2,
                  keep_forever_steps: Sequence[int] = ()) -> ocp.CheckpointManager:
@@ -54,7 +56,7 @@ def restore_latest(manager: ocp.CheckpointManager, state: Any) -> Any:
   """The latest checkpoint laid out like `state` (same shardings), or `state` if none.
 
   Raises:
-    ValueError: one line naming the checkpoint and the arrays that do not fit, when
+    UsageError: one line naming the checkpoint and the arrays that do not fit, when
       the saved tree does not match `state` (another model, dataset or optimizer).
       It is checked from the checkpoint's metadata, before anything is read; the
       checkpoint is left untouched.
@@ -65,9 +67,8 @@ def restore_latest(manager: ocp.CheckpointManager, state: Any) -> Any:
   path = manager.directory / str(step) / "default"
   problems = shape_mismatches(ocp.StandardCheckpointer().metadata(path).item_metadata, state)
   if problems:
-    manager.close()
     shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
-    raise ValueError(
+    raise UsageError(
         f"The checkpoint at step {step} in {manager.directory} does not fit this model and "
         f"optimizer ({len(problems)} arrays: {shown}); use another --workdir or the config "
         "it was trained with.")
@@ -81,14 +82,14 @@ def read(workdir: str, step: int | None = None) -> tuple[int, dict[str, Any]]:
   """The saved state at `step` (default: the latest) of a workdir, as a dict of arrays.
 
   Raises:
-    ValueError: one line, when the workdir holds no such checkpoint.
+    UsageError: one line, when the workdir holds no such checkpoint.
   """
   folder = os.path.join(os.path.abspath(workdir), "checkpoints")
   steps = sorted(int(name) for name in os.listdir(folder) if name.isdigit()) \
       if os.path.isdir(folder) else []
   if not steps or (step is not None and step not in steps):
     found = f"its steps are {steps}" if steps else "it has none"
-    raise ValueError(f"No checkpoint{'' if step is None else f' at step {step}'} in {folder} "
+    raise UsageError(f"No checkpoint{'' if step is None else f' at step {step}'} in {folder} "
                      f"({found}): train into this workdir first (python -m sam_jax.train "
                      f"--workdir={workdir} ...).")
   step = steps[-1] if step is None else step

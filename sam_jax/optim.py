@@ -7,22 +7,26 @@ The chain, applied per replica, is (Foret et al. 2021, Algorithm 1 and the origi
 """
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
+from sam_jax.errors import UsageError
 from sam_jax.sam import cross_replica_mean, sam
 
+if TYPE_CHECKING:  # configs need ml_collections ([train]); the optimizer itself does not
+  import ml_collections
 
-def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+
+def total_steps(config: "ml_collections.ConfigDict", steps_per_epoch: int) -> int:
   """The run's length: `num_train_steps` when set (finetuning), else `num_epochs` epochs."""
-  return config.get("num_train_steps") or config.num_epochs * steps_per_epoch
+  return config.num_train_steps or config.num_epochs * steps_per_epoch
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
+def learning_rate_schedule(config: "ml_collections.ConfigDict",
+                           steps_per_epoch: int) -> optax.Schedule:
   """Per-iteration schedule: linear warmup, then cosine / exponential / constant.
 
   cosine: lr * 0.5 (1 + cos(pi t / T)) over the steps after warmup (the original default).
@@ -31,8 +35,8 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: i
   """
   lr = config.learning_rate
   total = total_steps(config, steps_per_epoch)
-  warmup = int(config.get("warmup_epochs", 0) * steps_per_epoch)
-  name = config.lr_schedule if config.get("use_learning_rate_schedule", True) else "constant"
+  warmup = int(config.warmup_epochs * steps_per_epoch)
+  name = config.lr_schedule if config.use_learning_rate_schedule else "constant"
   if name == "cosine":
     main = optax.cosine_decay_schedule(lr, max(total - warmup, 1))
   elif name == "exponential":
@@ -40,7 +44,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: i
   elif name == "constant":
     main = optax.constant_schedule(lr)
   else:
-    raise ValueError(f"Unknown lr_schedule '{name}': choose cosine, exponential or constant.")
+    raise UsageError(f"Unknown lr_schedule '{name}': choose cosine, exponential or constant.")
   if warmup == 0:
     return main
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
@@ -66,7 +70,7 @@ def tf1_rmsprop(decay: float = 0.9, eps: float = 1e-3) -> optax.GradientTransfor
   return optax.scale_by_rms(decay=decay, eps=eps, initial_scale=1.0, eps_in_sqrt=True)
 
 
-def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
+def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
                      replica_axes: Sequence[str]) -> optax.GradientTransformationExtraArgs:
   """The per-replica optimizer chain described in the module docstring.
 
@@ -75,26 +79,27 @@ def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
   (SGDW, Loshchilov & Hutter 2019), outside SAM.
   """
   sam_config = config.sam
-  sync = tuple(replica_axes) if sam_config.get("sync_perturbations", False) else None
+  if not 1.0 <= sam_config.p <= float("inf"):
+    raise UsageError(f"sam.p must be a norm in [1, inf], not {sam_config.p}: 2 is the paper's.")
+  sync = tuple(replica_axes) if sam_config.sync_perturbations else None
   parts = [
-      sam(sam_config.rho, adaptive=sam_config.get("adaptive", False),
-          eta=sam_config.get("eta", 0.01), p=sam_config.get("p", 2.0),
+      sam(sam_config.rho, adaptive=sam_config.adaptive, eta=sam_config.eta, p=sam_config.p,
           sync_axis_name=sync),
       cross_replica_mean(tuple(replica_axes)),
   ]
   if config.gradient_clipping > 0:
     parts.append(optax.clip_by_global_norm(config.gradient_clipping))
-  if config.get("use_rmsprop"):
+  if config.use_rmsprop:
     parts.append(tf1_rmsprop())
   if config.momentum > 0:
     parts.append(optax.trace(decay=config.momentum,
-                             nesterov=config.nesterov and not config.get("use_rmsprop")))
+                             nesterov=config.nesterov and not config.use_rmsprop))
   if config.weight_decay_type == "decoupled" and config.weight_decay > 0:
     parts.append(optax.add_decayed_weights(
         config.weight_decay,
         mask=lambda p: weight_decay_mask(p, config.no_weight_decay_on_bn)))
   elif config.weight_decay_type not in ("l2", "decoupled"):
-    raise ValueError(f"Unknown weight_decay_type '{config.weight_decay_type}': "
+    raise UsageError(f"Unknown weight_decay_type '{config.weight_decay_type}': "
                      "choose l2 (in the loss, the original) or decoupled.")
   parts.append(optax.scale_by_learning_rate(learning_rate_schedule(config, steps_per_epoch)))
   return optax.chain(*parts)

@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from sam_jax.errors import UsageError
+
 DEVICE_AXIS = "devices"
 VIRTUAL_AXIS = "virtual"
 REPLICA_AXES = (DEVICE_AXIS, VIRTUAL_AXIS)
@@ -47,17 +49,17 @@ def make_layout(global_batch: int, m: int | None = None, num_devices: int | None
   m defaults to the per-device batch (one replica per device: the original code).
 
   Raises:
-    ValueError: naming the numbers, when the batch does not split into whole replicas.
+    UsageError: naming the numbers, when the batch does not split into whole replicas.
   """
   num_devices = num_devices or jax.device_count()
   if global_batch <= 0 or global_batch % num_devices:
-    raise ValueError(
+    raise UsageError(
         f"The global batch of {global_batch} does not split over {num_devices} devices: "
         f"use a batch size that is a multiple of {num_devices}.")
   per_device = global_batch // num_devices
   m = per_device if m is None else m
   if m <= 0 or per_device % m:
-    raise ValueError(
+    raise UsageError(
         f"m={m} examples per replica does not divide the per-device batch of {per_device} "
         f"(global batch {global_batch} over {num_devices} devices): choose m among the "
         f"divisors of {per_device}.")
@@ -69,7 +71,8 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
   devices = jax.devices()
   num_devices = num_devices or len(devices)
   if num_devices > len(devices):
-    raise ValueError(f"Asked for {num_devices} devices but only {len(devices)} are visible.")
+    raise UsageError(f"Asked for {num_devices} devices but only {len(devices)} are visible: "
+                     f"use at most {len(devices)}.")
   return jax.make_mesh((num_devices,), (DEVICE_AXIS,),
                        axis_types=(jax.sharding.AxisType.Auto,), devices=devices[:num_devices])
 

@@ -127,6 +127,8 @@ def sam(
     A `GradientTransformationExtraArgs` whose update is called as
     `update(grads, state, params, grad_fn=grad_fn)`.
   """
+  if not 1.0 <= p <= float("inf"):
+    raise ValueError(f"SAM needs a norm p in [1, inf], got p={p}.")
   skip = isinstance(rho, (int, float)) and rho == 0
 
   def init_fn(params):

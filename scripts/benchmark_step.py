@@ -9,16 +9,19 @@ virtual replicas over the same global batch without them.
 """
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from sam_jax import optim, replicas, trainer
-from sam_jax.models import get_model
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import default  # noqa: E402  (the checkout's configs/, by path)
+from sam_jax import optim, replicas, steps  # noqa: E402
+from sam_jax.models import get_model  # noqa: E402
 
 
 def parse_args():
@@ -42,20 +45,18 @@ def time_setting(args, rho: float, m: int | None) -> dict:
   layout = replicas.make_layout(args.batch_size, m, args.devices)
   mesh = replicas.make_mesh(layout.num_devices)
   model = get_model(args.model, args.num_classes, dtype=jnp.dtype(args.dtype))
-  config = ml_collections.ConfigDict(dict(
-      learning_rate=0.1, num_epochs=1, lr_schedule="cosine", momentum=0.9, nesterov=True,
-      weight_decay=5e-4, weight_decay_type="l2", no_weight_decay_on_bn=False,
-      gradient_clipping=5.0, sam=dict(rho=rho)))
+  config = default.get_config()  # SGD, Nesterov 0.9, cosine, clipping 5
+  config.update(dict(learning_rate=0.1, num_epochs=1, weight_decay=5e-4, sam=dict(rho=rho)))
   tx = optim.create_optimizer(config, 1000, replicas.REPLICA_AXES)
   image_shape = (args.image_size, args.image_size, 3)
   state = replicas.replicate(
-      trainer.init_train_state(model, tx, jax.random.key(0), image_shape), mesh)
+      steps.init_train_state(model, tx, jax.random.key(0), image_shape), mesh)
   rng = np.random.default_rng(0)
   batch = replicas.shard_batch({
       "image": rng.standard_normal((args.batch_size,) + image_shape, np.float32),
       "label": rng.integers(0, args.num_classes, args.batch_size).astype(np.int32),
   }, mesh)
-  step = trainer.make_train_step(model, tx, mesh, layout, l2_weight_decay=5e-4)
+  step = steps.make_train_step(model, tx, mesh, layout, l2_weight_decay=5e-4)
   key = jax.random.key(1)
 
   start = time.perf_counter()

@@ -59,8 +59,9 @@ def run_list(seeds, noise_levels, m_sweep) -> list[dict]:
 def train_and_analyse(run: dict, out: str, sharpness_m: list[int], lanczos_steps: int,
                       epochs: int | None = None, data_dir: str | None = None) -> dict:
   """Trains one run (resuming its workdir) and analyses it; returns its numbers."""
+  # In the spawned workers only: the parent needs neither JAX nor TensorFlow.
   from configs import digits_sharpness  # pylint: disable=import-outside-toplevel
-  from sam_jax import trainer  # pylint: disable=import-outside-toplevel
+  from sam_jax import loop  # pylint: disable=import-outside-toplevel
   from sam_jax.analysis import report  # pylint: disable=import-outside-toplevel
 
   workdir = os.path.join(out, "runs", run["name"])
@@ -72,7 +73,7 @@ def train_and_analyse(run: dict, out: str, sharpness_m: list[int], lanczos_steps
     if epochs:
       config.num_epochs = epochs
     started = time.monotonic()
-    trainer.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
     train_seconds = time.monotonic() - started
     config, info, model, variables, step = report.load_run(workdir)
     examples = report.training_examples(config, info, model)

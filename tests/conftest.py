@@ -1,17 +1,100 @@
-"""Test set-up: 8 virtual CPU devices (set before JAX is imported) and shared helpers."""
+"""Test set-up: 8 virtual CPU devices, private data folders, a persistent compilation cache,
+and the helpers the tests share (the repository root, tiny configs, binaries in a subprocess).
 
+Everything here is set in the environment before JAX, TensorFlow or TFDS is imported, so
+that the subprocesses the tests start inherit it too.
+"""
+
+import atexit
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SCRATCH = tempfile.mkdtemp(prefix="sam_jax_tests_")
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+
+# The tests' models are tiny: compiling is most of their cost, and LLVM's optimisations
+# (-O2) take a third of it for nothing measurable at run time.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" {FAST_COMPILE}"
+                           " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Datasets the tests prepare (the offline digits), Keras' and matplotlib's settings: in a
+# temporary folder, never in the user's ~/tensorflow_datasets, ~/.keras or ~/.config.
+os.environ["TFDS_DATA_DIR"] = os.path.join(_SCRATCH, "tensorflow_datasets")
+os.environ["KERAS_HOME"] = os.path.join(_SCRATCH, "keras")
+os.environ["MPLCONFIGDIR"] = os.path.join(_SCRATCH, "matplotlib")
+# Compiled programs are kept in the checkout (git-ignored) and shared with the subprocesses.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".cache", "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import jax  # noqa: E402  (after XLA_FLAGS)
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from configs import smoke  # noqa: E402
 
 
 def max_abs_diff(a, b) -> float:
   """Largest elementwise |a - b| over two pytrees of the same structure (any devices)."""
   diffs = jax.tree.map(lambda x, y: np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y))), a, b)
   return float(max(jax.tree.leaves(diffs)))
+
+
+@pytest.fixture(scope="session")
+def digits():
+  """The offline digits, prepared once in the tests' TFDS folder: {"train", "test"} arrays."""
+  from sam_jax.data import datasets, loading  # pylint: disable=import-outside-toplevel
+  info = datasets.get_dataset_info("digits")
+  return {split: loading.load_split(info, split, None) for split in ("train", "test")}
+
+
+def tiny_config(**fields):
+  """configs/smoke.py (a tiny WideResNet, two short epochs on the full schema of
+  configs/default.py) with `fields` changed; nested ones merge: `sam=dict(rho=0.0)`."""
+  config = smoke.get_config()
+  config.update(fields)
+  return config
+
+
+def binary_env(devices: int = 1, fast_compile: bool = True) -> dict[str, str]:
+  """The environment of a binary run by a test: this checkout, `devices` CPU devices, and
+  XLA's fast compilation unless the binary computes more than it compiles (the analyses)."""
+  flags = f"--xla_force_host_platform_device_count={devices}"
+  return dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="",
+              XLA_FLAGS=f"{FAST_COMPILE} {flags}" if fast_compile else flags)
+
+
+def start_binary(module: str, *args, devices: int = 1,
+                 fast_compile: bool = True) -> subprocess.Popen:
+  """`python -m module args` from the checkout, its output in files (a pipe could fill)."""
+  out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+  process = subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=ROOT,
+                             env=binary_env(devices, fast_compile), stdout=out, stderr=err,
+                             text=True)
+  process.outputs = (out, err)
+  return process
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:
+  """Waits for a `start_binary` process (killing it after `timeout`) and collects its output."""
+  try:
+    process.wait(timeout=timeout)
+  finally:
+    if process.poll() is None:
+      process.kill()
+      process.wait()
+  out, err = process.outputs
+  out.seek(0), err.seek(0)
+  return subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read())
+
+
+def run_binary(module: str, *args, devices: int = 1, fast_compile: bool = True,
+               timeout: float = 300) -> subprocess.CompletedProcess:
+  """Runs `python -m module args` to the end: (returncode, stdout, stderr)."""
+  return finish(start_binary(module, *args, devices=devices, fast_compile=fast_compile),
+                timeout)

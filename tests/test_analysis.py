@@ -28,7 +28,7 @@ class TinyCNN(nn.Module):
     return nn.Dense(10)(jnp.mean(x, axis=(1, 2)))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker (pytest-xdist shares tests out)
 def trained():
   """The tiny CNN after 150 Adam steps on 250 digits: a trained point, as analyses see."""
   digits = load_digits()
@@ -54,7 +54,7 @@ def trained():
   return model, variables, examples
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker (pytest-xdist shares tests out)
 def exact(trained):
   """The full Hessian of the mean eval-mode loss, by jax.hessian (reverse-over-forward)."""
   model, variables, examples = trained
@@ -66,7 +66,7 @@ def exact(trained):
   return matrix, np.linalg.eigvalsh(matrix)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker (pytest-xdist shares tests out)
 def hvp(trained):
   model, variables, examples = trained
   loss_fn = loss.example_loss_fn(model, variables["batch_stats"])

@@ -8,68 +8,66 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from scipy import stats
 
+from conftest import ROOT, binary_env, run_binary, tiny_config
 from sam_jax.analysis import report
+from sam_jax.data.datasets import get_dataset_info
+from sam_jax.errors import UsageError
+from sam_jax.models import get_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location(
     "reproduce_digits", os.path.join(ROOT, "scripts", "reproduce_digits.py"))
 reproduce = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(reproduce)
 
 
-def one_device_env():
-  """A single CPU device: sharding is tested in test_analysis; compiling for 8 costs here."""
-  return dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="",
-              XLA_FLAGS="--xla_force_host_platform_device_count=1")
-
-
 def analysis_cli(*args):
-  return subprocess.run([sys.executable, "-m", "sam_jax.analysis", *args], cwd=ROOT,
-                        env=one_device_env(), capture_output=True, text=True, timeout=300)
+  # One CPU device: sharding is tested in test_analysis; compiling for 8 costs here.
+  return run_binary("sam_jax.analysis", *args, fast_compile=False)
 
 
-@pytest.fixture(scope="module")
-def reproduction(tmp_path_factory):
+def run_reproduction(out):
   """The reproduction script, cut to one seed, 20% noise and one epoch: SGD and SAM."""
-  out = tmp_path_factory.mktemp("reproduction")
   done = subprocess.run(
       [sys.executable, "scripts/reproduce_digits.py", f"--out={out}", "--seeds=0",
        "--noise=20", "--m_sweep=", "--epochs=1", "--jobs=1", "--lanczos_steps=6",
-       "--sharpness_m=4,16", f"--data_dir={tmp_path_factory.mktemp('tfds')}"],
-      cwd=ROOT, env=one_device_env(), capture_output=True, text=True, timeout=600)
+       "--sharpness_m=16"],
+      cwd=ROOT, env=binary_env(fast_compile=False), capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
-  return out
 
 
-def test_the_script_writes_its_tables_and_figures(reproduction):
+@pytest.mark.slow
+@pytest.mark.usefixtures("digits")  # prepared once, in the tests' TFDS folder
+def test_the_reproduction_script_then_the_cli_on_one_of_its_runs(tmp_path):
+  reproduction = tmp_path / "reproduction"
+  run_reproduction(reproduction)
   runs = json.load(open(reproduction / "runs.json"))
   assert [r["name"] for r in runs] == ["20_sgd_s0", "20_sam_s0"]
   for run in runs:
-    assert run["noise"] == 20 and run["m"] == 16 and run["m_sharpness"].keys() == {"4", "16"}
+    assert run["noise"] == 20 and run["m"] == 16 and run["m_sharpness"].keys() == {"16"}
     assert run["gap"] == pytest.approx(run["test_error"] - run["train_error"])
     # The analysis saw the noisy labels the run was trained on: one epoch cannot fit them.
     assert run["train_error"] > 0.1
   table = (reproduction / "results.md").read_text()
   sgd, sam = runs
-  assert f"| 20 | {100 - 100 * sgd['test_error']:.2f} | {100 - 100 * sam['test_error']:.2f} |" in table
+  assert (f"| 20 | {100 - 100 * sgd['test_error']:.2f} | {100 - 100 * sam['test_error']:.2f} |"
+          in table)
   for name in ("hessian_spectrum.png", "m_sharpness.png", "label_noise.png"):
     assert (reproduction / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-
-def test_the_cli_analyses_a_training_workdir(reproduction, tmp_path):
   workdir = reproduction / "runs" / "20_sam_s0"
   out = tmp_path / "analysis"
   done = analysis_cli(f"--workdir={workdir}", f"--out={out}", "--num_examples=512",
                       "--lanczos_steps=12", "--slq_vectors=2", "--hutchinson_probes=20",
-                      "--power_iterations=30", "--top_k=2", "--m=4,16,64")
+                      "--power_iterations=30", "--top_k=2", "--m=16,64")
   assert done.returncode == 0, done.stderr[-3000:]
-  report = json.load(open(out / "analysis.json"))
-  assert report["trained_with"] == {"rho": 0.1, "m": 16, "label_noise": 0.2, "seed": 0}
-  assert report["results"] == json.load(open(workdir / "results.json"))
-  assert report["num_examples"] == 512 and report["m_sharpness"]["num_examples"] == 512
-  hessian = report["hessian"]
+  analysis = json.load(open(out / "analysis.json"))
+  assert analysis["trained_with"] == {"rho": 0.1, "m": 16, "label_noise": 0.2, "seed": 0}
+  assert analysis["results"] == json.load(open(workdir / "results.json"))
+  assert analysis["num_examples"] == 512 and analysis["m_sharpness"]["num_examples"] == 512
+  hessian = analysis["hessian"]
   assert hessian["num_parameters"] == 75002  # Resnet8, 10 classes
   density = hessian["density"]
   assert abs(np.trapezoid(density["density"], density["grid"]) - 1) < 1e-3
@@ -77,20 +75,37 @@ def test_the_cli_analyses_a_training_workdir(reproduction, tmp_path):
   assert hessian["lambda_max"] > hessian["top_eigenvalues"][1] > 0
   assert abs(hessian["power_iteration_top_eigenvalues"][0] / hessian["lambda_max"] - 1) < 0.05
   assert hessian["trace"]["estimate"] > hessian["lambda_max"]  # PSD-ish: the trace dominates
-  sharpness = report["m_sharpness"]["values"]
-  assert sharpness["4"] > sharpness["16"] > sharpness["64"] > 0  # smaller subsets: sharper
+  sharpness = analysis["m_sharpness"]["values"]
+  assert sharpness["16"] > sharpness["64"] > 0  # smaller subsets: sharper
   for name in ("hessian_spectrum.png", "m_sharpness.png"):
     assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  with pytest.raises(UsageError, match="kept no EMA .ema_decay 0.: drop --use_ema"):
+    report.load_run(str(workdir), use_ema=True)
 
 
-def test_the_cli_refuses_a_folder_that_is_not_a_workdir(tmp_path):
-  done = analysis_cli(f"--workdir={tmp_path}")
-  assert done.returncode == 2
-  assert done.stderr.strip().splitlines()[-1].startswith(
-      f"sam_jax.analysis: error: {tmp_path} is not a training workdir")
-  (tmp_path / "config.json").write_text(json.dumps({"dataset": "digits"}))
-  with pytest.raises(ValueError, match=r"No checkpoint in .*checkpoints \(it has none\): train"):
+@pytest.mark.slow
+def test_the_cli_says_in_one_line_that_it_needs_a_workdir():
+  done = analysis_cli()
+  assert done.returncode == 2 and "Traceback" not in done.stderr
+  assert done.stderr.strip().splitlines()[-1] == (
+      "sam_jax.analysis: error: Say which run to analyse: --workdir=DIR (a python -m "
+      "sam_jax.train workdir).")
+
+
+def test_a_folder_that_is_not_a_workdir_or_has_no_checkpoint_is_refused(tmp_path):
+  with pytest.raises(UsageError, match=f"{tmp_path} is not a training workdir .no config.json."):
     report.load_run(str(tmp_path))
+  (tmp_path / "config.json").write_text(json.dumps({"dataset": "digits"}))
+  with pytest.raises(UsageError, match=r"No checkpoint in .*checkpoints \(it has none\): train"):
+    report.load_run(str(tmp_path))
+
+
+def test_a_training_split_without_examples_is_refused(tmp_path):
+  config = tiny_config(dataset="cifar10")
+  with tfds.testing.mock_data(num_examples=0, policy=tfds.testing.MockPolicy.USE_CODE):
+    with pytest.raises(UsageError, match="The training split of cifar10 has no examples"):
+      report.training_examples(config, get_dataset_info("cifar10"),
+                               get_model(config.model_name, 10))
 
 
 def fake_run(noise, optimizer, seed, m=16, error=0.1, sharp=1.0):

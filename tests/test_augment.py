@@ -3,11 +3,11 @@
 import io
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
 import pytest
-import tensorflow as tf
+from PIL import Image, ImageEnhance, ImageOps
 
-from sam_jax.data import augment, imagenet, pipeline
+from sam_jax.data import autoaugment, image_ops, imagenet, policies
+from sam_jax.data.tf_cpu import tf
 
 RNG = np.random.default_rng(0)
 PHOTO = RNG.integers(0, 256, (24, 20, 3), dtype=np.uint8)
@@ -19,19 +19,21 @@ def pil(image):
 
 
 @pytest.mark.parametrize("name,ours,reference,tolerance", [
-    ("equalize", augment.equalize, ImageOps.equalize, 0),
-    ("autocontrast", augment.autocontrast, ImageOps.autocontrast, 0),
-    ("invert", augment.invert, ImageOps.invert, 0),
-    ("posterize 3", lambda x: augment.posterize(x, 3), lambda p: ImageOps.posterize(p, 3), 0),
-    ("solarize 100", lambda x: augment.solarize(x, 100), lambda p: ImageOps.solarize(p, 100), 0),
-    ("sharpness 0.3", lambda x: augment.sharpness(x, 0.3),
+    ("equalize", autoaugment.equalize, ImageOps.equalize, 0),
+    ("autocontrast", autoaugment.autocontrast, ImageOps.autocontrast, 0),
+    ("invert", autoaugment.invert, ImageOps.invert, 0),
+    ("posterize 3", lambda x: autoaugment.posterize(x, 3), lambda p: ImageOps.posterize(p, 3), 0),
+    ("solarize 100", lambda x: autoaugment.solarize(x, 100),
+     lambda p: ImageOps.solarize(p, 100), 0),
+    ("sharpness 0.3", lambda x: autoaugment.sharpness(x, 0.3),
      lambda p: ImageEnhance.Sharpness(p).enhance(0.3), 1),
-    ("sharpness 1.7", lambda x: augment.sharpness(x, 1.7),
+    ("sharpness 1.7", lambda x: autoaugment.sharpness(x, 1.7),
      lambda p: ImageEnhance.Sharpness(p).enhance(1.7), 1),
-    ("color 0.3", lambda x: augment.color(x, 0.3), lambda p: ImageEnhance.Color(p).enhance(0.3), 1),
-    ("contrast 1.6", lambda x: augment.contrast(x, 1.6),
+    ("color 0.3", lambda x: autoaugment.color(x, 0.3),
+     lambda p: ImageEnhance.Color(p).enhance(0.3), 1),
+    ("contrast 1.6", lambda x: autoaugment.contrast(x, 1.6),
      lambda p: ImageEnhance.Contrast(p).enhance(1.6), 1),
-    ("brightness 0.5", lambda x: augment.brightness(x, 0.5),
+    ("brightness 0.5", lambda x: autoaugment.brightness(x, 0.5),
      lambda p: ImageEnhance.Brightness(p).enhance(0.5), 1),
 ])
 def test_pixel_ops_match_pillow(name, ours, reference, tolerance):
@@ -52,55 +54,57 @@ def marked(shape=(16, 16, 3), at=(5, 7)):
 @pytest.mark.parametrize("k", [-3, 1, 4])
 def test_translate_by_k_moves_a_marked_pixel_by_k(k):
   image = marked()
-  right = augment.translate_x(tf.constant(image), float(k)).numpy()
-  down = augment.translate_y(tf.constant(image), float(k)).numpy()
+  right = autoaugment.translate_x(tf.constant(image), float(k)).numpy()
+  down = autoaugment.translate_y(tf.constant(image), float(k)).numpy()
   assert right[5, 7 + k, 0] == 255 and (right[..., 0] == 255).sum() == 1
   assert down[5 + k, 7, 0] == 255 and (down[..., 0] == 255).sum() == 1
   uncovered = right[:, :k] if k > 0 else right[:, k:]
-  assert (uncovered == augment.FILL).all()  # the pixels that came from outside
+  assert (uncovered == autoaugment.FILL).all()  # the pixels that came from outside
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_rotations_by_quarter_turns_equal_np_rot90(channels):
   image = RNG.integers(0, 256, (9, 9, channels), dtype=np.uint8)
   for quarter_turns in (1, 2, 3):
-    got = augment.rotate(tf.constant(image), 90.0 * quarter_turns).numpy()
+    got = autoaugment.rotate(tf.constant(image), 90.0 * quarter_turns).numpy()
     np.testing.assert_array_equal(got, np.rot90(image, quarter_turns))
 
 
 def test_shear_moves_a_pixel_along_its_row_in_proportion_to_the_row():
   image = marked(at=(10, 8))
-  sheared = augment.shear_x(tf.constant(image), 0.2).numpy()  # input x = x + 0.2 y
+  sheared = autoaugment.shear_x(tf.constant(image), 0.2).numpy()  # input x = x + 0.2 y
   ys, xs = np.nonzero(sheared[..., 0] == 255)
   assert list(ys) == [10] and list(xs) == [6]  # 8 - 0.2 * 10
-  sheared = augment.shear_y(tf.constant(image), -0.5).numpy()  # input y = y - 0.5 x
+  sheared = autoaugment.shear_y(tf.constant(image), -0.5).numpy()  # input y = y - 0.5 x
   ys, xs = np.nonzero(sheared[..., 0] == 255)
   assert list(ys) == [14] and list(xs) == [8]  # 10 + 0.5 * 8
 
 
 def test_magnitudes_scale_with_the_image_or_stay_the_originals():
-  assert augment.magnitudes("cifar", 32) == augment.Magnitudes(10.0, 20, (8, 4))
-  scaled = augment.magnitudes("imagenet", 331)
+  assert policies.magnitudes("cifar", 32) == policies.Magnitudes(10.0, 20, (8, 4))
+  scaled = policies.magnitudes("imagenet", 331)
   assert round(scaled.translate) == 150 and scaled.cutout == 60
-  assert augment.magnitudes("randaugment", 224).translate == pytest.approx(100)
+  assert policies.magnitudes("randaugment", 224).translate == pytest.approx(100)
   for size in (32, 224):
-    assert augment.magnitudes("cifar", size, faithful=True) == augment.Magnitudes(250., 200, (0, 4))
+    assert policies.magnitudes("cifar", size, faithful=True) == policies.Magnitudes(
+        250., 200, (0, 4))
   # The faithful level-9 translate throws a 32x32 image out of the frame; the scaled one not.
   image = tf.constant(PHOTO[:16, :16])
-  faithful = augment.apply_op(image, "TranslateX", 9, SEED, augment.magnitudes("cifar", 32, True))
-  scaled = augment.apply_op(image, "TranslateX", 9, SEED, augment.magnitudes("cifar", 16))
-  assert (faithful.numpy() == augment.FILL).all()
-  assert not (scaled.numpy() == augment.FILL).all()
+  faithful = autoaugment.apply_op(image, "TranslateX", 9, SEED,
+                                  policies.magnitudes("cifar", 32, True))
+  scaled = autoaugment.apply_op(image, "TranslateX", 9, SEED, policies.magnitudes("cifar", 16))
+  assert (faithful.numpy() == autoaugment.FILL).all()
+  assert not (scaled.numpy() == autoaugment.FILL).all()
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_op_of_every_policy_keeps_shape_and_dtype(channels):
   # Low contrast, so that AutoContrast and Equalize have something to do.
   image = tf.constant(RNG.integers(20, 236, (32, 32, channels), dtype=np.uint8))
-  mags = augment.magnitudes("cifar", 32)
-  ops = {(name, level) for policy in augment.POLICIES.values()
+  mags = policies.magnitudes("cifar", 32)
+  ops = {(name, level) for policy in policies.POLICIES.values()
          for sub_policy in policy for name, _, level in sub_policy}
-  ops |= {(name, 9) for name in augment.RANDAUGMENT_OPS}
+  ops |= {(name, 9) for name in policies.RANDAUGMENT_OPS}
   def identity(name, level):  # level 0 of a geometric op, factor 1.0 (level 5), 8 bits...
     return ((level == 0 and name in ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY",
                                      "Cutout", "SolarizeAdd"))
@@ -109,18 +113,19 @@ def test_every_op_of_every_policy_keeps_shape_and_dtype(channels):
             or (name == "Color" and channels == 1))
 
   for name, level in sorted(ops):
-    out = augment.apply_op(image, name, level, SEED, mags)
+    out = autoaugment.apply_op(image, name, level, SEED, mags)
     assert out.dtype == tf.uint8 and out.shape == image.shape, (name, level)
     assert np.array_equal(out.numpy(), image.numpy()) == identity(name, level), (name, level)
 
 
+@pytest.mark.slow
 def test_policies_have_the_published_sizes_and_run_end_to_end():
-  assert {k: len(v) for k, v in augment.POLICIES.items()} == {
+  assert {k: len(v) for k, v in policies.POLICIES.items()} == {
       "cifar": 95, "svhn": 25, "imagenet": 25}
   image = tf.constant(PHOTO)
-  for policy in augment.POLICIES:
-    run = tf.function(lambda s, p=policy: augment.autoaugment(
-        image, s, p, augment.magnitudes(p, 24)))
+  for policy in policies.POLICIES:
+    run = tf.function(lambda s, p=policy: autoaugment.autoaugment(
+        image, s, p, policies.magnitudes(p, 24)))
     outs = [run(tf.constant([0, i], tf.int64)).numpy() for i in range(40)]
     assert all(o.dtype == np.uint8 and o.shape == PHOTO.shape for o in outs)
     assert len({o.tobytes() for o in outs}) > 10, policy  # different sub-policies and draws
@@ -129,16 +134,17 @@ def test_policies_have_the_published_sizes_and_run_end_to_end():
 
 def test_randaugment_applies_num_layers_ops_at_the_magnitude():
   image = tf.constant(PHOTO)
-  mags = augment.magnitudes("randaugment", 24)
-  assert np.array_equal(augment.randaugment(image, SEED, 0, 9, mags), PHOTO)
-  one = augment.randaugment(image, SEED, 1, 9, mags).numpy()
-  choice = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(SEED, 0),
-                                       0, len(augment.RANDAUGMENT_OPS), tf.int32)
-  layer_seed = tf.random.experimental.stateless_fold_in(SEED, 0)
-  expected = augment.apply_op(image, augment.RANDAUGMENT_OPS[int(choice)], 9, layer_seed + 1,
-                              mags)
+  mags = policies.magnitudes("randaugment", 24)
+  assert np.array_equal(autoaugment.randaugment(image, SEED, 0, 9, mags), PHOTO)
+  one = autoaugment.randaugment(image, SEED, 1, 9, mags).numpy()
+  layer_key = image_ops.fold_in(SEED, 0)
+  choice = tf.random.stateless_uniform([], image_ops.fold_in(layer_key, 0), 0,
+                                       len(policies.RANDAUGMENT_OPS), tf.int32)
+  expected = autoaugment.apply_op(image, policies.RANDAUGMENT_OPS[int(choice)], 9,
+                                  image_ops.fold_in(layer_key, 1), mags)
   np.testing.assert_array_equal(one, expected)
-  outs = {augment.randaugment(image, tf.constant([0, i], tf.int64), 2, 9, mags).numpy().tobytes()
+  outs = {autoaugment.randaugment(image, tf.constant([0, i], tf.int64), 2, 9, mags).numpy()
+          .tobytes()
           for i in range(20)}
   assert len(outs) > 10
 
@@ -148,7 +154,7 @@ def test_mixup_mixes_each_example_with_the_reversed_batch():
   labels = tf.one_hot([0, 1, 2, 3, 4, 5], 6)
   weights = []
   for i in range(400):
-    mixed, soft = pipeline.mixup(images, labels, tf.constant([1, i], tf.int64), alpha=1.0)
+    mixed, soft = image_ops.mixup(images, labels, tf.constant([1, i], tf.int64), alpha=1.0)
     w = float(soft[0, 0])
     assert w >= 0.5 and float(soft[0, 5]) == pytest.approx(1 - w)
     np.testing.assert_allclose(soft.numpy().sum(-1), 1.0, rtol=1e-6)

@@ -9,7 +9,9 @@ import pytest
 from absl import flags
 
 from sam_jax import train
-from sam_jax.data import pipeline
+from sam_jax.data.augmentation import Augmentation
+from sam_jax.data.datasets import get_dataset_info
+from sam_jax.errors import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Transcribed from Foret et al. (2021), Tables 6 and 7:
@@ -36,8 +38,8 @@ SVHN_AA = ("aa-only", "cutout")
 
 def parse(argv):
   """The config and workdir the training binary makes of `argv` (no training)."""
-  flags.FLAGS(["train"] + argv)
   try:
+    train.parse_flags(["train"] + argv)
     return train.config_from_flags(), train.workdir_from_flags()
   finally:
     flags.FLAGS.unparse_flags()
@@ -69,10 +71,10 @@ def test_every_paper_cell_parses_into_the_papers_hyper_parameters(name):
           dataset, model, epochs)
       assert (config.image_level_augmentations, config.batch_level_augmentations) == (
           SVHN_AA if (dataset, augmentation) == ("svhn", "aa") else AUGMENTATIONS[augmentation])
-      info = pipeline.get_dataset_info(dataset)
-      pipeline.Augmentation.from_config(config).check(info)  # the pipeline offers it
+      info = get_dataset_info(dataset)
+      Augmentation.from_config(config).check(info)  # the pipeline offers it
       if augmentation == "aa":
-        assert pipeline.Augmentation.from_config(config).policy(info) == (
+        assert Augmentation.from_config(config).policy(info) == (
             "svhn" if dataset == "svhn" else "cifar")
       assert config.learning_rate == (lr[dataset] if isinstance(lr, dict) else lr)
       assert (config.weight_decay, config.weight_decay_type) == (wd, "l2")
@@ -125,7 +127,7 @@ def test_label_noise_cells_follow_section_3_3():
 ])
 def test_a_bad_cell_names_the_choices(cell, message):
   from configs import table1_wrn28x10_200ep
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(UsageError, match=message):
     table1_wrn28x10_200ep.get_config(cell)
 
 
@@ -143,7 +145,7 @@ def test_original_imagenet_flags_mean_randaugment_and_mixup():
 
 def test_svhn_has_no_cutout_cell():
   from configs import table5_wrn28x10
-  with pytest.raises(ValueError, match="AUGMENTATION in basic"):
+  with pytest.raises(UsageError, match="AUGMENTATION in basic"):
     table5_wrn28x10.get_config("svhn,cutout,sam")
 
 
@@ -183,8 +185,7 @@ def test_finetuning_cells_follow_appendix_c2():
       assert (config.weight_decay, config.momentum, config.lr_schedule) == (1e-5, 0.9, "cosine")
       assert (config.gradient_clipping, config.label_smoothing) == (1.0, 0.1)
       assert config.image_size is None  # the model's resolution
-      info = pipeline.get_dataset_info(dataset)
-      pipeline.Augmentation.from_config(config).check(info)
+      Augmentation.from_config(config).check(get_dataset_info(dataset))
   config, workdir = parse(docstring_command("table3_finetune"))
   assert workdir.startswith("workdirs/") and config.model_name == "efficientnet-b7"
 
@@ -197,7 +198,7 @@ def test_original_finetuning_flags():
       "/ckpt", True, True)
   config, _ = parse(["--efficientnet_checkpoint_path=/ckpt", "--output_dir=/tmp/w"])
   assert config.init_from is None  # the original read the path only when finetuning
-  with pytest.raises(ValueError, match="needs --efficientnet_checkpoint_path"):
+  with pytest.raises(UsageError, match="needs --efficientnet_checkpoint_path"):
     parse(["--from_pretrained_checkpoint", "--output_dir=/tmp/w"])
 
 
@@ -218,5 +219,20 @@ def test_digits_sharpness_cells_and_their_seeded_label_noise():
       0.8, 0.0, 4, 0)
   from configs import digits_sharpness
   assert digits_sharpness.get_config("80,sam").sam.rho == 0.05
-  with pytest.raises(ValueError, match="NOISE_PERCENT in 0|20|40|60|80"):
+  with pytest.raises(UsageError, match=r"NOISE_PERCENT in 0\|20\|40\|60\|80, OPTIMIZER in "
+                                       r"sam\|sgd and M an integer \(default 16\)"):
     digits_sharpness.get_config("10,sam")
+
+
+def test_cells_are_positional_or_named_with_optional_typed_axes():
+  from configs import cells
+  axes = dict(noise_percent=("0", "20"), optimizer=cells.OPTIMIZERS, m=16)
+  assert cells.parse("20,sgd", **axes).to_dict() == {"noise_percent": "20", "optimizer": "sgd",
+                                                      "m": 16}
+  assert cells.parse("optimizer=sam,noise_percent=0,m=4", **axes).to_dict() == {
+      "noise_percent": "0", "optimizer": "sam", "m": 4}
+  for bad in ("20,sgd,four", "20,sgd,4,5", "sgd,20", "noise=20,optimizer=sgd", ""):
+    with pytest.raises(UsageError, match=f"Unknown experiment cell '{bad}': give "
+                                         r"NOISE_PERCENT,OPTIMIZER\[,M\] after"):
+      cells.parse(bad, **axes)
+  assert (cells.sam_rho("sam", 0.1), cells.sam_rho("sgd", 0.1)) == (0.1, 0.0)

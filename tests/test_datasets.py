@@ -1,4 +1,4 @@
-"""Every dataset under tfds.testing.mock_data, at a model's resolution, through the trainer's
+"""Every dataset under tfds.testing.mock_data, at a model's resolution, through the loop's
 pipeline calls; the JPEG stream's resume; one SAM run on ImageNet with RandAugment + mixup."""
 
 import numpy as np
@@ -7,9 +7,12 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import features as tfds_features
 from tensorflow_datasets.testing import mocking
 
-from configs import smoke
-from sam_jax import trainer
-from sam_jax.data import pipeline
+from conftest import tiny_config
+from sam_jax import loop
+from sam_jax.data import loading, pipeline
+from sam_jax.data.augmentation import Augmentation
+from sam_jax.data.datasets import DATASETS, get_dataset_info
+from sam_jax.errors import UsageError
 from sam_jax.models import get_model, input_resolution
 
 NUM_EXAMPLES = 12  # per split, whatever the split
@@ -33,16 +36,16 @@ def mock_tfds(monkeypatch):
 
 
 def load(info, use_test_set=True):
-  train, test = pipeline.split_names(info, use_test_set)
-  return [pipeline.load_split(info, pipeline.process_split(s), None) for s in (train, test)]
+  train, test = loading.split_names(info, use_test_set)
+  return [loading.load_split(info, loading.process_split(s), None) for s in (train, test)]
 
 
-@pytest.mark.parametrize("name", [n for n in pipeline.DATASETS if n != "digits"])
+@pytest.mark.parametrize("name", [n for n in DATASETS if n != "digits"])
 def test_every_dataset_loads_at_the_model_resolution(name, mock_tfds):
-  info = pipeline.get_dataset_info(name)
+  info = get_dataset_info(name)
   size = input_resolution(get_model("efficientnet-b0", info.num_classes))  # 224
   train, test = load(info)
-  augmentation = pipeline.Augmentation(image="basic", batch="mixcut")
+  augmentation = Augmentation(image="basic", batch="mixcut")
   batch = next(pipeline.train_batches(info, train, 4, seed=0, augmentation=augmentation,
                                       image_size=size))
   assert batch["image"].shape == (4, size, size, info.image_shape[-1])
@@ -51,19 +54,19 @@ def test_every_dataset_loads_at_the_model_resolution(name, mock_tfds):
   np.testing.assert_allclose(batch["label"].sum(-1), 1.0, rtol=1e-6)
   evaluated = list(pipeline.eval_batches(info, test, 5, image_size=size))
   mask = np.concatenate([b["mask"] for b in evaluated])
-  assert mask.sum() == pipeline.num_examples(test) > 0 and len(mask) % 5 == 0
+  assert mask.sum() == loading.num_examples(test) > 0 and len(mask) % 5 == 0
   assert evaluated[0]["image"].shape == (5, size, size, info.image_shape[-1])
   labels = np.concatenate([b["label"] for b in evaluated])
   assert labels.min() >= 0 and labels.max() < info.num_classes
 
 
 def test_the_jpeg_stream_depends_on_the_seed_only_and_resumes(mock_tfds):
-  info = pipeline.get_dataset_info("oxford_flowers102")
+  info = get_dataset_info("oxford_flowers102")
   train, _ = load(info)
 
   def stream(seed, start_step=0):
     return pipeline.train_batches(info, train, 5, seed=seed, start_step=start_step,
-                                  augmentation=pipeline.Augmentation(image="randaugment"),
+                                  augmentation=Augmentation(image="basic"),
                                   image_size=32)
 
   first = [b for _, b in zip(range(4), stream(1))]  # 20 examples: past the first epoch
@@ -76,23 +79,23 @@ def test_the_jpeg_stream_depends_on_the_seed_only_and_resumes(mock_tfds):
   assert not np.array_equal(other["image"], first[0]["image"])
 
 
-def test_sam_on_imagenet_with_randaugment_and_mixup_through_the_trainer(mock_tfds, tmp_path):
-  config = smoke.get_config()
-  config.dataset, config.num_epochs, config.batch_size = "imagenet", 1, 8
-  config.image_size = 32  # crops of 32 instead of 224, for speed
-  config.image_level_augmentations, config.batch_level_augmentations = "randaugment", "mixup"
-  config.label_smoothing = 0.1
-  results = trainer.train_and_evaluate(config, str(tmp_path))
+@pytest.mark.slow
+def test_sam_on_imagenet_with_randaugment_and_mixup_through_the_loop(mock_tfds, tmp_path):
+  config = tiny_config(dataset="imagenet", num_epochs=1, batch_size=8,
+                       image_size=32,  # crops of 32 instead of 224, for speed
+                       image_level_augmentations="randaugment",
+                       batch_level_augmentations="mixup", label_smoothing=0.1)
+  results = loop.train_and_evaluate(config, str(tmp_path))
   assert results["steps"] == 1 and results["test_examples"] == NUM_EXAMPLES
   assert np.isfinite(results["test_loss"])
 
 
 def test_bad_augmentation_choices_are_one_line_errors():
-  fashion = pipeline.get_dataset_info("fashion_mnist")
-  with pytest.raises(ValueError, match="No AutoAugment policy was learned on fashion_mnist"):
-    pipeline.Augmentation(image="autoaugment").check(fashion)
-  pipeline.Augmentation(image="autoaugment", autoaugment_policy="svhn").check(fashion)
-  with pytest.raises(ValueError, match="Unknown batch_level_augmentations 'mixcat'"):
-    pipeline.Augmentation(batch="mixcat").check(fashion)
-  with pytest.raises(ValueError, match="Unknown dataset 'imagenet21k'"):
-    pipeline.get_dataset_info("imagenet21k")
+  fashion = get_dataset_info("fashion_mnist")
+  with pytest.raises(UsageError, match="No AutoAugment policy was learned on fashion_mnist"):
+    Augmentation(image="autoaugment").check(fashion)
+  Augmentation(image="autoaugment", autoaugment_policy="svhn").check(fashion)
+  with pytest.raises(UsageError, match="Unknown batch_level_augmentations 'mixcat'"):
+    Augmentation(batch="mixcat").check(fashion)
+  with pytest.raises(UsageError, match="Unknown dataset 'imagenet21k'"):
+    get_dataset_info("imagenet21k")

@@ -4,12 +4,12 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from conftest import max_abs_diff
-from sam_jax import checkpoints, optim, replicas, trainer
+from conftest import max_abs_diff, tiny_config
+from sam_jax import checkpoints, optim, replicas, steps
+from sam_jax.errors import UsageError
 from sam_jax.models import get_model
 
 STEPS_PER_EPOCH = 10
@@ -19,11 +19,9 @@ TINY_WRN = "WideResnet10x1"
 
 
 def make_config(**overrides):
-  config = ml_collections.ConfigDict(dict(
-      learning_rate=0.4, num_epochs=5, lr_schedule="cosine", use_learning_rate_schedule=True,
-      warmup_epochs=0.0, momentum=0.0, nesterov=False, weight_decay=0.0,
-      weight_decay_type="l2", no_weight_decay_on_bn=False, gradient_clipping=0.0,
-      sam=dict(rho=0.0)))
+  """Plain SGD at 0.4 for 5 epochs: no momentum, decay, clipping or SAM unless asked."""
+  config = tiny_config(learning_rate=0.4, num_epochs=5, momentum=0.0, nesterov=False,
+                       weight_decay=0.0, gradient_clipping=0.0, sam=dict(rho=0.0))
   config.update(overrides)
   return config
 
@@ -58,7 +56,7 @@ def test_exponential_schedule_decays_by_0_97_every_2_4_epochs_and_is_finite(warm
 
 def test_no_schedule_is_constant_and_unknown_schedule_is_clear():
   np.testing.assert_allclose(schedule_values(use_learning_rate_schedule=False), 0.4)
-  with pytest.raises(ValueError, match="Unknown lr_schedule 'step'"):
+  with pytest.raises(UsageError, match="Unknown lr_schedule 'step'"):
     schedule_values(lr_schedule="step")
 
 
@@ -99,7 +97,7 @@ def test_l2_weight_decay_is_half_wd_squared_norm_over_the_mask():
 
 
 def test_unknown_weight_decay_type_is_a_clear_error():
-  with pytest.raises(ValueError, match="Unknown weight_decay_type 'adamw'"):
+  with pytest.raises(UsageError, match="Unknown weight_decay_type 'adamw'"):
     one_update(make_config(weight_decay=0.1, weight_decay_type="adamw"))
 
 
@@ -109,8 +107,8 @@ def test_ema_averages_parameters_and_batch_statistics_with_the_decay():
   layout, mesh = replicas.make_layout(16, 8, 1), replicas.make_mesh(1)
   tx = optim.create_optimizer(config, STEPS_PER_EPOCH, replicas.REPLICA_AXES)
   state = replicas.replicate(
-      trainer.init_train_state(model, tx, jax.random.key(0), image, ema=True), mesh)
-  step = trainer.make_train_step(model, tx, mesh, layout, ema_decay=0.9)
+      steps.init_train_state(model, tx, jax.random.key(0), image, ema=True), mesh)
+  step = steps.make_train_step(model, tx, mesh, layout, ema_decay=0.9)
   rng = np.random.default_rng(0)
   history = [jax.tree.map(np.asarray, state)]  # the step donates (deletes) its input
   for _ in range(2):
@@ -128,7 +126,7 @@ def test_ema_averages_parameters_and_batch_statistics_with_the_decay():
 def test_checkpoints_at_chosen_steps_are_kept_forever(tmp_path):
   manager = checkpoints.make_manager(str(tmp_path), keep=1, keep_forever_steps=[2, 4])
   def state(step):
-    return trainer.TrainState(step=jnp.array(step, jnp.int32), params={"w": jnp.full(3, float(step))},
+    return steps.TrainState(step=jnp.array(step, jnp.int32), params={"w": jnp.full(3, float(step))},
                               batch_stats={}, opt_state={}, ema={})
   for step in range(1, 7):
     checkpoints.save(manager, state(step))
@@ -163,3 +161,8 @@ def test_num_train_steps_sets_the_run_and_schedule_length():
   schedule = optim.learning_rate_schedule(config, STEPS_PER_EPOCH)
   np.testing.assert_allclose([float(schedule(t)) for t in (0, 10, 20)], [0.4, 0.2, 0.0],
                              atol=1e-6)
+
+
+def test_a_norm_outside_one_to_infinity_is_a_clear_error():
+  with pytest.raises(UsageError, match=r"sam.p must be a norm in \[1, inf\], not 0.5"):
+    optim.create_optimizer(make_config(sam=dict(rho=0.05, p=0.5)), STEPS_PER_EPOCH, ("r",))

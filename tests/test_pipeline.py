@@ -4,16 +4,14 @@ import collections
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from sam_jax.data import pipeline
+from sam_jax.data import augmentation, image_ops, loading, pipeline
+from sam_jax.data.augmentation import Augmentation
+from sam_jax.data.datasets import get_dataset_info
+from sam_jax.data.tf_cpu import tf
+from sam_jax.errors import UsageError
 
-DIGITS = pipeline.get_dataset_info("digits")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
+DIGITS = get_dataset_info("digits")
 
 
 def as_multiset(examples):
@@ -22,27 +20,27 @@ def as_multiset(examples):
 
 
 @pytest.mark.parametrize("use_test_set", [True, False])
-def test_two_processes_read_each_split_exactly_once(data_dir, use_test_set):
-  for split in pipeline.split_names(DIGITS, use_test_set):
-    whole = pipeline.load_split(DIGITS, pipeline.process_split(split, 0, 1), data_dir)
-    parts = [pipeline.load_split(DIGITS, pipeline.process_split(split, i, 2), data_dir)
+def test_two_processes_read_each_split_exactly_once(digits, use_test_set):
+  for split in loading.split_names(DIGITS, use_test_set):
+    whole = loading.load_split(DIGITS, loading.process_split(split, 0, 1), None)
+    parts = [loading.load_split(DIGITS, loading.process_split(split, i, 2), None)
              for i in range(2)]
     assert abs(len(parts[0]["label"]) - len(parts[1]["label"])) <= 1
     assert as_multiset(parts[0]) + as_multiset(parts[1]) == as_multiset(whole)
 
 
-def test_validation_mode_holds_out_ten_percent_of_train(data_dir):
-  train, held_out = pipeline.split_names(DIGITS, use_test_set=False)
-  full = pipeline.load_split(DIGITS, "train", data_dir)
-  a = pipeline.load_split(DIGITS, train, data_dir)
-  b = pipeline.load_split(DIGITS, held_out, data_dir)
+def test_validation_mode_holds_out_ten_percent_of_train(digits):
+  train, held_out = loading.split_names(DIGITS, use_test_set=False)
+  full = digits["train"]
+  a = loading.load_split(DIGITS, train, None)
+  b = loading.load_split(DIGITS, held_out, None)
   assert len(b["label"]) == round(0.1 * len(full["label"]))
   assert as_multiset(a) + as_multiset(b) == as_multiset(full)
   assert not set(as_multiset(a)) & set(as_multiset(b))
 
 
-def test_eval_batches_score_every_example_once_with_a_mask(data_dir):
-  test = pipeline.load_split(DIGITS, "test", data_dir)
+def test_eval_batches_score_every_example_once_with_a_mask(digits):
+  test = digits["test"]
   batches = list(pipeline.eval_batches(DIGITS, test, 64))
   assert all(len(b["label"]) == 64 for b in batches) and len(batches) == 6  # 360 = 5*64 + 40
   mask = np.concatenate([b["mask"] for b in batches])
@@ -52,9 +50,9 @@ def test_eval_batches_score_every_example_once_with_a_mask(data_dir):
   np.testing.assert_allclose(images, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_training_order_is_a_function_of_seed_and_step(data_dir):
-  train = pipeline.load_split(DIGITS, "train", data_dir)
-  cutout = pipeline.Augmentation(batch="cutout")
+def test_training_order_is_a_function_of_seed_and_step(digits):
+  train = digits["train"]
+  cutout = Augmentation(batch="cutout")
   stream = pipeline.train_batches(DIGITS, train, 479, seed=3, augmentation=cutout)
   first = [next(stream) for _ in range(5)]
   resumed = pipeline.train_batches(DIGITS, train, 479, seed=3, start_step=3, augmentation=cutout)
@@ -66,10 +64,10 @@ def test_training_order_is_a_function_of_seed_and_step(data_dir):
   assert not np.array_equal(other_seed["label"], first[0]["label"])
 
 
-def test_each_epoch_is_a_permutation_of_the_training_set(data_dir):
-  train = pipeline.load_split(DIGITS, "train", data_dir)  # 1437 = 3 x 479
+def test_each_epoch_is_a_permutation_of_the_training_set(digits):
+  train = digits["train"]  # 1437 = 3 x 479
   stream = pipeline.train_batches(DIGITS, train, 479, seed=0,
-                                  augmentation=pipeline.Augmentation(image="none"))
+                                  augmentation=Augmentation(image="none"))
   for _ in range(2):  # epochs 0 and 1, each a different permutation
     epoch = [next(stream) for _ in range(3)]
     labels = np.concatenate([b["label"] for b in epoch])
@@ -81,12 +79,12 @@ def test_each_epoch_is_a_permutation_of_the_training_set(data_dir):
 
 
 def test_crop_moves_a_marked_pixel_by_at_most_the_padding_and_keeps_dtype():
-  info = pipeline.get_dataset_info("cifar10")
+  info = get_dataset_info("cifar10")
   image = np.zeros((32, 32, 3), np.uint8)
   image[15, 17] = 255
   offsets = set()
   for i in range(40):
-    out = pipeline.crop_and_flip(tf.constant(image), tf.constant([0, i], tf.int64), info).numpy()
+    out = image_ops.crop_and_flip(tf.constant(image), tf.constant([0, i], tf.int64), info).numpy()
     assert out.dtype == np.uint8 and out.shape == image.shape
     (ys, xs) = np.nonzero(out[..., 0] == 255)
     assert len(ys) == 1
@@ -99,7 +97,7 @@ def test_crop_moves_a_marked_pixel_by_at_most_the_padding_and_keeps_dtype():
 def test_cutout_zeroes_one_clipped_square():
   images = tf.ones((30, 32, 32, 3))
   sizes = []
-  for out in pipeline.cutout(images, tf.constant([1, 2], tf.int64), 16, per_example=True):
+  for out in image_ops.cutout(images, tf.constant([1, 2], tf.int64), 16, per_example=True):
     zero = np.all(out.numpy() == 0, axis=-1)
     ys, xs = np.nonzero(zero)
     assert zero.sum() == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)  # a rectangle
@@ -109,10 +107,10 @@ def test_cutout_zeroes_one_clipped_square():
 
 
 @pytest.mark.parametrize("cutout_mask", ["batch", "example"])
-def test_cutout_mask_is_shared_by_the_batch_or_drawn_per_example(data_dir, cutout_mask):
-  train = pipeline.load_split(DIGITS, "train", data_dir)
+def test_cutout_mask_is_shared_by_the_batch_or_drawn_per_example(digits, cutout_mask):
+  train = digits["train"]
   ones = {"image": np.full_like(train["image"], 255), "label": train["label"]}
-  augmentation = pipeline.Augmentation(image="none", batch="cutout", cutout_length=4,
+  augmentation = Augmentation(image="none", batch="cutout", cutout_length=4,
                                        cutout_mask=cutout_mask)
   stream = pipeline.train_batches(DIGITS, ones, 64, seed=0, augmentation=augmentation)
   masks = [np.all(next(stream)["image"] == 0, axis=-1) for _ in range(2)]
@@ -123,20 +121,46 @@ def test_cutout_mask_is_shared_by_the_batch_or_drawn_per_example(data_dir, cutou
 
 
 def test_normalisation_uses_the_dataset_constants():
-  info = pipeline.get_dataset_info("cifar100")
-  out = pipeline.normalize(tf.fill((1, 1, 3), tf.constant(128, tf.uint8)), info).numpy()
+  info = get_dataset_info("cifar100")
+  out = image_ops.normalize(tf.fill((1, 1, 3), tf.constant(128, tf.uint8)), info).numpy()
   np.testing.assert_allclose(out[0, 0], (128 / 255 - np.array(info.mean)) / np.array(info.std),
                              atol=1e-6)
 
 
 def test_unknown_dataset_and_missing_data_are_clear_errors(tmp_path):
-  with pytest.raises(ValueError, match="Unknown dataset 'cifar11': choose one of"):
-    pipeline.get_dataset_info("cifar11")
-  with pytest.raises(FileNotFoundError, match="TFDS dataset 'cifar10' is not prepared in"):
-    pipeline.load_split(pipeline.get_dataset_info("cifar10"), "test", str(tmp_path))
+  with pytest.raises(UsageError, match="Unknown dataset 'cifar11': choose one of"):
+    get_dataset_info("cifar11")
+  with pytest.raises(UsageError, match="TFDS dataset 'cifar10' is not prepared in"):
+    loading.load_split(get_dataset_info("cifar10"), "test", str(tmp_path))
 
 
-def test_digits_constants_are_the_training_set_statistics(data_dir):
-  train = pipeline.load_split(DIGITS, "train", data_dir)["image"] / 255.0
+def test_digits_constants_are_the_training_set_statistics(digits):
+  train = digits["train"]["image"] / 255.0
   np.testing.assert_allclose(DIGITS.mean[0], train.mean(), atol=1e-4)
   np.testing.assert_allclose(DIGITS.std[0], train.std(), atol=1e-4)
+
+
+def test_no_two_augmentation_streams_share_a_key(monkeypatch):
+  """Every random draw of an example (crop, flip, policy) has its own key, for every
+  (seed, example): no `key + 1` arithmetic that makes seed s's flip seed s+1's crop."""
+  seen = []
+
+  def recorder(stream, result):
+    def record(image, *args, seed=None, **kwargs):
+      seen.append((stream, tuple((seed if seed is not None else args[-1]).numpy())))
+      return result(image)
+    return record
+  monkeypatch.setattr(tf.image, "stateless_random_crop",
+                      recorder("crop", lambda image: image[:32, :32]))
+  monkeypatch.setattr(tf.image, "stateless_random_flip_left_right",
+                      recorder("flip", lambda image: image))
+  monkeypatch.setattr(augmentation.autoaugment, "autoaugment",
+                      lambda image, key, *args: recorder("policy", lambda i: i)(image, key))
+  info, image = get_dataset_info("cifar10"), tf.zeros((32, 32, 3), tf.uint8)
+  aug = Augmentation(image="autoaugment")
+  for seed in range(4):
+    for index in range(8):
+      augmentation.augment_small(image, tf.constant([seed, index], tf.int64), info, aug)
+  assert {stream for stream, _ in seen} == {"crop", "flip", "policy"}
+  keys = [key for _, key in seen]
+  assert len(keys) == 3 * 4 * 8 and len(set(keys)) == len(keys)

@@ -6,26 +6,26 @@ to the tensorflow/tpu and original-SAM names), loads it through `sam_jax.pretrai
 compares the logits in eval mode.
 """
 
+import functools
 import os
 import re
 import subprocess
-import sys
 
 import flax
 import jax
 import jax.numpy as jnp
+import keras
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
-from sam_jax import pretrained
+from conftest import run_binary, tiny_config
+from sam_jax import loop, pretrained
+from sam_jax.data.tf_cpu import tf  # TF (and Keras on it) on the CPU only
+from sam_jax.errors import UsageError
 from sam_jax.models import efficientnet, get_model
 
-os.environ["CUDA_VISIBLE_DEVICES"] = ""  # Keras runs on TF's CPU
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
-
 SIDE = 64  # even at every stride-2 stage, where Keras' explicit padding equals SAME
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Keras block sub-layer -> tensorflow/tpu layer, (with, without) an expansion conv.
 TF_BLOCK = {"expand_conv": ("conv2d",), "expand_bn": ("tpu_batch_normalization",),
             "dwconv": ("depthwise_conv2d",) * 2,
@@ -149,19 +149,21 @@ def original_flax_tree(weights) -> dict:
   return {"0": {"params": params}, "1": state}
 
 
+@functools.cache
 def ours(variant: str, classes: int = 10):
+  """Our EfficientNet and its fresh variables (computed once per variant and classes)."""
   model = get_model(f"efficientnet-{variant}", classes)
-  fresh = model.init(jax.random.key(1), jnp.zeros((1, SIDE, SIDE, 3)))
+  fresh = jax.jit(model.init)(jax.random.key(1), jnp.zeros((1, SIDE, SIDE, 3)))
   return model, fresh
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker (pytest-xdist shares tests out)
 def keras_b0():
   model = keras_model("b0")
   return model, keras_weights(model)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker (pytest-xdist shares tests out)
 def b0_files(keras_b0, tmp_path_factory):
   return write_all_formats(tmp_path_factory.mktemp("b0"), *keras_b0, "efficientnet-b0")
 
@@ -176,7 +178,7 @@ def write_all_formats(folder, model, weights, scope):
   return {"keras": keras_path, "tf": tf_path, "flax": flax_path}
 
 
-@pytest.mark.parametrize("variant", ["b0", "b2"])
+@pytest.mark.parametrize("variant", ["b0", pytest.param("b2", marks=pytest.mark.slow)])
 def test_every_format_gives_keras_logits(tmp_path, variant, keras_b0, b0_files):
   if variant == "b0":
     k_model, paths = keras_b0[0], b0_files
@@ -346,7 +348,7 @@ def test_l2_475_loads_the_full_official_variable_list_abstractly():
 def write_tiny_checkpoint(prefix: str, classes: int = 7):
   """efficientnet-mini (1 input channel) with random BatchNorm statistics, TF names."""
   model = get_model("efficientnet-mini", classes)
-  variables = model.init(jax.random.key(2), jnp.zeros((1, 32, 32, 1)))
+  variables = jax.jit(model.init)(jax.random.key(2), jnp.zeros((1, 32, 32, 1)))
   rng = np.random.default_rng(3)
   variables["batch_stats"] = jax.tree.map(
       lambda x: rng.uniform(0.5, 1.5, x.shape).astype(np.float32), variables["batch_stats"])
@@ -360,29 +362,25 @@ def write_tiny_checkpoint(prefix: str, classes: int = 7):
   return variables
 
 
-def run(*args):
-  env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=600)
-
-
-def test_converted_checkpoint_finetunes_through_the_binary_with_frozen_batch_norm(tmp_path):
-  import orbax.checkpoint as ocp
+@pytest.mark.slow
+def test_the_converter_writes_an_orbax_folder_that_finetunes_with_frozen_batch_norm(tmp_path):
   written = write_tiny_checkpoint(str(tmp_path / "tf" / "model.ckpt"))
   converted = tmp_path / "converted"
-  result = run("sam_jax.pretrained", f"--from={tmp_path / 'tf'}", "--model=efficientnet-mini",
-               f"--to={converted}")
+  result = run_binary("sam_jax.pretrained", f"--from={tmp_path / 'tf'}",
+                      "--model=efficientnet-mini", f"--to={converted}")
   assert result.returncode == 0, result.stderr
-  assert "7 classes" in result.stdout
+  assert "efficientnet-mini" in result.stdout and "7 classes" in result.stdout
+  again = run_binary("sam_jax.pretrained", f"--from={tmp_path / 'tf'}",
+                     "--model=efficientnet-mini", f"--to={converted}")
+  assert again.returncode == 2 and "Traceback" not in again.stderr
+  assert again.stderr.strip().splitlines()[-1] == (
+      f"sam_jax.pretrained: error: {converted} exists already: give --to a new folder.")
+  # What --from_pretrained_checkpoint --efficientnet_checkpoint_path=DIR sets (test_configs).
+  config = tiny_config(dataset="digits", model_name="efficientnet-mini", num_train_steps=1,
+                       gradient_clipping=1.0, label_smoothing=0.1, init_from=str(converted),
+                       freeze_batch_norm=True)
   workdir = tmp_path / "run"
-  result = run("sam_jax.train", "--config=configs/smoke.py", "--config.dataset=digits",
-               "--config.model_name=efficientnet-mini", "--config.num_train_steps=1",
-               "--config.gradient_clipping=1.0", "--config.label_smoothing=0.1",
-               "--from_pretrained_checkpoint", f"--efficientnet_checkpoint_path={converted}",
-               f"--workdir={workdir}")
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "7-class classifier and the model 10 classes" in result.stderr
+  loop.train_and_evaluate(config, str(workdir))
   state = ocp.StandardCheckpointer().restore(str(workdir / "checkpoints" / "1" / "default"))
   assert int(state["step"]) == 1
   assert_trees_close(state["batch_stats"], written["batch_stats"])  # frozen statistics
@@ -392,18 +390,36 @@ def test_converted_checkpoint_finetunes_through_the_binary_with_frozen_batch_nor
 
 
 def test_a_bad_init_checkpoint_leaves_the_workdir_untouched(tmp_path):
-  from configs import smoke
-  from sam_jax import trainer
   write_tiny_checkpoint(str(tmp_path / "tf" / "model.ckpt"))
   truncate(str(tmp_path / "tf" / "model.ckpt.data-00000-of-00001"))
   workdir = tmp_path / "run"
   workdir.mkdir()
   (workdir / "notes.txt").write_text("kept")
-  config = smoke.get_config()
-  config.update(dataset="digits", model_name="efficientnet-mini", num_train_steps=1,
-                freeze_batch_norm=True)
+  config = tiny_config(dataset="digits", model_name="efficientnet-mini", num_train_steps=1,
+                       freeze_batch_norm=True)
   for bad in (tmp_path / "tf", tmp_path / "missing"):
     config.init_from = str(bad)
-    with pytest.raises(ValueError, match="Could not read|No checkpoint at"):
-      trainer.train_and_evaluate(config, str(workdir))
+    with pytest.raises(UsageError, match="Could not read|No checkpoint at"):
+      loop.train_and_evaluate(config, str(workdir))
     assert os.listdir(workdir) == ["notes.txt"]
+
+
+def test_files_that_are_not_published_checkpoints_are_refused(tmp_path, keras_b0):
+  model = get_model("efficientnet-b0", 10)
+  shapes = pretrained.init_shapes(model)
+  foreign = tmp_path / "foreign.msgpack"
+  foreign.write_bytes(flax.serialization.msgpack_serialize({"params": {"w": np.zeros(3)}}))
+  with pytest.raises(pretrained.CheckpointError,
+                     match="is a msgpack file but not the original SAM's .model, state. pair"):
+    pretrained.load(str(foreign), model, shapes)
+  keras3 = str(tmp_path / "b0.weights.h5")
+  keras_b0[0].save_weights(keras3)
+  with pytest.raises(pretrained.CheckpointError,
+                     match="is not a Keras weight file by layer name .a Keras 3 .weights.h5"):
+    pretrained.load(keras3, model, shapes)
+  with pytest.raises(pretrained.CheckpointError, match="Unknown checkpoint format 'onnx': "
+                                                       "choose tf, flax, keras, orbax"):
+    pretrained.load(str(foreign), model, shapes, fmt="onnx")
+  with pytest.raises(pretrained.CheckpointError, match="Pretrained checkpoints are "
+                                                       "EfficientNets; Resnet50 is not one"):
+    pretrained.convert_to_orbax(str(foreign), "Resnet50", str(tmp_path / "out"))

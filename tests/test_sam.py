@@ -240,3 +240,22 @@ def test_cross_replica_mean_averages_over_the_named_axis():
 def test_p_outside_one_to_infinity_is_rejected():
   with pytest.raises(ValueError, match="p in"):
     sam_jax.dual_direction({"g": jnp.ones(3)}, p=0.5)
+  with pytest.raises(ValueError, match="p in"):
+    sam_jax.sam(RHO, p=0.5)  # refused when the transformation is built, not at its first use
+
+
+def test_a_traced_rho_is_the_python_rho_inside_jit():
+  """rho may be a traced array (a schedule, GSAM's rho_t): no Python branch on its value,
+  and a traced 0 gives the clean gradient, through grad_fn at w + 0."""
+  a, b, w = quadratic(seed=8)
+  params = {"kernel": jnp.asarray(w, jnp.float32)}
+  grad_fn = quadratic_grad_fn(a, b)
+
+  @jax.jit
+  def step(rho):
+    return sam_sgd_step(sam_jax.sam(rho), params, grad_fn)
+  for rho in (0.0, RHO):
+    expected = sam_sgd_step(sam_jax.sam(rho), params, grad_fn)
+    np.testing.assert_allclose(step(jnp.float32(rho))["kernel"], expected["kernel"], rtol=1e-6)
+  clean = {"kernel": params["kernel"] - LR * grad_fn(params)["kernel"]}
+  np.testing.assert_allclose(step(jnp.float32(0.0))["kernel"], clean["kernel"], rtol=1e-6)

@@ -1,99 +1,89 @@
 """The per-replica SAM step over devices and virtual replicas (8 CPU devices)."""
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
-from conftest import max_abs_diff
-from sam_jax import optim, replicas, trainer
+from conftest import max_abs_diff, tiny_config
+from sam_jax import optim, replicas, steps
+from sam_jax.errors import UsageError
 from sam_jax.models import get_model
 
-GLOBAL_BATCH, IMAGE = 64, (8, 8, 3)
+IMAGE = (8, 8, 3)
 # Depth 10: deeper nets on 8x8 inputs (BatchNorm over 2x2 maps) amplify float rounding
 # from step to step, so layouts that agree to 1e-7 after one step drift apart after three.
 TINY_WRN = "WideResnet10x1"
 
 
-def make_config(rho=0.05, sync=False, clip=5.0, momentum=0.9):
-  return ml_collections.ConfigDict(dict(
-      learning_rate=0.1, num_epochs=1, lr_schedule="cosine", momentum=momentum, nesterov=True,
-      weight_decay=5e-4, weight_decay_type="l2", no_weight_decay_on_bn=False,
-      gradient_clipping=clip, sam=dict(rho=rho, sync_perturbations=sync)))
+def make_config(rho=0.05, sync=False, clip=5.0, momentum=0.9, weight_decay=5e-4):
+  """The default schema with a 10-step cosine schedule (1 epoch of 10 steps)."""
+  return tiny_config(learning_rate=0.1, num_epochs=1, momentum=momentum,
+                     weight_decay=weight_decay, gradient_clipping=clip,
+                     sam=dict(rho=rho, sync_perturbations=sync))
 
 
-def batches(num=3, seed=0):
+def batches(num=3, seed=0, size=64):
   rng = np.random.default_rng(seed)
-  return [{"image": rng.standard_normal((GLOBAL_BATCH,) + IMAGE, np.float32),
-           "label": rng.integers(0, 10, GLOBAL_BATCH).astype(np.int32)} for _ in range(num)]
+  return [{"image": rng.standard_normal((size,) + IMAGE, np.float32),
+           "label": rng.integers(0, 10, size).astype(np.int32)} for _ in range(num)]
 
 
 def train(model, config, num_devices, m, data, replica_by_replica=True):
-  """Runs len(data) steps; returns the final state (as numpy) and the last metrics."""
-  layout = replicas.make_layout(GLOBAL_BATCH, m, num_devices)
+  """Runs len(data) steps; returns the initial and final states (numpy), the last metrics."""
+  layout = replicas.make_layout(len(data[0]["label"]), m, num_devices)
   mesh = replicas.make_mesh(num_devices)
   tx = optim.create_optimizer(config, 10, replicas.REPLICA_AXES)
-  state = replicas.replicate(
-      trainer.init_train_state(model, tx, jax.random.key(0), IMAGE), mesh)
-  step = trainer.make_train_step(model, tx, mesh, layout, l2_weight_decay=config.weight_decay,
-                                 replica_by_replica=replica_by_replica)
+  state = replicas.replicate(steps.init_train_state(model, tx, jax.random.key(0), IMAGE), mesh)
+  initial = jax.tree.map(np.asarray, state)  # the step donates (deletes) its input
+  step = steps.make_train_step(model, tx, mesh, layout, l2_weight_decay=config.weight_decay,
+                               replica_by_replica=replica_by_replica)
   for batch in data:
     state, metrics = step(state, replicas.shard_batch(batch, mesh), jax.random.key(1))
-  return jax.tree.map(np.asarray, state), metrics
+  return initial, jax.tree.map(np.asarray, state), jax.tree.map(float, metrics)
 
 
-@pytest.fixture(scope="module")
-def per_replica_bn_runs():
-  """Small BatchNorm WideResNet, m = 8, in three layouts; and m = 64 (one replica)."""
-  model, config, data = get_model(TINY_WRN, 10), make_config(), batches()
-  return {layout: train(model, config, d, m, data)[0]
-          for layout, (d, m) in {"8x1": (8, 8), "1x8": (1, 8), "2x4": (2, 8),
-                                 "m=64": (1, 64)}.items()}
-
-
-def test_layouts_of_the_same_replicas_give_the_same_parameters(per_replica_bn_runs):
-  runs = per_replica_bn_runs
-  assert max_abs_diff(runs["8x1"].params, runs["1x8"].params) < 1e-5
-  assert max_abs_diff(runs["8x1"].params, runs["2x4"].params) < 1e-5
-  assert max_abs_diff(runs["8x1"].batch_stats, runs["2x4"].batch_stats) < 1e-5
-  assert int(runs["2x4"].step) == 3
-
-
-def test_m_sharpness_differs_from_one_perturbation_for_the_whole_batch(per_replica_bn_runs):
-  runs = per_replica_bn_runs
-  assert max_abs_diff(runs["8x1"].params, runs["m=64"].params) > 1e-3
+def test_layouts_of_the_same_replicas_agree_and_m_matters():
+  """4 replicas of m = 8 on 4 devices, or on 2 devices x 2 virtual replicas: the same run;
+  one replica of m = 32 (one perturbation for the whole batch): another."""
+  model, config, data = get_model(TINY_WRN, 10), make_config(), batches(size=32)
+  (wide, wide_metrics), (mixed, mixed_metrics), (whole, _) = (
+      train(model, config, devices, m, data)[1:] for devices, m in ((4, 8), (2, 8), (1, 32)))
+  assert max_abs_diff(wide.params, mixed.params) < 1e-5
+  assert max_abs_diff(wide.batch_stats, mixed.batch_stats) < 1e-5
+  assert int(mixed.step) == 3
+  # Metrics are replica averages: the same whatever the layout, and in range.
+  assert max_abs_diff(wide_metrics, mixed_metrics) < 1e-5
+  assert 0.0 <= wide_metrics["error"] <= 1.0 and wide_metrics["grad_norm"] > 0
+  assert 1.0 < wide_metrics["loss"] < 5.0  # about ln(10) on random labels
+  assert max_abs_diff(wide.params, whole.params) > 1e-3  # m-sharpness: m changes the step
 
 
 def test_synchronised_perturbations_reproduce_m_equal_global_batch():
   # BatchNorm must see the global batch too, so it is synchronised across replicas.
   synced_bn = get_model(TINY_WRN, 10, bn_axis_name=replicas.REPLICA_AXES)
-  data = batches(2, seed=1)
-  whole, _ = train(synced_bn, make_config(), 1, 64, data, replica_by_replica=False)
-  for devices in (8, 2):
-    synced, _ = train(synced_bn, make_config(sync=True), devices, 8, data,
-                      replica_by_replica=False)
-    assert max_abs_diff(synced.params, whole.params) < 1e-5
-  own, _ = train(synced_bn, make_config(sync=False), 8, 8, data, replica_by_replica=False)
-  assert max_abs_diff(own.params, whole.params) > 1e-3
+  data = batches(2, seed=1, size=16)
+  _, whole, _ = train(synced_bn, make_config(), 1, 16, data, replica_by_replica=False)
+  _, synced, _ = train(synced_bn, make_config(sync=True), 2, 4, data, replica_by_replica=False)
+  # Without the sync, the four replicas' own perturbations would differ from the whole
+  # batch's (test_layouts_of_the_same_replicas_agree_and_m_matters).
+  assert max_abs_diff(synced.params, whole.params) < 1e-5
 
 
 def test_replica_by_replica_loop_equals_plain_vmap():
-  model, config, data = get_model(TINY_WRN, 10), make_config(), batches(2, seed=2)
-  looped, _ = train(model, config, 2, 8, data, replica_by_replica=True)
-  vmapped, _ = train(model, config, 2, 8, data, replica_by_replica=False)
+  model, config, data = get_model(TINY_WRN, 10), make_config(), batches(2, seed=2, size=16)
+  _, looped, _ = train(model, config, 1, 8, data, replica_by_replica=True)
+  _, vmapped, _ = train(model, config, 1, 8, data, replica_by_replica=False)
   assert max_abs_diff(looped.params, vmapped.params) < 1e-5
   assert max_abs_diff(looped.batch_stats, vmapped.batch_stats) < 1e-5
 
 
 def test_batch_norm_statistics_come_from_the_clean_pass_only():
-  model, data = get_model(TINY_WRN, 10), batches(1, seed=3)
-  plain, _ = train(model, make_config(rho=0.0), 2, 8, data)
-  sharp, _ = train(model, make_config(rho=2.0), 2, 8, data)
+  model, data = get_model(TINY_WRN, 10), batches(1, seed=3, size=16)
+  _, plain, _ = train(model, make_config(rho=0.0), 1, 16, data)
+  _, sharp, _ = train(model, make_config(rho=2.0), 1, 16, data)
   assert max_abs_diff(plain.params, sharp.params) > 1e-3  # the SAM pass did matter
   assert max_abs_diff(plain.batch_stats, sharp.batch_stats) < 1e-6
 
@@ -112,33 +102,21 @@ class DropoutNet(nn.Module):
 def test_both_sam_passes_see_the_same_dropout_mask():
   # With a tiny rho the SAM gradient must be nearly the clean one; a fresh dropout
   # mask in the second pass would change it by O(1).
-  data = batches(1, seed=4)
-  clean, _ = train(DropoutNet(), make_config(rho=0.0), 2, 8, data)
-  tiny, _ = train(DropoutNet(), make_config(rho=1e-5), 2, 8, data)
-  moved = max_abs_diff(clean.params, jax.tree.map(np.zeros_like, clean.params))
-  assert moved > 1e-2
+  data = batches(1, seed=4, size=16)
+  initial, clean, _ = train(DropoutNet(), make_config(rho=0.0), 2, 8, data)
+  _, tiny, _ = train(DropoutNet(), make_config(rho=1e-5), 2, 8, data)
+  assert max_abs_diff(clean.params, initial.params) > 1e-2
   assert max_abs_diff(clean.params, tiny.params) < 1e-5
 
 
 def test_gradients_are_averaged_across_replicas_before_clipping():
   # Clipping the mean gives an update of norm exactly lr * clip; clipping each replica
   # first and then averaging would give less.
-  model, data, clip = get_model(TINY_WRN, 10), batches(1, seed=5), 1e-3
-  config = make_config(clip=clip, momentum=0.0)
-  config.weight_decay = 0.0
-  tx = optim.create_optimizer(config, 10, replicas.REPLICA_AXES)
-  init = trainer.init_train_state(model, tx, jax.random.key(0), IMAGE)
-  final, _ = train(model, config, 8, 8, data)
+  config = make_config(clip=1e-3, momentum=0.0, weight_decay=0.0)
+  initial, final, _ = train(get_model(TINY_WRN, 10), config, 2, 4, batches(1, seed=5, size=16))
   step_norm = float(optax.tree_utils.tree_norm(jax.tree.map(
-      lambda a, b: np.asarray(a, np.float64) - b, final.params, init.params)))
-  np.testing.assert_allclose(step_norm, config.learning_rate * clip, rtol=1e-4)
-
-
-def test_metrics_are_replica_averages():
-  model = get_model(TINY_WRN, 10)
-  _, metrics = train(model, make_config(), 2, 8, batches(1, seed=6))
-  assert 0.0 <= float(metrics["error"]) <= 1.0
-  assert np.isfinite(float(metrics["loss"])) and float(metrics["grad_norm"]) > 0
+      lambda a, b: np.asarray(a, np.float64) - b, final.params, initial.params)))
+  np.testing.assert_allclose(step_norm, config.learning_rate * 1e-3, rtol=1e-4)
 
 
 @pytest.mark.parametrize("batch, m, devices, message", [
@@ -147,8 +125,13 @@ def test_metrics_are_replica_averages():
     (64, 16, 8, "m=16 examples per replica does not divide the per-device batch of 8"),
 ])
 def test_batches_that_do_not_split_into_replicas_are_clear_errors(batch, m, devices, message):
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(UsageError, match=message):
     replicas.make_layout(batch, m, devices)
+
+
+def test_more_devices_than_exist_is_a_clear_error():
+  with pytest.raises(UsageError, match="Asked for 9 devices but only 8 are visible"):
+    replicas.make_mesh(9)
 
 
 def test_layout_arithmetic():
@@ -162,9 +145,9 @@ def test_eval_step_counts_only_unmasked_examples():
   model = get_model(TINY_WRN, 10)
   mesh = replicas.make_mesh(8)
   tx = optim.create_optimizer(make_config(), 10, replicas.REPLICA_AXES)
-  state = replicas.replicate(trainer.init_train_state(model, tx, jax.random.key(0), IMAGE), mesh)
+  state = replicas.replicate(steps.init_train_state(model, tx, jax.random.key(0), IMAGE), mesh)
   batch = dict(batches(1, seed=7)[0], mask=np.r_[np.ones(50), np.zeros(14)].astype(np.float32))
-  sums = trainer.make_eval_step(model, mesh)(state, replicas.shard_batch(batch, mesh))
+  sums = steps.make_eval_step(model, mesh)(state, replicas.shard_batch(batch, mesh))
   logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
                        batch["image"][:50], train=False)
   assert float(sums["count"]) == 50
@@ -177,11 +160,11 @@ def test_cross_entropy_takes_class_indices_or_soft_mixup_targets():
   logits = jnp.array(np.random.default_rng(0).normal(size=(3, 4)), jnp.float32)
   soft = jnp.array([[0.7, 0.3, 0, 0], [0, 0, 1.0, 0], [0.25, 0, 0, 0.75]], jnp.float32)
   log_p = np.log(np.exp(np.float64(logits)) / np.exp(np.float64(logits)).sum(-1, keepdims=True))
-  np.testing.assert_allclose(trainer.cross_entropy(logits, soft), -(soft * log_p).sum(-1),
+  np.testing.assert_allclose(steps.cross_entropy(logits, soft), -(soft * log_p).sum(-1),
                              rtol=1e-5)
-  np.testing.assert_allclose(trainer.cross_entropy(logits, jnp.array([0, 2, 3])),
+  np.testing.assert_allclose(steps.cross_entropy(logits, jnp.array([0, 2, 3])),
                              -log_p[[0, 1, 2], [0, 2, 3]], rtol=1e-5)
   smoothed = 0.9 * np.asarray(soft) + 0.1 / 4
-  np.testing.assert_allclose(trainer.cross_entropy(logits, soft, 0.1), -(smoothed * log_p).sum(-1),
+  np.testing.assert_allclose(steps.cross_entropy(logits, soft, 0.1), -(smoothed * log_p).sum(-1),
                              rtol=1e-5)
-  assert trainer.hard_labels(soft).tolist() == [0, 2, 3]
+  assert steps.hard_labels(soft).tolist() == [0, 2, 3]

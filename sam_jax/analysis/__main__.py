@@ -19,6 +19,7 @@ import sys
 from absl import app, flags, logging
 
 from sam_jax.analysis import report as analysis
+from sam_jax.errors import UsageError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (config.json + checkpoints/).")
 _OUT = flags.DEFINE_string("out", None, "Where to write the results (default WORKDIR/analysis).")
@@ -45,20 +46,30 @@ _RHO = flags.DEFINE_float("rho", None, "Radius of the m-sharpness (default: the 
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random Lanczos and probe vectors.")
 
 
+def m_values() -> list[int]:
+  """The --m list as positive integers."""
+  if not all(m.isdigit() and int(m) > 0 for m in _M.value):
+    raise UsageError(f"--m takes positive integers, e.g. --m=1,4,16, not {','.join(_M.value)}.")
+  return [int(m) for m in _M.value]
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   workdir = _WORKDIR.value
   try:
+    if not workdir:
+      raise UsageError("Say which run to analyse: --workdir=DIR (a python -m sam_jax.train "
+                       "workdir).")
     config, info, model, variables, step = analysis.load_run(workdir, _STEP.value, _USE_EMA.value)
     examples = analysis.training_examples(config, info, model, _NUM_EXAMPLES.value)
     rho = _RHO.value if _RHO.value is not None else (config.sam.rho or 0.05)
     report, density = analysis.analyze(
-        model, variables, examples, m_values=[int(m) for m in _M.value], rho=rho,
+        model, variables, examples, m_values=m_values(), rho=rho,
         batch_size=_BATCH_SIZE.value, train_batch_norm=_BATCH_NORM.value == "train",
         top_k=_TOP_K.value, lanczos_steps=_LANCZOS_STEPS.value, slq_vectors=_SLQ_VECTORS.value,
         hutchinson_probes=_PROBES.value, power_iterations=_POWER.value, seed=_SEED.value)
-  except (ValueError, FileNotFoundError) as e:
+  except UsageError as e:
     print(f"sam_jax.analysis: error: {e}", file=sys.stderr)
     sys.exit(2)
   report = {**analysis.describe_run(workdir, config, step), **report}
@@ -70,5 +81,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("workdir")
   app.run(main)

@@ -22,6 +22,7 @@ from jax.flatten_util import ravel_pytree
 
 from sam_jax import replicas
 from sam_jax.analysis.loss import ExampleLossFn
+from sam_jax.errors import UsageError
 
 HVP = Callable[[jax.Array], jax.Array]  # flat v [dim] -> H v, or rows [k, dim] -> rows of H V
 
@@ -63,7 +64,7 @@ def dataset_hvp(loss_fn: ExampleLossFn, params: Any, batches: Iterable[dict[str,
     count += float(np.sum(batch["mask"])) if "mask" in batch else len(batch["label"])
     device_batches.append(replicas.shard_batch(batch, mesh))
   if not count:
-    raise ValueError("The Hessian needs at least one (unmasked) example.")
+    raise UsageError("The Hessian needs at least one (unmasked) example.")
 
   def hvp(vectors):
     vectors = jnp.asarray(vectors, flat_params.dtype)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sam_jax import trainer
+from sam_jax.steps import cross_entropy
 
 ExampleLossFn = Callable[[Any, dict[str, jax.Array]], jax.Array]
 
@@ -39,7 +39,7 @@ def example_loss_fn(model: nn.Module, batch_stats: Any, train_batch_norm: bool =
                               mutable=["batch_stats"])
     else:
       logits = model.apply(variables, batch["image"], train=False)
-    return trainer.cross_entropy(logits.astype(jnp.float32), batch["label"])
+    return cross_entropy(logits.astype(jnp.float32), batch["label"])
 
   return loss_fn
 

@@ -15,40 +15,41 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from sam_jax import checkpoints, replicas, trainer
+from sam_jax import checkpoints, experiment, replicas, steps
 from sam_jax.analysis import hessian, loss, plots, sharpness
+from sam_jax.data import pipeline
+from sam_jax.data.datasets import get_dataset_info
+from sam_jax.errors import UsageError
 
 
 def load_run(workdir: str, step: int | None = None, use_ema: bool = False):
   """(config, dataset info, model, {"params", "batch_stats"}, step) of a training workdir.
 
   Raises:
-    ValueError: one line when there is no config.json or checkpoint, or when the
+    UsageError: one line when there is no config.json or checkpoint, or when the
       checkpoint does not fit the config's model.
   """
-  from sam_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
-    raise ValueError(f"{workdir} is not a training workdir (no config.json): pass the "
+    raise UsageError(f"{workdir} is not a training workdir (no config.json): pass the "
                      "--workdir of a python -m sam_jax.train run.")
   with open(config_path) as f:
     config = ml_collections.ConfigDict(json.load(f))
   step, state = checkpoints.read(workdir, step)
-  info = pipeline.get_dataset_info(config.dataset)
+  info = get_dataset_info(config.dataset)
   config.sync_batch_norm = False  # no cross-replica BatchNorm in the analyses
-  model = trainer.build_model(config, info.num_classes)
+  model = experiment.build_model(config, info.num_classes)
   variables = state["ema"] if use_ema else {"params": state["params"],
                                             "batch_stats": state["batch_stats"]}
   if use_ema and not variables:
-    raise ValueError(f"The run in {workdir} kept no EMA (ema_decay 0): drop --use_ema.")
-  size = trainer.input_size(config, model, info)
-  shape = (size, size, info.image_shape[-1]) if size else info.image_shape
+    raise UsageError(f"The run in {workdir} kept no EMA (ema_decay 0): drop --use_ema.")
+  shape = experiment.image_shape(config, model, info)
   wanted = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1,) + shape),
                                              train=False))
   wanted = {"params": wanted["params"], "batch_stats": wanted.get("batch_stats", {})}
   problems = checkpoints.shape_mismatches(variables, wanted)
   if problems:
-    raise ValueError(f"The checkpoint at step {step} in {workdir} does not fit "
+    raise UsageError(f"The checkpoint at step {step} in {workdir} does not fit "
                      f"{config.model_name} ({'; '.join(problems[:4])}): is config.json "
                      "the run's own?")
   return config, info, model, variables, step
@@ -70,18 +71,18 @@ def describe_run(workdir: str, config, step: int) -> dict:
 def training_examples(config, info, model, num_examples: int = 0) -> dict[str, np.ndarray]:
   """The run's training examples as evaluation sees images (normalised, no augmentation),
   with the labels it was trained on (its label noise); the first `num_examples` (0: all)."""
-  from sam_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  train_split, _ = pipeline.split_names(info, config.use_test_set)
-  examples = pipeline.load_split(info, train_split, config.data_dir)
-  examples, _ = trainer.noisy_labels(config, info, examples)
+  examples, _ = experiment.load_examples(config, info, "train", whole=True)
   images, labels, count = [], [], 0
-  for batch in pipeline.eval_batches(info, examples, 256, trainer.input_size(config, model, info)):
+  for batch in pipeline.eval_batches(info, examples, 256,
+                                     experiment.input_size(config, model, info)):
     keep = batch["mask"] > 0
     images.append(batch["image"][keep])
     labels.append(batch["label"][keep])
     count += int(keep.sum())
     if num_examples and count >= num_examples:
       break
+  if not count:
+    raise UsageError(f"The training split of {config.dataset} has no examples to analyse.")
   examples = {"image": np.concatenate(images), "label": np.concatenate(labels)}
   return {k: v[:num_examples or count] for k, v in examples.items()}
 
@@ -91,7 +92,7 @@ def mean_loss_and_error(model, variables, examples, batch_size: int) -> tuple[fl
   @jax.jit
   def sums(batch):
     logits = model.apply(variables, batch["image"], train=False).astype(jnp.float32)
-    losses = trainer.cross_entropy(logits, batch["label"])
+    losses = steps.cross_entropy(logits, batch["label"])
     errors = jnp.argmax(logits, -1) != batch["label"]
     return jnp.sum(losses * batch["mask"]), jnp.sum(errors * batch["mask"])
   totals = np.sum([np.asarray(sums(b)) for b in loss.padded_batches(examples, batch_size)], 0)
@@ -141,7 +142,7 @@ def analyze(model, variables, examples, *, m_values=(1, 4, 16, 64, 256), rho: fl
     unit = math.lcm(*m_values) * mesh.size
     used = count // unit * unit
     if not used:
-      raise ValueError(f"m-sharpness for m in {list(m_values)} over {mesh.size} devices needs "
+      raise UsageError(f"m-sharpness for m in {list(m_values)} over {mesh.size} devices needs "
                        f"at least {unit} examples, and there are {count}: use smaller m.")
     subset = {k: examples[k][:used] for k in ("image", "label")}
     report["m_sharpness"] = {"rho": rho, "num_examples": used, "values": {

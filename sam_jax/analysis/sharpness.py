@@ -17,6 +17,7 @@ import numpy as np
 
 from sam_jax import replicas
 from sam_jax.analysis.loss import ExampleLossFn
+from sam_jax.errors import UsageError
 from sam_jax.sam import dual_direction
 
 
@@ -45,7 +46,7 @@ def m_sharpness(loss_fn: ExampleLossFn, params, examples: dict[str, np.ndarray],
   count = len(examples["label"])
   per_call = m * mesh.size
   if m <= 0 or count % per_call:
-    raise ValueError(f"m-sharpness with m={m} over {mesh.size} devices needs a multiple of "
+    raise UsageError(f"m-sharpness with m={m} over {mesh.size} devices needs a multiple of "
                      f"{per_call} examples, not {count}: pass a number of examples that "
                      f"every m times {mesh.size} divides.")
 

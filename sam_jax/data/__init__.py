@@ -1,1 +1,5 @@
-"""Input pipelines (the only package that imports TensorFlow; it never sees a GPU)."""
+"""Input pipelines: TFDS datasets, augmentations, label noise, the offline digits.
+
+The only package that imports TensorFlow (through `tf_cpu`, so that it never sees a GPU),
+with the TF checkpoint reader of `sam_jax.pretrained`.
+"""

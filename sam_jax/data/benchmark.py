@@ -14,22 +14,25 @@ import os
 import tempfile
 import time
 
-from absl import app, flags
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import app, flags
 
 from sam_jax.data import pipeline
+from sam_jax.data.augmentation import Augmentation
+from sam_jax.data.datasets import get_dataset_info
+from sam_jax.data.loading import StreamedSplit
+from sam_jax.data.tf_cpu import tf
 
 _BATCHES = flags.DEFINE_integer("batches", 200, "Timed batches per pipeline.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Examples per batch.")
 _JPEGS = flags.DEFINE_integer("jpegs", 2000, "Synthetic JPEGs for the ImageNet row.")
 
 CIFAR_SETTINGS = {
-    "cifar basic": pipeline.Augmentation(image="basic"),
-    "cifar basic + cutout": pipeline.Augmentation(image="basic", batch="cutout"),
-    "cifar autoaugment + cutout": pipeline.Augmentation(image="autoaugment", batch="cutout"),
-    "cifar mixup": pipeline.Augmentation(image="basic", batch="mixup"),
+    "cifar basic": Augmentation(image="basic"),
+    "cifar basic + cutout": Augmentation(image="basic", batch="cutout"),
+    "cifar autoaugment + cutout": Augmentation(image="autoaugment", batch="cutout"),
+    "cifar mixup": Augmentation(image="basic", batch="mixup"),
 }
 
 
@@ -42,7 +45,7 @@ def images_per_second(stream, batch_size: int, batches: int) -> float:
   return batches * batch_size / (time.perf_counter() - start)
 
 
-def synthetic_jpegs(data_dir: str, count: int) -> pipeline.StreamedSplit:
+def synthetic_jpegs(data_dir: str, count: int) -> StreamedSplit:
   """`count` random photos-sized JPEGs as a prepared TFDS dataset in `data_dir`."""
   rng = np.random.default_rng(0)
 
@@ -63,7 +66,7 @@ def synthetic_jpegs(data_dir: str, count: int) -> pipeline.StreamedSplit:
       features=tfds.features.FeaturesDict({
           "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
           "label": tfds.features.ClassLabel(num_classes=1000)}))
-  return pipeline.StreamedSplit(builder, "train", count)
+  return StreamedSplit(builder, "train", count)
 
 
 def main(argv):
@@ -78,14 +81,14 @@ def main(argv):
   def report(name, rate):
     print(f"{name:34s} {rate:10.0f} images/s  {rate / cores:8.0f} images/s per core")
 
-  cifar = pipeline.get_dataset_info("cifar10")
+  cifar = get_dataset_info("cifar10")
   for name, augmentation in CIFAR_SETTINGS.items():
     stream = pipeline.train_batches(cifar, examples, batch, seed=0, augmentation=augmentation)
     report(name, images_per_second(stream, batch, batches))
   with tempfile.TemporaryDirectory() as data_dir:
     split = synthetic_jpegs(data_dir, _JPEGS.value)
-    stream = pipeline.train_batches(pipeline.get_dataset_info("imagenet"), split, batch, seed=0,
-                                    augmentation=pipeline.Augmentation(image="randaugment"),
+    stream = pipeline.train_batches(get_dataset_info("imagenet"), split, batch, seed=0,
+                                    augmentation=Augmentation(image="randaugment"),
                                     image_size=224)
     report("imagenet crop 224 + randaugment", images_per_second(stream, batch,
                                                                 max(1, batches // 10)))

@@ -3,21 +3,15 @@
 Importing this module registers the builder, so `tfds.load("digits")` works with no network.
 """
 
-import tensorflow as tf
+from collections.abc import Iterator
+from typing import Any
 
-try:
-  # This builder only feeds data to JAX; keep TensorFlow off the accelerator.
-  tf.config.set_visible_devices([], "GPU")
-except RuntimeError:  # TensorFlow's devices were already initialised elsewhere.
-  pass
+import numpy as np
+import tensorflow_datasets as tfds
+from sklearn import datasets as sk_datasets
+from sklearn import model_selection
 
-from collections.abc import Iterator  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-import tensorflow_datasets as tfds  # noqa: E402
-from sklearn import datasets as sk_datasets  # noqa: E402
-from sklearn import model_selection  # noqa: E402
+from sam_jax.data import tf_cpu  # noqa: F401  (TF without GPUs, before TFDS runs anything)
 
 _DESCRIPTION = """\
 The UCI "Optical Recognition of Handwritten Digits" test set as shipped with

@@ -9,7 +9,7 @@ shorter side (224 of 256), resized. Only the window is decoded
 Crops come back as uint8, rounded, so that AutoAugment and RandAugment can follow.
 """
 
-import tensorflow as tf
+from sam_jax.data.tf_cpu import tf
 
 CROP_PADDING = 32
 

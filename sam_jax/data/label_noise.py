@@ -11,6 +11,8 @@ import zlib
 
 import numpy as np
 
+from sam_jax.errors import UsageError
+
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -35,7 +37,7 @@ def symmetric_noise(examples: dict[str, np.ndarray], rate: float, num_classes: i
                     seed: int) -> tuple[dict[str, np.ndarray], float]:
   """(examples with noisy labels, realised fraction of changed labels)."""
   if not 0.0 <= rate <= 1.0:
-    raise ValueError(f"label_noise must be a fraction in [0, 1], got {rate}.")
+    raise UsageError(f"label_noise must be a fraction in [0, 1], got {rate}.")
   labels = examples["label"]
   flip = _uniforms(examples["image"], seed, 0) < rate
   offsets = 1 + np.floor(_uniforms(examples["image"], seed, 1) * (num_classes - 1))

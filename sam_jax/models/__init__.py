@@ -15,6 +15,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from sam_jax.errors import UsageError
+
 from sam_jax.models.efficientnet import VARIANTS, EfficientNet
 from sam_jax.models.pyramidnet import PyramidNet
 from sam_jax.models.resnet import STAGES, CifarResNet, ResNet
@@ -50,13 +52,14 @@ def get_model(name: str, num_classes: int, dtype: Any = jnp.float32, **kwargs) -
     **kwargs: module fields, e.g. `bn_axis_name` to synchronise BatchNorm.
 
   Raises:
-    ValueError: for an unknown name, listing examples of known ones.
+    UsageError: for an unknown name, listing examples of known ones, or an option the
+      family does not take.
   """
   kwargs = {"num_classes": num_classes, "dtype": dtype, **kwargs}
   try:
     return _build(name, kwargs)
   except TypeError as e:  # a field this family does not have
-    raise ValueError(f"Model '{name}' does not take these options: {e}") from None
+    raise UsageError(f"Model '{name}' does not take these options: {e}") from e
 
 
 def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
@@ -70,7 +73,7 @@ def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
       return ResNet(depth=depth, **kwargs)
     if (depth - 2) % 6 == 0:
       return CifarResNet(depth=depth, **kwargs)
-  raise ValueError(f"Unknown model '{name}': choose one of {', '.join(EXAMPLES)} (also "
+  raise UsageError(f"Unknown model '{name}': choose one of {', '.join(EXAMPLES)} (also "
                    "WideResnet{6n+4}x{k}, Resnet{18,34,50,101,152,200}, Resnet{6n+2}, "
                    "efficientnet-b0..b8, *_mini).")
 

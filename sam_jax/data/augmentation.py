@@ -1,0 +1,95 @@
+"""The training augmentations a config asks for, and their application to one example.
+
+`Augmentation` holds the choices (the config fields of the same names) and checks them
+against the dataset; `augment_small` (CIFAR order) and `augment_streamed` (ImageNet
+order) apply the image-level part to one uint8 image with a stateless key. The
+batch-level part (mixup, cutout) is applied by the pipeline (`pipeline.py`).
+"""
+
+import dataclasses
+
+from sam_jax.data import autoaugment, imagenet, image_ops
+from sam_jax.data.datasets import DatasetInfo
+from sam_jax.data.image_ops import FLIP, POLICY, fold_in
+from sam_jax.data.policies import POLICIES, magnitudes
+from sam_jax.errors import UsageError
+
+IMAGE_AUGMENTATIONS = ("none", "basic", "autoaugment", "aa-only", "randaugment")
+BATCH_AUGMENTATIONS = ("none", "cutout", "mixup", "mixcut")
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+  """The training augmentations (the config fields of the same names).
+
+  image: none; basic (crop and flip: 4-pixel reflect-pad crop for the small datasets, the
+    Inception crop for JPEG datasets); autoaugment (the AutoAugment policy, then basic,
+    as the original); aa-only (the policy alone; the original's choice for SVHN);
+    randaugment (RandAugment N=randaug_num_layers, M=randaug_magnitude, then basic).
+  batch: none; cutout; mixup (one Beta(alpha, alpha) weight w per batch, w = max(w, 1-w),
+    each example mixed with the batch reversed, labels too); mixcut (mixup, then cutout).
+  """
+  image: str = "basic"
+  batch: str = "none"
+  cutout_length: int = 16
+  cutout_mask: str = "batch"  # one square per batch (the original) or per "example"
+  mixup_alpha: float = 1.0
+  autoaugment_policy: str | None = None  # None: the dataset's own
+  faithful_magnitudes: bool = False  # the original's ImageNet magnitudes at every size
+  randaug_num_layers: int = 2
+  randaug_magnitude: float = 9
+
+  @classmethod
+  def from_config(cls, config) -> "Augmentation":
+    return cls(config.image_level_augmentations, config.batch_level_augmentations,
+               config.cutout_length, config.cutout_mask, config.mixup_alpha,
+               config.autoaugment_policy, config.autoaugment_faithful_magnitudes,
+               config.randaug_num_layers, config.randaug_magnitude)
+
+  def policy(self, info: DatasetInfo) -> str | None:
+    return self.autoaugment_policy or info.autoaugment_policy
+
+  def check(self, info: DatasetInfo) -> None:
+    """Raises a one-line UsageError for a choice the pipeline does not offer."""
+    for value, choices, what in [
+        (self.image, IMAGE_AUGMENTATIONS, "image_level_augmentations"),
+        (self.batch, BATCH_AUGMENTATIONS, "batch_level_augmentations"),
+        (self.cutout_mask, ("batch", "example"), "cutout_mask")]:
+      if value not in choices:
+        raise UsageError(f"Unknown {what} '{value}': choose one of {', '.join(choices)}.")
+    if self.image in ("autoaugment", "aa-only") and self.policy(info) not in POLICIES:
+      raise UsageError(
+          f"No AutoAugment policy was learned on {info.tfds_name}: set "
+          f"--config.autoaugment_policy to one of {', '.join(POLICIES)} to use one.")
+    if self.batch in ("mixup", "mixcut") and self.mixup_alpha <= 0:
+      raise UsageError(f"mixup_alpha must be positive, not {self.mixup_alpha}.")
+
+
+def _policy_ops(image, key, info: DatasetInfo, aug: Augmentation, size: int):
+  """AutoAugment or RandAugment on a uint8 image, as `aug` asks (else the image)."""
+  if aug.image in ("autoaugment", "aa-only"):
+    policy = aug.policy(info)
+    return autoaugment.autoaugment(image, key, policy,
+                                   magnitudes(policy, size, aug.faithful_magnitudes))
+  if aug.image == "randaugment":
+    return autoaugment.randaugment(
+        image, key, aug.randaug_num_layers, aug.randaug_magnitude,
+        magnitudes("randaugment", size, aug.faithful_magnitudes))
+  return image
+
+
+def augment_small(image, key, info: DatasetInfo, aug: Augmentation):
+  """CIFAR order: policy on uint8, then reflect-pad crop and flip."""
+  image = _policy_ops(image, fold_in(key, POLICY), info, aug, info.image_shape[0])
+  if aug.image in ("basic", "autoaugment", "randaugment"):
+    image = image_ops.crop_and_flip(image, key, info)
+  return image
+
+
+def augment_streamed(data, key, info: DatasetInfo, aug: Augmentation, image_size: int):
+  """ImageNet order: Inception crop, policy, flip (the centre crop for `none`)."""
+  if aug.image == "none":
+    return imagenet.center_crop(data, image_size)
+  image = imagenet.inception_crop(data, key, image_size)
+  image = _policy_ops(image, fold_in(key, POLICY), info, aug, image_size)
+  return image if aug.image == "aa-only" else image_ops.flip(image, fold_in(key, FLIP), info)

@@ -1,0 +1,68 @@
+"""The datasets the pipelines know: TFDS names, classes, shapes and normalisation constants.
+
+The constants are the original code's (google-research/sam). `get_dataset_info(name)` is
+the registry's one entry point; an unknown name is a `UsageError` listing the known ones.
+"""
+
+import dataclasses
+
+from sam_jax.errors import UsageError
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the pipeline needs to know about one dataset."""
+  tfds_name: str
+  num_classes: int
+  image_shape: tuple[int | None, int | None, int]
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  train_splits: tuple[str, ...] = ("train",)
+  test_split: str = "test"
+  crop_padding: int = 4  # reflect-pad then random crop back
+  flip: bool = True  # random left-right flip; the original flips SVHN too, so do we
+  autoaugment_policy: str | None = None  # the AutoAugment policy learned for it
+  # JPEG datasets of any image size: streamed from disk, Inception-cropped to a model
+  # resolution (default_image_size for models without one, such as ResNet).
+  streamed: bool = False
+  default_image_size: int | None = None
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _jpeg_dataset(tfds_name: str, num_classes: int, train_splits=("train",),
+                  test_split="test") -> DatasetInfo:
+  """ImageNet and the finetuning datasets: ImageNet's crops and normalisation."""
+  return DatasetInfo(tfds_name, num_classes, (None, None, 3), IMAGENET_MEAN, IMAGENET_STD,
+                     train_splits, test_split, autoaugment_policy="imagenet", streamed=True,
+                     default_image_size=224)
+
+
+DATASETS = {
+    "cifar10": DatasetInfo("cifar10", 10, (32, 32, 3), (0.4914, 0.4822, 0.4465),
+                           (0.2470, 0.2435, 0.2616), autoaugment_policy="cifar"),
+    "cifar100": DatasetInfo("cifar100", 100, (32, 32, 3), (0.5071, 0.4865, 0.4409),
+                            (0.2673, 0.2564, 0.2762), autoaugment_policy="cifar"),
+    "svhn": DatasetInfo("svhn_cropped", 10, (32, 32, 3), (0.4309, 0.4302, 0.4463),
+                        (0.1976, 0.2003, 0.1981), train_splits=("train", "extra"),
+                        autoaugment_policy="svhn"),
+    "fashion_mnist": DatasetInfo("fashion_mnist", 10, (28, 28, 1), (0.1307,), (0.3081,)),
+    # Mean and std of the 1,437 training images, pixels scaled to [0, 1].
+    "digits": DatasetInfo("digits", 10, (8, 8, 1), (0.3054,), (0.3760,), crop_padding=1,
+                          flip=False),
+    "imagenet": _jpeg_dataset("imagenet2012", 1000, test_split="validation"),
+    # Finetuning (paper Table 3): train (+ validation where TFDS has one) against test.
+    "oxford_flowers102": _jpeg_dataset("oxford_flowers102", 102, ("train", "validation")),
+    "oxford_iiit_pet": _jpeg_dataset("oxford_iiit_pet", 37),
+    "cars196": _jpeg_dataset("cars196", 196),
+    "food101": _jpeg_dataset("food101", 101, test_split="validation"),
+    "caltech_birds2011": _jpeg_dataset("caltech_birds2011", 200),
+}
+
+
+def get_dataset_info(name: str) -> DatasetInfo:
+  """The DatasetInfo of `name`, or a UsageError listing the known datasets."""
+  if name not in DATASETS:
+    raise UsageError(f"Unknown dataset '{name}': choose one of {', '.join(DATASETS)}.")
+  return DATASETS[name]

@@ -1,0 +1,99 @@
+"""Reading TFDS splits: which splits a run uses, this process's share, memory or stream.
+
+Small datasets (the CIFAR family, SVHN, Fashion-MNIST, the digits) are read whole into
+numpy arrays; JPEG datasets (ImageNet, the finetuning sets) become a `StreamedSplit` that
+the pipeline reads as it goes. Each process reads only its own slice of every split.
+"""
+
+import dataclasses
+import functools
+import operator
+
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+
+from sam_jax.data import digits  # noqa: F401  (registers the offline `digits` builder)
+from sam_jax.data import tf_cpu  # noqa: F401  (TF without GPUs, before TFDS runs anything)
+from sam_jax.data.datasets import DatasetInfo
+from sam_jax.errors import UsageError
+
+
+def split_names(info: DatasetInfo, use_test_set: bool) -> tuple[str, str]:
+  """(train, eval) TFDS split strings; without the test set, 10% of train is held out."""
+  if use_test_set:
+    return "+".join(info.train_splits), info.test_split
+  train = "+".join(f"{s}[:90%]" for s in info.train_splits)
+  held_out = "+".join(f"{s}[90%:]" for s in info.train_splits)
+  return train, held_out
+
+
+def process_split(split: str, process_index: int | None = None,
+                  process_count: int | None = None):
+  """This process's share of `split`: consecutive, disjoint, together the whole split.
+
+  Each '+'-joined part (e.g. SVHN's train+extra) is shared out on its own, so every
+  process gets some of each. Returns a TFDS split object for `builder.as_dataset`.
+  """
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  parts = [tfds.even_splits(part, process_count)[process_index] for part in split.split("+")]
+  return functools.reduce(operator.add, parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedSplit:
+  """A split of a JPEG dataset, read from disk as it is consumed (too big to hold)."""
+  builder: tfds.core.DatasetBuilder
+  split: object  # a TFDS split (this process's share)
+  num_examples: int
+
+
+def _count(builder, split) -> int:
+  """Examples in `split`: from the dataset's metadata, else by reading the labels once."""
+  try:
+    count = builder.info.splits[split].num_examples
+  except (KeyError, ValueError, TypeError, AttributeError):
+    count = 0
+  if count:
+    return count
+  labels = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+  return int(labels.map(lambda e: 1).reduce(0, lambda n, _: n + 1))
+
+
+def load_split(info: DatasetInfo, split, data_dir: str | None):
+  """This process's split: in memory {"image": uint8 NHWC, "label": int32} for the small
+  datasets, a StreamedSplit for the JPEG ones.
+
+  Raises:
+    UsageError: one line saying where the data was looked for and how to get it.
+  """
+  try:
+    builder = tfds.builder(info.tfds_name, data_dir=data_dir)
+    if info.tfds_name == "digits" and not builder.is_prepared():
+      builder.download_and_prepare()  # generated offline from scikit-learn
+    if info.streamed:
+      return StreamedSplit(builder, split, _count(builder, split))
+    chunks = list(tfds.as_numpy(builder.as_dataset(split=split).batch(8192)))
+  except (tfds.core.DatasetNotFoundError, AssertionError, FileNotFoundError) as e:
+    where = data_dir or tfds.core.constants.DATA_DIR
+    how = (" (ImageNet must be downloaded by hand first: see the TFDS imagenet2012 page)"
+           if info.tfds_name == "imagenet2012" else "")
+    raise UsageError(
+        f"TFDS dataset '{info.tfds_name}' is not prepared in {where}: run "
+        f"`tfds build {info.tfds_name} --data_dir={where}` on a machine with network{how}, "
+        f"or pass --config.data_dir=DIR where it is ({type(e).__name__}).") from e
+  if not chunks:  # an empty split (or share of one)
+    return {"image": np.zeros((0, *info.image_shape), np.uint8), "label": np.zeros(0, np.int32)}
+  image = np.concatenate([c["image"] for c in chunks])
+  if image.ndim == 3:
+    image = image[..., None]
+  label = np.concatenate([c["label"] for c in chunks])
+  return {"image": image.astype(np.uint8), "label": label.astype(np.int32)}
+
+
+def num_examples(examples) -> int:
+  """Size of a split returned by `load_split`."""
+  if isinstance(examples, StreamedSplit):
+    return examples.num_examples
+  return len(examples["label"])

@@ -1,0 +1,11 @@
+"""The one error type for bad input: what a user asked for cannot run, and why.
+
+Raised only by validation (config values, the replica layout, datasets and the data
+on disk, checkpoints that must fit the model, `init_from`), before a run writes
+anything. The binaries print it as one line and exit with status 2; every other
+exception is a bug or an environment failure and keeps its traceback.
+"""
+
+
+class UsageError(ValueError):
+  """Bad input, with a one-line message saying what is wrong and how to fix it."""

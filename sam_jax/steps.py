@@ -1,0 +1,165 @@
+"""Pure JAX training pieces: the state, the losses, the per-replica train and eval steps.
+
+Each step is written for one replica (m examples) with collectives over
+`replicas.REPLICA_AXES`; `replicas.map_replicas` turns it into one program over
+devices and virtual replicas. No TensorFlow, no I/O: the loop (`loop.py`) feeds them.
+"""
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from sam_jax import optim, replicas
+
+
+class TrainState(struct.PyTreeNode):
+  """Everything a training run carries from step to step (identical on all replicas)."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  ema: Any  # {"params", "batch_stats"} averaged with config.ema_decay, or {} when off
+
+
+def init_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                     image_shape: tuple[int, ...], ema: bool = False,
+                     init_from: Callable[[Any], Any] | None = None) -> TrainState:
+  """Initialises parameters (float32), BatchNorm statistics, optimizer state and EMA.
+
+  Both halves are compiled (one program each, not one per operation: seconds instead of
+  minutes for large models). `init_from` maps the fresh variables to the ones to start
+  from (pretrained weights), between the two.
+  """
+  images = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  variables = jax.jit(lambda rng: model.init(rng, images, train=False))(rng)
+  if init_from is not None:
+    variables = init_from(variables)
+
+  @jax.jit
+  def state_from(variables):
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    # The EMA starts as a copy: the step donates the state, and a buffer is donated once.
+    averages = jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats})
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=tx.init(params), ema=averages if ema else {})
+  return state_from(variables)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example cross-entropy against targets smoothed towards uniform.
+
+  `labels` are class indices [n] or, after mixup, soft targets [n, classes].
+  """
+  targets = labels if labels.ndim == logits.ndim else jax.nn.one_hot(labels, logits.shape[-1])
+  return optax.softmax_cross_entropy(logits, optax.smooth_labels(targets, label_smoothing))
+
+
+def hard_labels(labels: jax.Array) -> jax.Array:
+  """Class indices; soft (mixup) targets count as their larger class."""
+  return jnp.argmax(labels, -1) if labels.ndim == 2 else labels
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+               model: nn.Module, tx: optax.GradientTransformationExtraArgs,
+               l2_weight_decay: float = 0.0, no_weight_decay_on_bn: bool = False,
+               label_smoothing: float = 0.0, ema_decay: float = 0.0,
+               replica_by_replica: bool = True,
+               true_gradient_ascent: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One SAM step for one replica; call it through `replicas.map_replicas`.
+
+  1. g = grad of this replica's loss (cross-entropy + optional 0.5 wd ||w||^2).
+  2. `tx` (see `optim.create_optimizer`) perturbs w by eps(g), evaluates the same loss
+     with the same dropout/shake randomness at w + eps, averages that gradient over all
+     replicas, clips it and updates w (not w + eps).
+  3. BatchNorm running statistics come from the clean pass only, averaged over the
+     replicas (EMAs are linear, so this equals averaging them at evaluation time).
+
+  Args:
+    state: the replicated training state.
+    batch: {"image": [m, H, W, C], "label": [m] or soft [m, classes]} for this replica.
+    rng: the run's base key; folded with the step and the replica index.
+    model, tx: the Flax model and the optimizer chain.
+    l2_weight_decay: wd of the in-loss weight decay (0 when decay is decoupled).
+    no_weight_decay_on_bn: exclude ndim <= 1 parameters from the in-loss decay.
+    label_smoothing: smoothing of the one-hot targets.
+    ema_decay: decay of the EMA of params and BatchNorm statistics (state.ema).
+    replica_by_replica: evaluate the two gradient passes one virtual replica at a time
+      (`replicas.one_replica_at_a_time`, fast); must be False when the model
+      synchronises BatchNorm across replicas.
+    true_gradient_ascent: take the clean (ascent) gradient of a shake model with the same
+      gates forward and backward (`true_gradient=True`), so the perturbation follows the
+      gradient of the function actually computed, as the original code did; the update
+      gradient at w + eps keeps the shake gradient. Only meaningful with SAM on.
+
+  Returns:
+    The new state and metrics averaged over replicas.
+  """
+  rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), replicas.replica_index())
+  decay_mask = optim.weight_decay_mask(state.params, no_weight_decay_on_bn)
+
+  ascent_model = model.clone(true_gradient=True) if true_gradient_ascent else model
+
+  def loss_fn(params, batch_stats, batch, rng, model=model):
+    logits, mutated = model.apply(
+        {"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
+        rngs={"dropout": rng}, mutable=["batch_stats"])
+    data_loss = jnp.mean(cross_entropy(logits, batch["label"], label_smoothing))
+    loss = data_loss + optim.l2_penalty(params, l2_weight_decay, decay_mask)
+    return loss, (data_loss, logits, mutated.get("batch_stats", {}))
+
+  clean_pass = jax.value_and_grad(functools.partial(loss_fn, model=ascent_model), has_aux=True)
+  sam_pass = jax.grad(lambda *args: loss_fn(*args)[0])
+  if replica_by_replica:
+    clean_pass, sam_pass = map(replicas.one_replica_at_a_time, (clean_pass, sam_pass))
+  (_, (data_loss, logits, batch_stats)), grads = clean_pass(
+      state.params, state.batch_stats, batch, rng)
+  grad_fn = lambda params: sam_pass(params, state.batch_stats, batch, rng)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {
+      "loss": data_loss,
+      "error": jnp.mean(jnp.argmax(logits, -1) != hard_labels(batch["label"])),
+      "grad_norm": optax.tree_utils.tree_norm(grads),
+  }
+  batch_stats, metrics = jax.lax.pmean((batch_stats, metrics), replicas.REPLICA_AXES)
+  ema = state.ema
+  if ema:
+    ema = jax.tree.map(lambda old, new: ema_decay * old + (1.0 - ema_decay) * new,
+                       ema, {"params": params, "batch_stats": batch_stats})
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state, ema=ema)
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
+              model: nn.Module) -> dict[str, jax.Array]:
+  """Sums of loss, errors and examples over all replicas; padded examples have mask 0."""
+  logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                       batch["image"], train=False)
+  mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
+  top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+  sums = {
+      "loss": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
+      "error": jnp.sum((jnp.argmax(logits, -1) != batch["label"]) * mask),
+      "top5_error": jnp.sum(jnp.all(top5 != batch["label"][:, None], axis=-1) * mask),
+      "count": jnp.sum(mask),
+  }
+  return jax.lax.psum(sums, replicas.REPLICA_AXES)
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs, mesh,
+                    layout: replicas.Layout, **loss_kwargs):
+  """The jitted global train step: (state, global batch, rng) -> (state, metrics)."""
+  step = functools.partial(train_step, model=model, tx=tx, **loss_kwargs)
+  return replicas.map_replicas(step, mesh, layout.virtual_replicas, donate_state=True)
+
+
+def make_eval_step(model: nn.Module, mesh):
+  """The jitted global eval step: (state, global batch) -> summed metrics."""
+  return replicas.map_replicas(functools.partial(eval_step, model=model), mesh)

@@ -1,0 +1,140 @@
+"""The training run in-process: every model family end to end on mock data, and every bad
+input refused with one line before anything is written."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from conftest import tiny_config
+from sam_jax import checkpoints, loop
+from sam_jax.data import label_noise
+from sam_jax.data.tf_cpu import tf
+from sam_jax.errors import UsageError
+
+MOCK_EXAMPLES = 32
+
+
+def event_tags(workdir):
+  tags = set()
+  for path in glob.glob(os.path.join(workdir, "events.out.tfevents*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(value.tag for value in event.summary.value)
+  return tags
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, dataset, sync_batch_norm", [
+    ("WideResnet_ShakeShake_mini", "cifar10", False),
+    ("Pyramid_ShakeDrop_mini", "cifar100", False),
+    ("Resnet20", "svhn", False),
+    ("WideResnet10x1", "fashion_mnist", True),  # BatchNorm over all replicas
+])  # EfficientNet: test_pretrained's finetuning run
+def test_one_sam_epoch_of_each_family_on_each_small_dataset(name, dataset, sync_batch_norm,
+                                                          tmp_path):
+  config = tiny_config(model_name=name, dataset=dataset, num_epochs=1,
+                       batch_level_augmentations="cutout", compute_top_5_error_rate=True,
+                       sync_batch_norm=sync_batch_norm)
+  with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    results = loop.train_and_evaluate(config, str(tmp_path))
+  assert results["test_examples"] == MOCK_EXAMPLES  # every test example scored once
+  assert results["steps"] == MOCK_EXAMPLES // config.batch_size == 2
+  assert 0 <= results["test_error"] <= 1 and np.isfinite(results["test_loss"])
+  assert results["test_top5_error"] <= results["test_error"]
+  assert json.load(open(tmp_path / "results.json"))["steps"] == results["steps"]
+  assert json.load(open(tmp_path / "config.json"))["model_name"] == name
+  assert {"train_loss", "train_error", "test_loss", "test_error", "test_top5_error",
+          "learning_rate", "grad_norm", "param_norm"} <= event_tags(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_a_digits_run_with_label_noise_resumed_finished_then_with_another_model(tmp_path,
+                                                                                monkeypatch):
+  seen = []
+  real = label_noise.symmetric_noise
+  monkeypatch.setattr(label_noise, "symmetric_noise",
+                      lambda examples, *args: seen.append(len(examples["label"]))
+                      or real(examples, *args))
+  config = tiny_config(dataset="digits", batch_size=64, num_epochs=1,  # 1,437 train, 360 test
+                       label_noise=0.4, save_progress_seconds=60)
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  assert seen == [1437]  # the training split, once; the 360 test labels stay clean
+  assert results["test_examples"] == 360 and results["steps"] == 1437 // 64
+  assert abs(results["realised_label_noise"] - 0.4) < 0.05
+  before = sorted(os.listdir(tmp_path / "checkpoints"))
+  again = loop.train_and_evaluate(config, str(tmp_path))  # finished: evaluates what it finds
+  assert again == results
+  config.model_name = "WideResnet10x2"
+  with pytest.raises(UsageError, match=r"The checkpoint at step 22 in .* does not fit this "
+                                       r"model and optimizer \(\d+ arrays: .*\); use another"):
+    loop.train_and_evaluate(config, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+
+
+def bad(**fields):
+  return tiny_config(**{"dataset": "digits", "batch_size": 64, **fields})
+
+
+@pytest.mark.parametrize("config, message", [
+    (bad(dataset="imagenet1k"), "Unknown dataset 'imagenet1k': choose one of cifar10, "),
+    (bad(model_name="WideResnet29x10"), "Unknown model 'WideResnet29x10': choose one of"),
+    (bad(batch_size=100), "The global batch of 100 does not split over 8 devices"),
+    (bad(sam=dict(m=3)), "m=3 examples per replica does not divide the per-device batch of 8"),
+    (bad(image_level_augmentations="autoaugmentt"),
+     "Unknown image_level_augmentations 'autoaugmentt': choose one of none, basic"),
+    (bad(cutout_mask="image"), "Unknown cutout_mask 'image'"),
+    (bad(image_level_augmentations="autoaugment"), "No AutoAugment policy was learned on digits"),
+    (bad(batch_size=2048), "The batch of 2048 is larger than the 1437 training examples"),
+    (bad(lr_schedule="step"), "Unknown lr_schedule 'step'"),
+    (bad(sam=dict(p=0.5)), r"sam.p must be a norm in \[1, inf\]"),
+    (bad(label_noise=1.5), r"label_noise must be a fraction in \[0, 1\]"),
+    (bad(init_from="/nowhere"), "init_from loads EfficientNet checkpoints; WideResnet10x1 is "
+                                "not one"),
+    (bad(model_name="efficientnet-mini", init_from="/nowhere"), "No checkpoint at /nowhere"),
+])
+def test_bad_input_is_one_line_before_anything_is_written(config, message, tmp_path):
+  with pytest.raises(UsageError, match=message) as error:
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert "\n" not in str(error.value)
+  assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_says_where_it_looked_and_how_to_get_it(tmp_path):
+  config = bad(dataset="cifar10", data_dir=str(tmp_path / "empty"))
+  with pytest.raises(UsageError, match=rf"TFDS dataset 'cifar10' is not prepared in "
+                                       rf"{tmp_path / 'empty'}: run `tfds build cifar10"):
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_label_noise_on_a_streamed_dataset_is_refused(tmp_path):
+  with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
+    with pytest.raises(UsageError, match="label_noise needs an in-memory dataset such as "
+                                         "cifar10, not imagenet"):
+      loop.train_and_evaluate(bad(dataset="imagenet", label_noise=0.2), str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_bug_is_not_a_usage_error(tmp_path, monkeypatch):
+  """Only validation raises UsageError: a failure in the loop keeps its type and traceback,
+  and the checkpoint manager is closed on the way out."""
+  closed = []
+  real_manager = checkpoints.make_manager
+
+  def manager(*args, **kwargs):
+    made = real_manager(*args, **kwargs)
+    real_close = made.close
+    made.close = lambda: closed.append(True) or real_close()
+    return made
+
+  def broken_step(*args, **kwargs):
+    raise ZeroDivisionError("a bug in the step")
+  monkeypatch.setattr(checkpoints, "make_manager", manager)
+  monkeypatch.setattr(loop.steps, "make_train_step", broken_step)
+  with pytest.raises(ZeroDivisionError, match="a bug in the step"):
+    loop.train_and_evaluate(bad(), str(tmp_path / "run"))
+  assert closed == [True]

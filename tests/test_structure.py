@@ -1,0 +1,71 @@
+"""The house rules that keep the code small and its layers apart, checked on the source."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, binary_env
+
+PACKAGE = pathlib.Path(ROOT) / "sam_jax"
+MODULES = sorted(PACKAGE.rglob("*.py"))
+# Where TensorFlow may be imported: the input pipelines and the TF checkpoint reader.
+TENSORFLOW_HOMES = ("data/", "pretrained/readers.py")
+# The binaries: the only modules that define or read absl flags.
+BINARIES = ("train.py", "__main__.py", "data/benchmark.py")
+
+
+def relative(path: pathlib.Path) -> str:
+  return path.relative_to(PACKAGE).as_posix()
+
+
+def code_lines(source: list[str], node: ast.AST) -> int:
+  """Lines of `node` that hold code: no blank lines, comments or docstring."""
+  skip = set()
+  body = getattr(node, "body", [])
+  if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+    skip = set(range(body[0].lineno, body[0].end_lineno + 1))
+  return sum(1 for number in range(node.lineno, node.end_lineno + 1)
+             if number not in skip and source[number - 1].strip()
+             and not source[number - 1].strip().startswith("#"))
+
+
+def imported_modules(tree: ast.AST) -> set[str]:
+  """Every module a file imports, `from a import b` counting as a.b."""
+  names = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names.update(alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      names.update(f"{node.module}.{alias.name}" for alias in node.names)
+  return names
+
+
+@pytest.mark.parametrize("path", MODULES, ids=relative)
+def test_modules_are_small_and_keep_to_their_layer(path):
+  text = path.read_text()
+  source, tree = text.splitlines(), ast.parse(text)
+  assert len(source) <= 300, f"{len(source)} lines"
+  long = {node.name: code_lines(source, node) for node in ast.walk(tree)
+          if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+  assert not {name: n for name, n in long.items() if n > 60}, "functions over 60 lines of code"
+  name = relative(path)
+  tensorflow = {m for m in imported_modules(tree)
+                if m.split(".")[0] in ("tensorflow", "tensorflow_datasets")}
+  assert not tensorflow or name.startswith(TENSORFLOW_HOMES), tensorflow
+  if not name.endswith(BINARIES):  # a module that cannot see absl's flags cannot read them
+    assert not {m for m in imported_modules(tree)
+                if m.startswith(("absl.flags", "ml_collections.config_flags"))}
+
+
+@pytest.mark.slow
+def test_the_core_imports_neither_tensorflow_nor_the_training_extras():
+  core = "sam_jax, sam_jax.sam, sam_jax.replicas, sam_jax.steps, sam_jax.optim, sam_jax.models"
+  heavy = ("tensorflow", "tensorflow_datasets", "ml_collections", "orbax", "clu")
+  done = subprocess.run([sys.executable, "-c", f"import sys, {core}; print(sorted(m for m in "
+                         f"{heavy} if m in sys.modules))"], env=binary_env(), capture_output=True,
+                        text=True, timeout=120, cwd=ROOT)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.strip() == "[]"
