@@ -6,6 +6,15 @@ anything. The binaries print it as one line and exit with status 2; every other
 exception is a bug or an environment failure and keeps its traceback.
 """
 
+import sys
+from typing import NoReturn
+
 
 class UsageError(ValueError):
   """Bad input, with a one-line message saying what is wrong and how to fix it."""
+
+
+def exit_with_usage_error(program: str, reason: str) -> NoReturn:
+  """How every binary ends on bad input: `program: error: reason` on stderr, status 2."""
+  print(f"{program}: error: {reason}", file=sys.stderr)
+  sys.exit(2)

@@ -21,16 +21,14 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from sam_jax import original_flags
-from sam_jax.errors import UsageError
+from sam_jax.errors import UsageError, exit_with_usage_error
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DEFAULT_CONFIG = os.path.join(_ROOT, "configs", "default.py")
 
 
 def _fail(reason: str):
-  """Ends the run with one line on stderr and exit status 2."""
-  print(f"sam_jax.train: error: {reason}", file=sys.stderr)
-  sys.exit(2)
+  exit_with_usage_error("sam_jax.train", reason)
 
 
 def _last_line(error: Exception) -> str:
@@ -106,9 +104,10 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   try:
+    if len(argv) > 1:
+      raise UsageError(f"Unexpected arguments: {' '.join(argv[1:])} (flags take the form "
+                       "--name=value; a config file is --config=FILE).")
     config, workdir = config_from_flags(), workdir_from_flags()
     from sam_jax import loop  # pylint: disable=import-outside-toplevel  (JAX, TF: after flags)
     results = loop.train_and_evaluate(config, workdir)

@@ -35,8 +35,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 import jax  # noqa: E402  (after XLA_FLAGS)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from absl import flags  # noqa: E402
 
 from configs import smoke  # noqa: E402
+from sam_jax import train  # noqa: E402
 
 
 def max_abs_diff(a, b) -> float:
@@ -61,6 +63,19 @@ def tiny_config(**fields):
   return config
 
 
+def parse_run(argv: list[str]):
+  """(config, workdir) that the training binary makes of `argv`, without training.
+
+  In-process, ml_collections knows only the --config.FIELD overrides of pytest's own
+  command line: test those through the binary in a subprocess.
+  """
+  try:
+    train.parse_flags(["train", *argv])
+    return train.config_from_flags(), train.workdir_from_flags()
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
 def binary_env(devices: int = 1, fast_compile: bool = True) -> dict[str, str]:
   """The environment of a binary run by a test: this checkout, `devices` CPU devices, and
   XLA's fast compilation unless the binary computes more than it compiles (the analyses)."""
@@ -69,19 +84,24 @@ def binary_env(devices: int = 1, fast_compile: bool = True) -> dict[str, str]:
               XLA_FLAGS=f"{FAST_COMPILE} {flags}" if fast_compile else flags)
 
 
-def start_binary(module: str, *args, devices: int = 1,
-                 fast_compile: bool = True) -> subprocess.Popen:
-  """`python -m module args` from the checkout, its output in files (a pipe could fill)."""
+def start_process(command: list, devices: int = 1, fast_compile: bool = True,
+                  ) -> subprocess.Popen:
+  """`command` from the checkout in `binary_env`, its output in files (a pipe could fill)."""
   out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-  process = subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=ROOT,
+  process = subprocess.Popen([str(part) for part in command], cwd=ROOT,
                              env=binary_env(devices, fast_compile), stdout=out, stderr=err,
                              text=True)
   process.outputs = (out, err)
   return process
 
 
+def start_binary(module: str, *args, **options) -> subprocess.Popen:
+  """`python -m module args` (see `start_process`)."""
+  return start_process([sys.executable, "-m", module, *args], **options)
+
+
 def finish(process: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:
-  """Waits for a `start_binary` process (killing it after `timeout`) and collects its output."""
+  """Waits for a started process (killing it after `timeout`) and collects its output."""
   try:
     process.wait(timeout=timeout)
   finally:
@@ -93,8 +113,7 @@ def finish(process: subprocess.Popen, timeout: float = 300) -> subprocess.Comple
   return subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read())
 
 
-def run_binary(module: str, *args, devices: int = 1, fast_compile: bool = True,
-               timeout: float = 300) -> subprocess.CompletedProcess:
+def run_binary(module: str, *args, timeout: float = 300,
+               **options) -> subprocess.CompletedProcess:
   """Runs `python -m module args` to the end: (returncode, stdout, stderr)."""
-  return finish(start_binary(module, *args, devices=devices, fast_compile=fast_compile),
-                timeout)
+  return finish(start_binary(module, *args, **options), timeout)

@@ -3,7 +3,6 @@
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 from scipy import stats
 
-from conftest import ROOT, binary_env, run_binary, tiny_config
+from conftest import ROOT, finish, run_binary, start_process, tiny_config
 from sam_jax.analysis import report
 from sam_jax.data.datasets import get_dataset_info
 from sam_jax.errors import UsageError
@@ -30,11 +29,10 @@ def analysis_cli(*args):
 
 def run_reproduction(out):
   """The reproduction script, cut to one seed, 20% noise and one epoch: SGD and SAM."""
-  done = subprocess.run(
+  done = finish(start_process(
       [sys.executable, "scripts/reproduce_digits.py", f"--out={out}", "--seeds=0",
        "--noise=20", "--m_sweep=", "--epochs=1", "--jobs=1", "--lanczos_steps=6",
-       "--sharpness_m=16"],
-      cwd=ROOT, env=binary_env(fast_compile=False), capture_output=True, text=True, timeout=600)
+       "--sharpness_m=16"], fast_compile=False), timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
 
 

@@ -6,14 +6,12 @@ import os
 import re
 
 import pytest
-from absl import flags
 
-from sam_jax import train
+from conftest import ROOT, parse_run
 from sam_jax.data.augmentation import Augmentation
 from sam_jax.data.datasets import get_dataset_info
 from sam_jax.errors import UsageError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Transcribed from Foret et al. (2021), Tables 6 and 7:
 # (model, epochs, lr (or per dataset), wd, rho per dataset).
 PAPER = {
@@ -36,15 +34,6 @@ AUGMENTATIONS = {"basic": ("basic", "none"), "cutout": ("basic", "cutout"),
 SVHN_AA = ("aa-only", "cutout")
 
 
-def parse(argv):
-  """The config and workdir the training binary makes of `argv` (no training)."""
-  try:
-    train.parse_flags(["train"] + argv)
-    return train.config_from_flags(), train.workdir_from_flags()
-  finally:
-    flags.FLAGS.unparse_flags()
-
-
 def docstring_cells(name):
   """(dataset, augmentation, SAM error, SGD error) rows of a paper config's results table."""
   doc = importlib.import_module(f"configs.{name}").__doc__
@@ -65,8 +54,8 @@ def test_every_paper_cell_parses_into_the_papers_hyper_parameters(name):
   for dataset, augmentation, sam_error, sgd_error in cells:
     assert float(sam_error) < float(sgd_error)  # what the paper claims, transcribed right
     for optimizer in ("sam", "sgd"):
-      config, workdir = parse([f"--config=configs/{name}.py:{dataset},{augmentation},{optimizer}",
-                               "--workdir=/tmp/w"])
+      config, workdir = parse_run(
+          [f"--config=configs/{name}.py:{dataset},{augmentation},{optimizer}", "--workdir=/tmp/w"])
       assert (config.dataset, config.model_name, config.num_epochs) == (
           dataset, model, epochs)
       assert (config.image_level_augmentations, config.batch_level_augmentations) == (
@@ -87,7 +76,7 @@ def test_every_paper_cell_parses_into_the_papers_hyper_parameters(name):
 
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_the_docstring_command_runs_the_binary_parser(name):
-  config, workdir = parse(docstring_command(name))
+  config, workdir = parse_run(docstring_command(name))
   assert workdir.startswith("workdirs/") and config.model_name == PAPER[name][0]
 
 
@@ -98,8 +87,8 @@ def test_imagenet_resnet_cells_follow_section_3_1():
   for model, epochs, sam_error, sgd_error in cells:
     assert float(sam_error) < float(sgd_error)
     for optimizer in ("sam", "sgd"):
-      config, _ = parse([f"--config=configs/table2_imagenet_resnet.py:{model},{epochs},"
-                         f"{optimizer}", "--workdir=/tmp/w"])
+      config, _ = parse_run([f"--config=configs/table2_imagenet_resnet.py:{model},{epochs},"
+                             f"{optimizer}", "--workdir=/tmp/w"])
       assert (config.dataset, config.model_name, config.num_epochs) == (
           "imagenet", model, int(epochs))
       assert (config.batch_size, config.learning_rate, config.weight_decay) == (4096, 1.0, 1e-4)
@@ -111,8 +100,8 @@ def test_imagenet_resnet_cells_follow_section_3_1():
 def test_label_noise_cells_follow_section_3_3():
   for noise in (20, 40, 60, 80):
     for optimizer in ("sam", "sgd"):
-      config, _ = parse([f"--config=configs/table4_label_noise.py:{noise},{optimizer}",
-                         "--workdir=/tmp/w"])
+      config, _ = parse_run([f"--config=configs/table4_label_noise.py:{noise},{optimizer}",
+                             "--workdir=/tmp/w"])
       assert (config.dataset, config.model_name, config.num_epochs) == (
           "cifar10", "Resnet32", 200)
       assert config.label_noise == noise / 100
@@ -132,13 +121,14 @@ def test_a_bad_cell_names_the_choices(cell, message):
 
 
 def test_original_imagenet_flags_mean_randaugment_and_mixup():
-  config, _ = parse(["--dataset=imagenet", "--image_level_augmentations=autoaugment",
-                     "--imagenet_mixup_alpha=0.2", "--randaug_magnitude=15", "--output_dir=/tmp/w"])
+  config, _ = parse_run(["--dataset=imagenet", "--image_level_augmentations=autoaugment",
+                         "--imagenet_mixup_alpha=0.2", "--randaug_magnitude=15",
+                         "--output_dir=/tmp/w"])
   assert (config.image_level_augmentations, config.batch_level_augmentations) == (
       "randaugment", "mixup")
   assert (config.mixup_alpha, config.randaug_magnitude, config.randaug_num_layers) == (0.2, 15, 2)
-  config, _ = parse(["--dataset=cifar10", "--image_level_augmentations=autoaugment",
-                     "--output_dir=/tmp/w"])
+  config, _ = parse_run(["--dataset=cifar10", "--image_level_augmentations=autoaugment",
+                         "--output_dir=/tmp/w"])
   assert (config.image_level_augmentations, config.batch_level_augmentations) == (
       "autoaugment", "none")
 
@@ -167,8 +157,8 @@ def test_finetuning_cells_follow_appendix_c2():
                                                        ("l2", "caltech_birds2011", 0, 1)]:
     assert float(sam_error) < float(sgd_error)  # what the paper claims, transcribed right
     for optimizer in ("sam", "sgd"):
-      config, _ = parse([f"--config=configs/table3_finetune.py:{model},{dataset},{optimizer}",
-                         "--workdir=/tmp/w"])
+      config, _ = parse_run([f"--config=configs/table3_finetune.py:{model},{dataset},{optimizer}",
+                             "--workdir=/tmp/w"])
       name = {"b7": "efficientnet-b7", "l2": "efficientnet-l2-475"}[model]
       assert (config.model_name, config.dataset) == (name, dataset)
       assert config.init_from == f"checkpoints/{name}" and config.freeze_batch_norm
@@ -186,20 +176,20 @@ def test_finetuning_cells_follow_appendix_c2():
       assert (config.gradient_clipping, config.label_smoothing) == (1.0, 0.1)
       assert config.image_size is None  # the model's resolution
       Augmentation.from_config(config).check(get_dataset_info(dataset))
-  config, workdir = parse(docstring_command("table3_finetune"))
+  config, workdir = parse_run(docstring_command("table3_finetune"))
   assert workdir.startswith("workdirs/") and config.model_name == "efficientnet-b7"
 
 
 def test_original_finetuning_flags():
-  config, _ = parse(["--dataset=cifar100", "--model_name=efficientnet-b0", "--use_rmsprop",
-                     "--from_pretrained_checkpoint", "--efficientnet_checkpoint_path=/ckpt",
-                     "--output_dir=/tmp/w"])
+  config, _ = parse_run(["--dataset=cifar100", "--model_name=efficientnet-b0", "--use_rmsprop",
+                         "--from_pretrained_checkpoint", "--efficientnet_checkpoint_path=/ckpt",
+                         "--output_dir=/tmp/w"])
   assert (config.init_from, config.freeze_batch_norm, config.use_rmsprop) == (
       "/ckpt", True, True)
-  config, _ = parse(["--efficientnet_checkpoint_path=/ckpt", "--output_dir=/tmp/w"])
+  config, _ = parse_run(["--efficientnet_checkpoint_path=/ckpt", "--output_dir=/tmp/w"])
   assert config.init_from is None  # the original read the path only when finetuning
   with pytest.raises(UsageError, match="needs --efficientnet_checkpoint_path"):
-    parse(["--from_pretrained_checkpoint", "--output_dir=/tmp/w"])
+    parse_run(["--from_pretrained_checkpoint", "--output_dir=/tmp/w"])
 
 
 def test_digits_sharpness_cells_and_their_seeded_label_noise():
@@ -207,14 +197,14 @@ def test_digits_sharpness_cells_and_their_seeded_label_noise():
   command = re.search(r"python -m sam_jax\.train (.*?)\n\n", doc, re.DOTALL).group(1)
   args = command.replace("\\\n", " ").split()
   assert args[-1] == "--config.seed=1"
-  config, workdir = parse(args[:-1])  # overrides of the default config are not defined here
+  config, workdir = parse_run(args[:-1])  # overrides of the default config are not defined here
   assert workdir == "workdirs/digits_sharpness/40_sam"
   assert (config.dataset, config.model_name, config.batch_size, config.sam.m) == (
       "digits", "Resnet8", 128, 16)
   assert (config.label_noise, config.sam.rho) == (0.4, 0.1)
   config.seed = 1
   assert config.label_noise_seed == 1  # follows the seed: SGD and SAM share the noise
-  config, _ = parse(["--config=configs/digits_sharpness.py:80,sgd,4", "--workdir=/tmp/w"])
+  config, _ = parse_run(["--config=configs/digits_sharpness.py:80,sgd,4", "--workdir=/tmp/w"])
   assert (config.label_noise, config.sam.rho, config.sam.m, config.label_noise_seed) == (
       0.8, 0.0, 4, 0)
   from configs import digits_sharpness
@@ -227,12 +217,12 @@ def test_digits_sharpness_cells_and_their_seeded_label_noise():
 def test_cells_are_positional_or_named_with_optional_typed_axes():
   from configs import cells
   axes = dict(noise_percent=("0", "20"), optimizer=cells.OPTIMIZERS, m=16)
-  assert cells.parse("20,sgd", **axes).to_dict() == {"noise_percent": "20", "optimizer": "sgd",
+  assert cells.parse_run("20,sgd", **axes).to_dict() == {"noise_percent": "20", "optimizer": "sgd",
                                                       "m": 16}
-  assert cells.parse("optimizer=sam,noise_percent=0,m=4", **axes).to_dict() == {
+  assert cells.parse_run("optimizer=sam,noise_percent=0,m=4", **axes).to_dict() == {
       "noise_percent": "0", "optimizer": "sam", "m": 4}
   for bad in ("20,sgd,four", "20,sgd,4,5", "sgd,20", "noise=20,optimizer=sgd", ""):
     with pytest.raises(UsageError, match=f"Unknown experiment cell '{bad}': give "
                                          r"NOISE_PERCENT,OPTIMIZER\[,M\] after"):
-      cells.parse(bad, **axes)
+      cells.parse_run(bad, **axes)
   assert (cells.sam_rho("sam", 0.1), cells.sam_rho("sgd", 0.1)) == (0.1, 0.0)

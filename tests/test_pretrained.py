@@ -9,7 +9,7 @@ compares the logits in eval mode.
 import functools
 import os
 import re
-import subprocess
+import shutil
 
 import flax
 import jax
@@ -262,7 +262,7 @@ def test_truncated_files_are_refused(tmp_path, b0_files):
   for fmt, path in b0_files.items():
     copy = tmp_path / f"copy_{fmt}"
     if fmt == "tf":
-      subprocess.run(["cp", "-r", os.path.dirname(path), str(copy)], check=True)
+      shutil.copytree(os.path.dirname(path), copy)
       path = str(copy / os.path.basename(path))
       truncate(path + ".data-00000-of-00001")
     else:

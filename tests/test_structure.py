@@ -2,12 +2,11 @@
 
 import ast
 import pathlib
-import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT, binary_env
+from conftest import ROOT, finish, start_process
 
 PACKAGE = pathlib.Path(ROOT) / "sam_jax"
 MODULES = sorted(PACKAGE.rglob("*.py"))
@@ -64,8 +63,7 @@ def test_modules_are_small_and_keep_to_their_layer(path):
 def test_the_core_imports_neither_tensorflow_nor_the_training_extras():
   core = "sam_jax, sam_jax.sam, sam_jax.replicas, sam_jax.steps, sam_jax.optim, sam_jax.models"
   heavy = ("tensorflow", "tensorflow_datasets", "ml_collections", "orbax", "clu")
-  done = subprocess.run([sys.executable, "-c", f"import sys, {core}; print(sorted(m for m in "
-                         f"{heavy} if m in sys.modules))"], env=binary_env(), capture_output=True,
-                        text=True, timeout=120, cwd=ROOT)
+  done = finish(start_process([sys.executable, "-c", f"import sys, {core}; print(sorted(m for m "
+                               f"in {heavy} if m in sys.modules))"]), timeout=120)
   assert done.returncode == 0, done.stderr
   assert done.stdout.strip() == "[]"

@@ -9,18 +9,9 @@ import orbax.checkpoint as ocp
 import pytest
 from absl import flags
 
-from conftest import ROOT, finish, max_abs_diff, run_binary, start_binary
+from conftest import ROOT, finish, max_abs_diff, parse_run, run_binary, start_binary
 from sam_jax import original_flags, train
 from sam_jax.errors import UsageError
-
-
-def parse(argv):
-  """The config and workdir the binary makes of `argv` (no training)."""
-  try:
-    train.parse_flags(["train"] + argv)
-    return train.config_from_flags(), train.workdir_from_flags()
-  finally:
-    flags.FLAGS.unparse_flags()
 
 
 def digits_args(workdir, *overrides):
@@ -105,11 +96,11 @@ def test_bad_flags_are_one_line_and_exit_status_2(argv, message, capsys):
 
 def test_a_missing_workdir_is_a_usage_error():
   with pytest.raises(UsageError, match=r"Say where the run lives: --workdir=DIR"):
-    parse(["--num_epochs=1"])
+    parse_run(["--num_epochs=1"])
 
 
 def test_original_readme_command_parses_into_the_same_setup():
-  config, workdir = parse([
+  config, workdir = parse_run([
       "--dataset", "cifar10", "--model_name", "WideResnet28x10", "--output_dir", "/tmp/out",
       "--image_level_augmentations", "autoaugment", "--num_epochs", "1800", "--sam_rho", "0.05",
       "--inner_group_size", "16", "--additional_checkpoints_at_epochs", "10,20",
@@ -124,8 +115,8 @@ def test_original_readme_command_parses_into_the_same_setup():
 
 def test_a_config_file_imports_its_siblings_from_any_directory(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)  # configs/paper.py is imported as `configs.paper`
-  config, _ = parse([f"--config={ROOT}/configs/table1_shake_shake.py:cifar100,aa,sam",
-                     "--workdir=w"])
+  config, _ = parse_run([f"--config={ROOT}/configs/table1_shake_shake.py:cifar100,aa,sam",
+                         "--workdir=w"])
   assert (config.model_name, config.sam.rho) == ("WideResnet28x6_ShakeShake", 0.05)
 
 

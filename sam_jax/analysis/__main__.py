@@ -14,12 +14,11 @@ WORKDIR/analysis/ (or --out):
 """
 
 import os
-import sys
 
 from absl import app, flags, logging
 
 from sam_jax.analysis import report as analysis
-from sam_jax.errors import UsageError
+from sam_jax.errors import UsageError, exit_with_usage_error
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (config.json + checkpoints/).")
 _OUT = flags.DEFINE_string("out", None, "Where to write the results (default WORKDIR/analysis).")
@@ -54,10 +53,11 @@ def m_values() -> list[int]:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   workdir = _WORKDIR.value
   try:
+    if len(argv) > 1:
+      raise UsageError(f"Unexpected arguments: {' '.join(argv[1:])} (flags take the form "
+                       "--name=value).")
     if not workdir:
       raise UsageError("Say which run to analyse: --workdir=DIR (a python -m sam_jax.train "
                        "workdir).")
@@ -70,8 +70,7 @@ def main(argv):
         top_k=_TOP_K.value, lanczos_steps=_LANCZOS_STEPS.value, slq_vectors=_SLQ_VECTORS.value,
         hutchinson_probes=_PROBES.value, power_iterations=_POWER.value, seed=_SEED.value)
   except UsageError as e:
-    print(f"sam_jax.analysis: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    exit_with_usage_error("sam_jax.analysis", str(e))
   report = {**analysis.describe_run(workdir, config, step), **report}
   out = _OUT.value or os.path.join(workdir, "analysis")
   analysis.write(report, density, out, f"{config.model_name}, rho = {config.sam.rho}")

@@ -6,35 +6,35 @@ Then finetune with `--config.init_from=DIR` (see checkpoints/README.md).
 """
 
 import os
-import sys
 
 import jax
 import numpy as np
 from absl import app, flags
 
-from sam_jax.errors import UsageError
+from sam_jax.errors import UsageError, exit_with_usage_error
 from sam_jax.pretrained import FORMATS, convert_to_orbax
 
-_FROM = flags.DEFINE_string("from", None, "The published checkpoint (see checkpoints/README.md).",
-                            required=True)
-_TO = flags.DEFINE_string("to", None, "New folder for the converted Orbax checkpoint.",
-                          required=True)
-_MODEL = flags.DEFINE_string("model", None, "Our model name, e.g. efficientnet-b7.",
-                             required=True)
+_FROM = flags.DEFINE_string("from", None, "The published checkpoint (see checkpoints/README.md).")
+_TO = flags.DEFINE_string("to", None, "New folder for the converted Orbax checkpoint.")
+_MODEL = flags.DEFINE_string("model", None, "Our model name, e.g. efficientnet-b7.")
 _FORMAT = flags.DEFINE_enum("format", None, list(FORMATS), "Checkpoint format (default: "
                             "detected).")
 _EMA = flags.DEFINE_bool("ema", True, "TF checkpoints: the ExponentialMovingAverage copies.")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   try:
+    if len(argv) > 1:
+      raise UsageError(f"Unexpected arguments: {' '.join(argv[1:])} (flags take the form "
+                       "--name=value).")
+    missing = [f"--{flag.name}" for flag in (_FROM, _MODEL, _TO) if not flag.value]
+    if missing:
+      raise UsageError(f"Say {' and '.join(missing)}: python -m sam_jax.pretrained "
+                       "--from=CHECKPOINT --model=efficientnet-b7 --to=NEW_FOLDER.")
     variables = convert_to_orbax(_FROM.value, _MODEL.value, _TO.value, fmt=_FORMAT.value,
                                  use_ema=_EMA.value)
   except UsageError as e:
-    print(f"sam_jax.pretrained: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    exit_with_usage_error("sam_jax.pretrained", str(e))
   count = sum(np.size(x) for x in jax.tree.leaves(variables["params"]))
   print(f"Wrote {_MODEL.value} ({count:,} parameters, "
         f"{variables['params']['head_dense']['bias'].shape[0]} classes) to "
