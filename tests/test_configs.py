@@ -217,12 +217,12 @@ def test_digits_sharpness_cells_and_their_seeded_label_noise():
 def test_cells_are_positional_or_named_with_optional_typed_axes():
   from configs import cells
   axes = dict(noise_percent=("0", "20"), optimizer=cells.OPTIMIZERS, m=16)
-  assert cells.parse_run("20,sgd", **axes).to_dict() == {"noise_percent": "20", "optimizer": "sgd",
-                                                      "m": 16}
-  assert cells.parse_run("optimizer=sam,noise_percent=0,m=4", **axes).to_dict() == {
+  assert cells.parse("20,sgd", **axes).to_dict() == {"noise_percent": "20", "optimizer": "sgd",
+                                                  "m": 16}
+  assert cells.parse("optimizer=sam,noise_percent=0,m=4", **axes).to_dict() == {
       "noise_percent": "0", "optimizer": "sam", "m": 4}
   for bad in ("20,sgd,four", "20,sgd,4,5", "sgd,20", "noise=20,optimizer=sgd", ""):
     with pytest.raises(UsageError, match=f"Unknown experiment cell '{bad}': give "
                                          r"NOISE_PERCENT,OPTIMIZER\[,M\] after"):
-      cells.parse_run(bad, **axes)
+      cells.parse(bad, **axes)
   assert (cells.sam_rho("sam", 0.1), cells.sam_rho("sgd", 0.1)) == (0.1, 0.0)
