@@ -180,6 +180,39 @@ def test_true_gradient_ascent_changes_the_sam_step_of_a_shake_model():
   assert max_abs_diff(params[False], params[True]) > 1e-6
 
 
+def test_wide_resnet_classifier_kernel_is_the_originals_uniform():
+  # google-research/sam sam_jax/models/utils.py:64-78: U(-1, 1) / sqrt(num_outputs), used
+  # by wide_resnet.py:236; Flax's default (lecun normal, std 1/sqrt(64) here) would fail.
+  model = get_model("WideResnet_mini", 100)
+  kernel = np.asarray(model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+                      ["Dense_0"]["kernel"], np.float64)
+  bound = 1 / np.sqrt(100)
+  assert kernel.shape == (64, 100)
+  assert 0.99 * bound < np.abs(kernel).max() <= bound
+  assert abs(kernel.std() - bound / np.sqrt(3)) < 0.03 * bound  # 6,400 draws: 0.9% s.e.
+
+
+def test_additional_skip_connections_add_the_image_after_the_last_group():
+  # wide_resnet.py:225-226 of the original: x = _output_add(x, first_x). With every conv
+  # zeroed, blocks and group skips carry zeros and only the pooled image reaches the head:
+  # logits = relu(mean over pixels of the image / sqrt(1 + eps)), zero-padded, @ W + b.
+  images = jax.random.uniform(jax.random.key(4), (2, 16, 16, 3))
+  model = get_model("WideResnet_mini", 10, additional_skip_connections=True)
+  variables = model.init(jax.random.key(0), images)
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: jnp.zeros_like(x) if "Conv" in jax.tree_util.keystr(path) else x,
+      variables["params"])
+  logits = model.apply({**variables, "params": params}, images)
+  features = np.zeros((2, 64))
+  features[:, :3] = np.asarray(images, np.float64).mean(axis=(1, 2)) / np.sqrt(1 + 1e-5)
+  dense = params["Dense_0"]
+  expected = features @ np.asarray(dense["kernel"], np.float64) + np.asarray(dense["bias"])
+  assert np.abs(expected).max() > 0.1
+  np.testing.assert_allclose(logits, expected, atol=1e-5)
+  plain = get_model("WideResnet_mini", 10).apply({**variables, "params": params}, images)
+  np.testing.assert_allclose(plain, np.broadcast_to(dense["bias"], plain.shape), atol=1e-6)
+
+
 def test_additional_skip_connections_change_the_function_not_the_parameters(images):
   plain = get_model("WideResnet_mini", 10)
   skips = get_model("WideResnet_mini", 10, additional_skip_connections=True)
