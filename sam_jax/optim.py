@@ -25,13 +25,20 @@ def total_steps(config: "ml_collections.ConfigDict", steps_per_epoch: int) -> in
   return config.num_train_steps or config.num_epochs * steps_per_epoch
 
 
+END_OF_EXPONENTIAL = 0.012  # the original: "lr should be 1.2% of original value" at the end
+
+
 def learning_rate_schedule(config: "ml_collections.ConfigDict",
                            steps_per_epoch: int) -> optax.Schedule:
   """Per-iteration schedule: linear warmup, then cosine / exponential / constant.
 
   cosine: lr * 0.5 (1 + cos(pi t / T)) over the steps after warmup (the original default).
-  exponential: lr * 0.97^(epoch / 2.4), staircase (the EfficientNet recipe).
-  Every schedule is finite at step 0 (the original exponential one was NaN there).
+  exponential: the original's lr * exp(-t / lambda), t in epochs (fractional), with
+    lambda = -num_epochs / ln(0.012): it ends at 1.2% of lr whatever the run's length
+    (google-research/sam flax_training.py:351-421), i.e. lr * 0.012^(step / steps).
+    The original multiplied by min(t / warmup_epochs, 1) with warmup_epochs = 0, which is
+    NaN at step 0; here every schedule is finite there.
+  After a warmup, cosine and exponential run over the remaining steps.
   """
   lr = config.learning_rate
   total = total_steps(config, steps_per_epoch)
@@ -40,7 +47,7 @@ def learning_rate_schedule(config: "ml_collections.ConfigDict",
   if name == "cosine":
     main = optax.cosine_decay_schedule(lr, max(total - warmup, 1))
   elif name == "exponential":
-    main = optax.exponential_decay(lr, max(int(2.4 * steps_per_epoch), 1), 0.97, staircase=True)
+    main = optax.exponential_decay(lr, max(total - warmup, 1), END_OF_EXPONENTIAL)
   elif name == "constant":
     main = optax.constant_schedule(lr)
   else:

@@ -43,15 +43,21 @@ def test_warmup_rises_linearly_from_zero_then_follows_cosine():
   np.testing.assert_allclose(values[10:], 0.2 * (1 + np.cos(np.pi * after / 40)), atol=1e-6)
 
 
-@pytest.mark.parametrize("warmup", [0.0, 0.5])
-def test_exponential_schedule_decays_by_0_97_every_2_4_epochs_and_is_finite(warmup):
-  values = schedule_values(lr_schedule="exponential", warmup_epochs=warmup)
-  assert np.isfinite(values).all()  # the original was NaN at step 0
-  if warmup == 0:
-    expected = [0.4 * 0.97 ** math.floor(t / 24) for t in range(51)]
-    np.testing.assert_allclose(values, expected, rtol=1e-6)
-  else:
-    assert values[0] == 0 and values[5] == pytest.approx(0.4)
+@pytest.mark.parametrize("num_epochs", [5, 3])
+def test_exponential_schedule_is_the_originals_and_is_finite(num_epochs):
+  # google-research/sam flax_training.py:369-372 and :417-418 in float64:
+  # lr * exp(-t / lambda), t = step / steps_per_epoch, lambda = -num_epochs / ln(0.012).
+  values = schedule_values(lr_schedule="exponential", num_epochs=num_epochs)
+  t = np.arange(51, dtype=np.float64) / STEPS_PER_EPOCH
+  expected = 0.4 * np.exp(-t / (-num_epochs / math.log(0.012)))
+  np.testing.assert_allclose(values, expected, rtol=1e-5)  # the original was NaN at step 0
+  assert values[num_epochs * STEPS_PER_EPOCH] == pytest.approx(0.4 * 0.012, rel=1e-5)
+
+
+def test_exponential_schedule_after_a_warmup_runs_over_the_remaining_steps():
+  values = schedule_values(lr_schedule="exponential", warmup_epochs=0.5)
+  np.testing.assert_allclose(values[:5], 0.4 * np.arange(5) / 5, atol=1e-6)
+  np.testing.assert_allclose(values[5:], 0.4 * 0.012 ** (np.arange(46) / 45), rtol=1e-5)
 
 
 def test_no_schedule_is_constant_and_unknown_schedule_is_clear():
