@@ -51,7 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.no_weight_decay_on_bn = False
   config.gradient_clipping = 5.0  # global norm, after the cross-replica mean; 0 = off
   config.label_smoothing = 0.0
-  config.ema_decay = 0.0  # 0 = off; else evaluate an EMA of params and BN statistics
+  config.ema_decay = 0.0  # 0 = off; else report an EMA of params and BN statistics
+  config.ema_warmup_steps = 1560  # the EMA copies the weights until then (the original's)
   # Finetuning (sam_jax/pretrained/, checkpoints/README.md): a published EfficientNet
   # checkpoint or a folder written by `python -m sam_jax.pretrained`; unset: from scratch.
   # A workdir that already has a checkpoint resumes from it instead.

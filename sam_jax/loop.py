@@ -138,6 +138,7 @@ def train_step_options(config: ml_collections.ConfigDict, model: nn.Module) -> d
       l2_weight_decay=config.weight_decay if config.weight_decay_type == "l2" else 0.0,
       no_weight_decay_on_bn=config.no_weight_decay_on_bn,
       label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
+      ema_warmup_steps=config.ema_warmup_steps,
       replica_by_replica=not config.sync_batch_norm,
       true_gradient_ascent=(config.sam.rho > 0 and hasattr(model, "true_gradient")
                             and config.sam.true_gradient_ascent))
@@ -215,13 +216,17 @@ def evaluate(eval_step, state: steps.TrainState, batches, mesh) -> dict[str, flo
 
 def evaluate_all(config: ml_collections.ConfigDict, run: SetUp, eval_step,
                  state: steps.TrainState, step: int, writer) -> dict[str, float]:
-  """The test split (and the training set, if asked), with the EMA model too if kept."""
+  """The test split (and the training set, if asked).
+
+  With an EMA, the metrics without prefix are the EMA model's (what the original
+  reported) and `raw_` ones the trained weights'.
+  """
   splits = {"test": run.eval_examples}
   if config.also_eval_on_training_set:
     splits["train_eval"] = run.train_examples
   models = {"": state}
   if state.ema:
-    models["ema_"] = state.replace(**state.ema)
+    models = {"": state.replace(**state.ema), "raw_": state}
   names = ("loss", "error") + (("top5_error",) if config.compute_top_5_error_rate else ())
   results = {}
   for split, examples in splits.items():

@@ -57,6 +57,18 @@ def learning_rate_schedule(config: "ml_collections.ConfigDict",
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
+def ema_decay(step: jax.Array, decay: float, warmup_steps: int) -> jax.Array:
+  """The original's EMA decay after update number `step` (1 after the first update).
+
+  0 (the average is the parameters) before `warmup_steps`, then
+  min(decay, (1 + t) / (10 + t)) with t = step - warmup_steps, as TensorFlow's
+  ExponentialMovingAverage with num_updates (google-research/sam
+  sam_jax/efficientnet/optim.py:276-282; warmup 1560 at flax_training.py:784).
+  """
+  t = jnp.asarray(step, jnp.float32) - warmup_steps
+  return jnp.where(t >= 0, jnp.minimum(decay, (1.0 + t) / (10.0 + t)), 0.0)
+
+
 def weight_decay_mask(params: Any, no_weight_decay_on_bn: bool) -> Any:
   """True where weight decay applies: everywhere, or only on ndim > 1 leaves."""
   return jax.tree.map(lambda w: (not no_weight_decay_on_bn) or w.ndim > 1, params)

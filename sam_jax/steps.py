@@ -69,7 +69,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
                model: nn.Module, tx: optax.GradientTransformationExtraArgs,
                l2_weight_decay: float = 0.0, no_weight_decay_on_bn: bool = False,
                label_smoothing: float = 0.0, ema_decay: float = 0.0,
-               replica_by_replica: bool = True,
+               ema_warmup_steps: int = 0, replica_by_replica: bool = True,
                true_gradient_ascent: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SAM step for one replica; call it through `replicas.map_replicas`.
 
@@ -88,7 +88,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     l2_weight_decay: wd of the in-loss weight decay (0 when decay is decoupled).
     no_weight_decay_on_bn: exclude ndim <= 1 parameters from the in-loss decay.
     label_smoothing: smoothing of the one-hot targets.
-    ema_decay: decay of the EMA of params and BatchNorm statistics (state.ema).
+    ema_decay, ema_warmup_steps: the EMA of params and BatchNorm statistics (state.ema)
+      follows `optim.ema_decay`: a copy of the weights until the warmup ends, then an
+      average whose decay grows to `ema_decay`.
     replica_by_replica: evaluate the two gradient passes one virtual replica at a time
       (`replicas.one_replica_at_a_time`, fast); must be False when the model
       synchronises BatchNorm across replicas.
@@ -130,7 +132,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   batch_stats, metrics = jax.lax.pmean((batch_stats, metrics), replicas.REPLICA_AXES)
   ema = state.ema
   if ema:
-    ema = jax.tree.map(lambda old, new: ema_decay * old + (1.0 - ema_decay) * new,
+    decay = optim.ema_decay(state.step + 1, ema_decay, ema_warmup_steps)
+    ema = jax.tree.map(lambda old, new: decay * old + (1.0 - decay) * new,
                        ema, {"params": params, "batch_stats": batch_stats})
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state, ema=ema)

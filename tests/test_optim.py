@@ -107,26 +107,35 @@ def test_unknown_weight_decay_type_is_a_clear_error():
     one_update(make_config(weight_decay=0.1, weight_decay_type="adamw"))
 
 
-def test_ema_averages_parameters_and_batch_statistics_with_the_decay():
+def test_ema_is_the_originals_warmup_then_capped_tf_decay():
+  # google-research/sam sam_jax/efficientnet/optim.py:276-282, called after each update
+  # with the optimizer's step count (flax_training.py:788-790):
+  #   decay = [step >= warmup] * min(decay, (1 + step - warmup) / (10 + step - warmup)).
+  # Warmup 2, decay 0.2: steps 1..4 use 0, 1/10, 2/11, then the cap 0.2 (not 3/12).
   model, image = get_model(TINY_WRN, 10), (8, 8, 3)
   config = make_config(learning_rate=0.1, momentum=0.9, sam=dict(rho=0.05))
   layout, mesh = replicas.make_layout(16, 8, 1), replicas.make_mesh(1)
   tx = optim.create_optimizer(config, STEPS_PER_EPOCH, replicas.REPLICA_AXES)
   state = replicas.replicate(
       steps.init_train_state(model, tx, jax.random.key(0), image, ema=True), mesh)
-  step = steps.make_train_step(model, tx, mesh, layout, ema_decay=0.9)
+  step = steps.make_train_step(model, tx, mesh, layout, ema_decay=0.2, ema_warmup_steps=2)
   rng = np.random.default_rng(0)
-  history = [jax.tree.map(np.asarray, state)]  # the step donates (deletes) its input
-  for _ in range(2):
+  history = []  # the step donates (deletes) its input
+  for _ in range(4):
     batch = {"image": rng.standard_normal((16,) + image, np.float32),
              "label": rng.integers(0, 10, 16).astype(np.int32)}
     state, _ = step(state, replicas.shard_batch(batch, mesh), jax.random.key(1))
-    history.append(jax.tree.map(np.asarray, state))
+    history.append(jax.tree.map(lambda x: np.asarray(x, np.float64), state))
   for part in ("params", "batch_stats"):
-    w0, w1, w2 = (getattr(s, part) for s in history)
-    expected = jax.tree.map(lambda a, b, c: 0.81 * a + 0.09 * b + 0.1 * c, w0, w1, w2)
+    expected = None
+    for count, after in enumerate(history, start=1):
+      delta = count - 2
+      decay = float(count >= 2) * min(0.2, (1.0 + delta) / (10.0 + delta))
+      new = getattr(after, part)
+      expected = new if expected is None else jax.tree.map(
+          lambda n, e, d=decay: (1 - d) * n + d * e, new, expected)
     assert max_abs_diff(state.ema[part], expected) < 1e-6
-    assert max_abs_diff(w2, w0) > 1e-3  # the parameters (and statistics) did move
+    assert max_abs_diff(getattr(history[-1], part), getattr(history[-2], part)) > 1e-3
 
 
 def test_checkpoints_at_chosen_steps_are_kept_forever(tmp_path):

@@ -1,6 +1,7 @@
 """The training binary: flags, the exit-status contract, resume after SIGKILL, --helpfull."""
 
 import glob
+import json
 import os
 import signal
 import time
@@ -29,11 +30,12 @@ def final_state(workdir):
 @pytest.mark.slow
 @pytest.mark.usefixtures("digits")  # prepared once, not by two processes at the same time
 def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_parameters(tmp_path):
-  # With cutout and an EMA, whose state must resume too; a checkpoint every step.
+  # With cutout and an EMA (averaging from step 5), whose state must resume too; a
+  # checkpoint every step.
   def args(workdir):
     return digits_args(workdir, "--config.batch_level_augmentations=cutout",
                        "--config.cutout_length=3", "--config.ema_decay=0.9",
-                       "--config.save_progress_seconds=0")
+                       "--config.ema_warmup_steps=5", "--config.save_progress_seconds=0")
   whole = start_binary("sam_jax.train", *args(tmp_path / "whole"))
   killed_dir = tmp_path / "killed"
   killed = start_binary("sam_jax.train", *args(killed_dir))
@@ -55,7 +57,10 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_parameters(tmp_path
   (step_a, state_a), (step_b, state_b) = final_state(tmp_path / "whole"), final_state(killed_dir)
   assert step_a == step_b == 1437 // 64
   assert max_abs_diff(state_a, state_b) < 1e-6
-  assert state_a["ema"]["params"] and max_abs_diff(state_a["ema"], state_b["ema"]) < 1e-6
+  assert max_abs_diff(state_a["ema"], state_b["ema"]) < 1e-6
+  assert max_abs_diff(state_a["ema"]["params"], state_a["params"]) > 1e-4  # an average
+  results = json.loads((killed_dir / "results.json").read_text())
+  assert {"test_error", "raw_test_error"} <= set(results)  # the EMA's, then the weights'
 
 
 @pytest.mark.slow
