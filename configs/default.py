@@ -37,6 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.randaug_magnitude = 9
   config.label_noise = 0.0  # fraction of training labels replaced by another class (Table 4)
   config.label_noise_seed = 0  # which labels, independent of the run's seed
+  # True: the redrawn label is uniform over all classes, so it may stay the true one
+  # (Zhang et al. 2017, MentorNet's convention); realised rate = label_noise (K - 1) / K.
+  config.label_noise_keep_possible = False
   config.cutout_mask = "batch"  # one square per batch (the original) or per "example"
   # Optimizer (sam_jax/optim.py).
   config.learning_rate = 0.1

@@ -19,7 +19,12 @@ Paper test accuracy (%) on the clean test set (SAM, SGD; no bootstrap):
 
 The noise (`sam_jax/data/label_noise.py`) flips each training label to another class
 with probability NOISE_PERCENT / 100, fixed by `--config.label_noise_seed`; the realised
-rate is logged and saved in results.json. Paper rho grid and validation: Appendix C.1.
+rate is logged and saved in results.json. Which convention the paper used: the SAM code
+has no noise generator, and Sec. 3.3 follows Jiang et al. (2019), whose MentorNet and
+MentorMix papers, after Zhang et al. (2017), redraw the label "to a uniform random class
+with probability p", the true class included (realised rate 0.9 p on CIFAR-10).
+`--config.label_noise_keep_possible=True` trains that convention; the default flips to
+another class, so that NOISE_PERCENT is the realised rate. Paper rho grid and validation: Appendix C.1.
 """
 
 from configs import cells, default

@@ -71,7 +71,8 @@ def noisy_labels(config: ml_collections.ConfigDict, info: DatasetInfo, examples)
     raise UsageError(f"label_noise needs an in-memory dataset such as cifar10, not "
                      f"{config.dataset}: drop --config.label_noise.")
   examples, realised = label_noise.symmetric_noise(
-      examples, config.label_noise, info.num_classes, config.label_noise_seed)
+      examples, config.label_noise, info.num_classes, config.label_noise_seed,
+      keep_possible=config.label_noise_keep_possible)
   logging.info("Label noise: %.4f of these %d training labels changed (asked %.2f).",
                realised, len(examples["label"]), config.label_noise)
   return examples, realised

@@ -28,6 +28,19 @@ def test_realised_rate_is_the_asked_rate_and_flips_go_to_other_classes(examples,
   np.testing.assert_array_equal(noisy["image"], examples["image"])
 
 
+@pytest.mark.parametrize("rate", [0.4, 1.0])
+def test_the_keep_possible_convention_redraws_uniformly_over_all_classes(examples, rate):
+  noisy, realised = label_noise.symmetric_noise(examples, rate, 10, seed=0, keep_possible=True)
+  changed = noisy["label"] != examples["label"]
+  assert realised == changed.mean() and abs(realised - rate * 0.9) < 0.01
+  if rate == 1.0:  # every label redrawn: offsets 0..9 (0 = kept) equally often
+    offsets = (noisy["label"] - examples["label"]) % 10
+    assert np.all(np.abs(np.bincount(offsets, minlength=10) / 50_000 - 0.1) < 0.006)
+  default, _ = label_noise.symmetric_noise(examples, rate, 10, seed=0)
+  same_examples = default["label"] == examples["label"]  # the same examples are redrawn
+  assert np.all(noisy["label"][same_examples] == examples["label"][same_examples])
+
+
 def test_noise_is_a_function_of_seed_and_image_not_of_order(examples):
   first, _ = label_noise.symmetric_noise(examples, 0.4, 10, seed=3)
   again, _ = label_noise.symmetric_noise(examples, 0.4, 10, seed=3)

@@ -1,7 +1,14 @@
 """Symmetric label noise for the paper's robustness study (Foret et al. 2021, Table 4).
 
-With probability `rate`, independently per example, the label is replaced by one of the
-other classes drawn uniformly, so the realised noise rate is `rate` in expectation. Both
+With probability `rate`, independently per example, the label is replaced by a class drawn
+uniformly: by default one of the *other* classes, so the realised noise rate is `rate` in
+expectation; with `keep_possible=True` any of the K classes, the true one included, so the
+realised rate is rate (K - 1) / K. The latter is the convention of the papers Table 4
+follows: Zhang et al. (2017, "each image independently corrupted as a uniform random
+class") through MentorNet and MentorMix (Jiang et al. 2018, 2020: "change the label of
+each image independently to a uniform random class with probability p"), whose Table 4
+baselines the SAM paper compares with. The SAM code does not contain its noise generator,
+so which one its runs used cannot be checked; the realised rate is reported either way. Both
 draws are a hash of (seed, the example's image bytes): an example keeps the same noisy
 label every epoch, after a resume, and whichever process reads it. Only the training
 split is ever passed here; evaluation labels stay clean.
@@ -34,13 +41,21 @@ def _uniforms(images: np.ndarray, seed: int, stream: int) -> np.ndarray:
 
 
 def symmetric_noise(examples: dict[str, np.ndarray], rate: float, num_classes: int,
-                    seed: int) -> tuple[dict[str, np.ndarray], float]:
-  """(examples with noisy labels, realised fraction of changed labels)."""
+                    seed: int, keep_possible: bool = False) -> tuple[dict[str, np.ndarray], float]:
+  """(examples with noisy labels, realised fraction of changed labels).
+
+  `keep_possible`: the redrawn label is uniform over all classes (may equal the true one),
+  not over the other classes.
+  """
   if not 0.0 <= rate <= 1.0:
     raise UsageError(f"label_noise must be a fraction in [0, 1], got {rate}.")
   labels = examples["label"]
   flip = _uniforms(examples["image"], seed, 0) < rate
-  offsets = 1 + np.floor(_uniforms(examples["image"], seed, 1) * (num_classes - 1))
-  noisy = np.where(flip, (labels + offsets.astype(labels.dtype)) % num_classes, labels)
+  draws = _uniforms(examples["image"], seed, 1)
+  if keep_possible:
+    redrawn = np.floor(draws * num_classes).astype(labels.dtype)
+  else:
+    redrawn = (labels + 1 + np.floor(draws * (num_classes - 1)).astype(labels.dtype)) % num_classes
+  noisy = np.where(flip, redrawn, labels)
   realised = float(np.mean(noisy != labels)) if len(labels) else 0.0
   return {**examples, "label": noisy.astype(labels.dtype)}, realised
