@@ -13,7 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
   # oxford_iiit_pet, cars196, food101, caltech_birds2011 (sam_jax/data/datasets.py).
   config.dataset = "cifar10"
   config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir
-  config.use_test_set = True  # False: hold out 10% of train for evaluation
+  config.use_test_set = True  # False: evaluate on the tail of train (10%; SVHN: train[65929:])
   config.model_name = "WideResnet28x10"
   config.use_additional_skip_connections = False  # WideResNet: AutoAugment's group shortcuts
   # Input side in pixels; unset: the model's resolution (EfficientNet), else the dataset's

@@ -40,6 +40,16 @@ def load(info, use_test_set=True):
   return [loading.load_split(info, loading.process_split(s), None) for s in (train, test)]
 
 
+def test_validation_splits_are_the_originals():
+  # google-research/sam sam_jax/datasets/dataset_source.py:195-196, 269-270 and 318-321.
+  expected = {"cifar10": ("train[:90%]", "train[90%:]"),  # 45,000 of 50,000
+              "fashion_mnist": ("train[:90%]", "train[90%:]"),  # 54,000 of 60,000
+              "svhn": ("train[:65929]+extra", "train[65929:]")}
+  for name, splits in expected.items():
+    assert loading.split_names(get_dataset_info(name), use_test_set=False) == splits
+  assert loading.split_names(get_dataset_info("svhn"), True) == ("train+extra", "test")
+
+
 @pytest.mark.parametrize("name", [n for n in DATASETS if n != "digits"])
 def test_every_dataset_loads_at_the_model_resolution(name, mock_tfds):
   info = get_dataset_info(name)

@@ -22,6 +22,9 @@ class DatasetInfo:
   crop_padding: int = 4  # reflect-pad then random crop back
   flip: bool = True  # random left-right flip; the original flips SVHN too, so do we
   autoaugment_policy: str | None = None  # the AutoAugment policy learned for it
+  # Without the test set, the examples of the first train split from here on are the
+  # validation set ("90%" unless the original used a count).
+  holdout_start: str = "90%"
   # JPEG datasets of any image size: streamed from disk, Inception-cropped to a model
   # resolution (default_image_size for models without one, such as ResNet).
   streamed: bool = False
@@ -46,7 +49,7 @@ DATASETS = {
                             (0.2673, 0.2564, 0.2762), autoaugment_policy="cifar"),
     "svhn": DatasetInfo("svhn_cropped", 10, (32, 32, 3), (0.4309, 0.4302, 0.4463),
                         (0.1976, 0.2003, 0.1981), train_splits=("train", "extra"),
-                        autoaugment_policy="svhn"),
+                        autoaugment_policy="svhn", holdout_start="65929"),
     "fashion_mnist": DatasetInfo("fashion_mnist", 10, (28, 28, 1), (0.1307,), (0.3081,)),
     # Mean and std of the 1,437 training images, pixels scaled to [0, 1].
     "digits": DatasetInfo("digits", 10, (8, 8, 1), (0.3054,), (0.3760,), crop_padding=1,

@@ -20,12 +20,18 @@ from sam_jax.errors import UsageError
 
 
 def split_names(info: DatasetInfo, use_test_set: bool) -> tuple[str, str]:
-  """(train, eval) TFDS split strings; without the test set, 10% of train is held out."""
+  """(train, eval) TFDS split strings.
+
+  Without the test set, the tail of the first train split (from `info.holdout_start`) is
+  the validation set and the other train splits are trained on whole, as the original's
+  dataset_source.py:195-196 (CIFAR), :269-270 (Fashion-MNIST) and :318-321 (SVHN:
+  train[:65929] + extra against train[65929:]).
+  """
   if use_test_set:
     return "+".join(info.train_splits), info.test_split
-  train = "+".join(f"{s}[:90%]" for s in info.train_splits)
-  held_out = "+".join(f"{s}[90%:]" for s in info.train_splits)
-  return train, held_out
+  first, *others = info.train_splits
+  cut = info.holdout_start
+  return "+".join([f"{first}[:{cut}]", *others]), f"{first}[{cut}:]"
 
 
 def process_split(split: str, process_index: int | None = None,
