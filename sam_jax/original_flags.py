@@ -66,7 +66,8 @@ ORIGINAL_FLAGS = {
                                              "Also report top-5 error."),
     "evaluate_every": OriginalFlag("evaluate_every", int, "Evaluate every N epochs."),
     "use_test_set": OriginalFlag("use_test_set", bool,
-                                 "Evaluate on the test set (else the last 10% of train; SVHN: train[65929:])."),
+                                 "Evaluate on the test set (else the last 10% of train; "
+                                 "SVHN: train[65929:])."),
     "cutout_length": OriginalFlag("cutout_length", int, "Side of the cutout square."),
     "randaug_num_layers": OriginalFlag("randaug_num_layers", int,
                                        "RandAugment layers (ImageNet)."),
