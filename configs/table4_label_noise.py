@@ -24,7 +24,8 @@ has no noise generator, and Sec. 3.3 follows Jiang et al. (2019), whose MentorNe
 MentorMix papers, after Zhang et al. (2017), redraw the label "to a uniform random class
 with probability p", the true class included (realised rate 0.9 p on CIFAR-10).
 `--config.label_noise_keep_possible=True` trains that convention; the default flips to
-another class, so that NOISE_PERCENT is the realised rate. Paper rho grid and validation: Appendix C.1.
+another class, so that NOISE_PERCENT is the realised rate. Paper rho grid and validation:
+Appendix C.1.
 """
 
 from configs import cells, default

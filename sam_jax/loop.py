@@ -149,7 +149,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
   """Steps from `state.step` to the end; evaluates and saves as the config asks."""
   train_step = steps.make_train_step(run.model, run.tx, run.mesh, run.layout,
                                      **train_step_options(config, run.model))
-  eval_step = steps.make_eval_step(run.model, run.mesh)
+  eval_step = steps.make_eval_step(run.model, run.mesh, config.label_smoothing)
   param_norm = jax.jit(optax.tree_utils.tree_norm)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   if jax.process_index() == 0:
@@ -175,8 +175,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
     if step % config.log_every_steps == 0 or step == run.total_steps:
       means = jax.tree.map(lambda *xs: float(np.mean(xs)), *pending)
       writer.write_scalars(step, {
-          "train_loss": means["loss"], "train_error": means["error"],
-          "grad_norm": means["grad_norm"], "param_norm": float(param_norm(state.params)),
+          **{f"train_{name}": value for name, value in means.items() if "norm" not in name},
+          **{name: value for name, value in means.items() if "norm" in name},
+          "param_norm": float(param_norm(state.params)),
           "learning_rate": float(run.schedule(step - 1))})
       pending = []
     if step == run.total_steps or evaluation_due(config, step, run.steps_per_epoch):
@@ -227,7 +228,8 @@ def evaluate_all(config: ml_collections.ConfigDict, run: SetUp, eval_step,
   models = {"": state}
   if state.ema:
     models = {"": state.replace(**state.ema), "raw_": state}
-  names = ("loss", "error") + (("top5_error",) if config.compute_top_5_error_rate else ())
+  names = (("loss", "error") + (("top5_error",) if config.compute_top_5_error_rate else ())
+           + (("smoothed_loss",) if config.label_smoothing else ()))
   results = {}
   for split, examples in splits.items():
     for prefix, evaluated in models.items():

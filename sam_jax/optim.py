@@ -2,12 +2,12 @@
 
 The chain, applied per replica, is (Foret et al. 2021, Algorithm 1 and the original code):
 
-    sam(rho) -> cross_replica_mean -> clip_by_global_norm -> [rmsprop] -> momentum
-             -> [decoupled weight decay] -> learning-rate schedule
+    sam(rho) -> cross_replica_mean -> clip_by_global_norm -> record_global_norm
+             -> [rmsprop] -> momentum -> [decoupled weight decay] -> learning-rate schedule
 """
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,8 @@ def total_steps(config: "ml_collections.ConfigDict", steps_per_epoch: int) -> in
   return config.num_train_steps or config.num_epochs * steps_per_epoch
 
 
+# What the SAM pass returns besides its gradient (steps.train_step): loss and error at w + eps.
+PERTURBED_METRICS = {"loss": 0.0, "error": 0.0}
 END_OF_EXPONENTIAL = 0.012  # the original: "lr should be 1.2% of original value" at the end
 
 
@@ -89,6 +91,23 @@ def tf1_rmsprop(decay: float = 0.9, eps: float = 1e-3) -> optax.GradientTransfor
   return optax.scale_by_rms(decay=decay, eps=eps, initial_scale=1.0, eps_in_sqrt=True)
 
 
+class NormState(NamedTuple):
+  """The global norm of the updates that last went through `record_global_norm`."""
+  global_norm: jax.Array
+
+
+def record_global_norm() -> optax.GradientTransformation:
+  """Passes the updates through and keeps their global L2 norm in the state.
+
+  Placed after the cross-replica mean and clipping, it is the original's logged
+  `gradient_norm` (flax_training.py:573-583): the norm of the gradient the optimizer uses.
+  """
+  return optax.GradientTransformation(
+      lambda params: NormState(jnp.zeros([], jnp.float32)),
+      lambda updates, state, params=None: (
+          updates, NormState(optax.tree_utils.tree_norm(updates).astype(jnp.float32))))
+
+
 def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
                      replica_axes: Sequence[str]) -> optax.GradientTransformationExtraArgs:
   """The per-replica optimizer chain described in the module docstring.
@@ -103,11 +122,12 @@ def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
   sync = tuple(replica_axes) if sam_config.sync_perturbations else None
   parts = [
       sam(sam_config.rho, adaptive=sam_config.adaptive, eta=sam_config.eta, p=sam_config.p,
-          sync_axis_name=sync),
+          sync_axis_name=sync, aux_init=PERTURBED_METRICS if sam_config.rho else None),
       cross_replica_mean(tuple(replica_axes)),
   ]
   if config.gradient_clipping > 0:
     parts.append(optax.clip_by_global_norm(config.gradient_clipping))
+  parts.append(record_global_norm())
   if config.use_rmsprop:
     parts.append(tf1_rmsprop())
   if config.momentum > 0:

@@ -15,7 +15,7 @@ the gradient of the same loss (same batch, same dropout randomness) at `p`.
 """
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -80,6 +80,11 @@ def not_bias(params: optax.Params) -> Any:
   return jax.tree_util.tree_map_with_path(is_weight, params)
 
 
+class SamState(NamedTuple):
+  """What `sam(..., aux_init=...)` keeps: the latest aux of `grad_fn` (e.g. the loss at w + eps)."""
+  aux: Any
+
+
 def sam(
     rho: float | jax.Array,
     *,
@@ -89,6 +94,7 @@ def sam(
     eps: float = 1e-12,
     sync_axis_name: AxisName | None = None,
     adaptive_mask: Any | Callable[[optax.Params], Any] = not_bias,
+    aux_init: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   """SAM: replaces the gradient at w by the gradient at the worst nearby point w + eps.
 
@@ -122,6 +128,9 @@ def sam(
       m-sharpness behaviour, m being the examples per replica.
     adaptive_mask: pytree of bools like the params, or a function params -> mask,
       saying where ASAM's T_w applies.
+    aux_init: if given, `grad_fn(p)` returns (gradient, aux) with aux shaped like this
+      pytree, and the state (`SamState`) keeps the latest aux: how a train step reads the
+      loss at w + eps without a third pass. With rho = 0 it stays `aux_init`.
 
   Returns:
     A `GradientTransformationExtraArgs` whose update is called as
@@ -133,7 +142,9 @@ def sam(
 
   def init_fn(params):
     del params
-    return optax.EmptyState()
+    if aux_init is None:
+      return optax.EmptyState()
+    return SamState(jax.tree.map(jnp.asarray, aux_init))
 
   def update_fn(grads, state, params=None, *, grad_fn: GradFn | None = None, **extra_args):
     del extra_args
@@ -155,7 +166,10 @@ def sam(
       direction = dual_direction(g, p, eps)
     perturbed = jax.tree.map(
         lambda w, d: w + (rho * d).astype(w.dtype), params, direction)
-    return grad_fn(perturbed), state
+    if aux_init is None:
+      return grad_fn(perturbed), state
+    grads, aux = grad_fn(perturbed)
+    return grads, SamState(aux)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -65,6 +65,11 @@ def hard_labels(labels: jax.Array) -> jax.Array:
   return jnp.argmax(labels, -1) if labels.ndim == 2 else labels
 
 
+def error_rate(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """The fraction of examples whose top class is not the (hard) label."""
+  return jnp.mean(jnp.argmax(logits, -1) != hard_labels(labels))
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                model: nn.Module, tx: optax.GradientTransformationExtraArgs,
                l2_weight_decay: float = 0.0, no_weight_decay_on_bn: bool = False,
@@ -100,7 +105,12 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
       gradient at w + eps keeps the shake gradient. Only meaningful with SAM on.
 
   Returns:
-    The new state and metrics averaged over replicas.
+    The new state and metrics averaged over replicas: `loss` and `error` at w (the
+    data loss, with label smoothing), `perturbed_loss` and `perturbed_error` at w + eps
+    (what the original logged as train_loss / train_error_rate, Appendix C.4's curves;
+    present when SAM is on), `clean_grad_norm` (||g|| at w) and `grad_norm` (the
+    gradient the optimizer used: after the cross-replica mean and clipping, the
+    original's gradient_norm; present when `tx` records it, see `optim`).
   """
   rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), replicas.replica_index())
   decay_mask = optim.weight_decay_mask(state.params, no_weight_decay_on_bn)
@@ -116,19 +126,30 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     return loss, (data_loss, logits, mutated.get("batch_stats", {}))
 
   clean_pass = jax.value_and_grad(functools.partial(loss_fn, model=ascent_model), has_aux=True)
-  sam_pass = jax.grad(lambda *args: loss_fn(*args)[0])
+  sam_pass = jax.grad(loss_fn, has_aux=True)
   if replica_by_replica:
     clean_pass, sam_pass = map(replicas.one_replica_at_a_time, (clean_pass, sam_pass))
   (_, (data_loss, logits, batch_stats)), grads = clean_pass(
       state.params, state.batch_stats, batch, rng)
-  grad_fn = lambda params: sam_pass(params, state.batch_stats, batch, rng)
+  keeps_perturbed = optax.tree_utils.tree_get(state.opt_state, "aux") is not None
+
+  def grad_fn(params):
+    grads, (loss, logits, _) = sam_pass(params, state.batch_stats, batch, rng)
+    if not keeps_perturbed:
+      return grads
+    perturbed = {"loss": loss, "error": error_rate(logits, batch["label"])}
+    return grads, jax.lax.pmean(perturbed, replicas.REPLICA_AXES)  # the same on every replica
+
   updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
   params = optax.apply_updates(state.params, updates)
-  metrics = {
-      "loss": data_loss,
-      "error": jnp.mean(jnp.argmax(logits, -1) != hard_labels(batch["label"])),
-      "grad_norm": optax.tree_utils.tree_norm(grads),
-  }
+  metrics = {"loss": data_loss, "error": error_rate(logits, batch["label"]),
+             "clean_grad_norm": optax.tree_utils.tree_norm(grads)}
+  if keeps_perturbed:
+    perturbed = optax.tree_utils.tree_get(opt_state, "aux")
+    metrics.update(perturbed_loss=perturbed["loss"], perturbed_error=perturbed["error"])
+  update_norm = optax.tree_utils.tree_get(opt_state, "global_norm")
+  if update_norm is not None:
+    metrics["grad_norm"] = update_norm
   batch_stats, metrics = jax.lax.pmean((batch_stats, metrics), replicas.REPLICA_AXES)
   ema = state.ema
   if ema:
@@ -141,8 +162,12 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
 
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
-              model: nn.Module) -> dict[str, jax.Array]:
-  """Sums of loss, errors and examples over all replicas; padded examples have mask 0."""
+              model: nn.Module, label_smoothing: float = 0.0) -> dict[str, jax.Array]:
+  """Sums of loss, errors and examples over all replicas; padded examples have mask 0.
+
+  With label smoothing, `smoothed_loss` is the loss with the run's smoothing too (the
+  original's evaluation loss, flax_training.py:631-634); `loss` is the plain one.
+  """
   logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
                        batch["image"], train=False)
   mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
@@ -153,6 +178,8 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
       "top5_error": jnp.sum(jnp.all(top5 != batch["label"][:, None], axis=-1) * mask),
       "count": jnp.sum(mask),
   }
+  if label_smoothing:
+    sums["smoothed_loss"] = jnp.sum(cross_entropy(logits, batch["label"], label_smoothing) * mask)
   return jax.lax.psum(sums, replicas.REPLICA_AXES)
 
 
@@ -163,6 +190,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
   return replicas.map_replicas(step, mesh, layout.virtual_replicas, donate_state=True)
 
 
-def make_eval_step(model: nn.Module, mesh):
+def make_eval_step(model: nn.Module, mesh, label_smoothing: float = 0.0):
   """The jitted global eval step: (state, global batch) -> summed metrics."""
-  return replicas.map_replicas(functools.partial(eval_step, model=model), mesh)
+  step = functools.partial(eval_step, model=model, label_smoothing=label_smoothing)
+  return replicas.map_replicas(step, mesh)

@@ -47,8 +47,9 @@ def test_one_sam_epoch_of_each_family_on_each_small_dataset(name, dataset, sync_
   assert results["test_top5_error"] <= results["test_error"]
   assert json.load(open(tmp_path / "results.json"))["steps"] == results["steps"]
   assert json.load(open(tmp_path / "config.json"))["model_name"] == name
-  assert {"train_loss", "train_error", "test_loss", "test_error", "test_top5_error",
-          "learning_rate", "grad_norm", "param_norm"} <= event_tags(str(tmp_path))
+  assert {"train_loss", "train_error", "train_perturbed_loss", "train_perturbed_error",
+          "test_loss", "test_error", "test_top5_error", "learning_rate", "grad_norm",
+          "clean_grad_norm", "param_norm"} <= event_tags(str(tmp_path))
 
 
 @pytest.mark.slow
@@ -57,8 +58,8 @@ def test_a_digits_run_with_label_noise_resumed_finished_then_with_another_model(
   seen = []
   real = label_noise.symmetric_noise
   monkeypatch.setattr(label_noise, "symmetric_noise",
-                      lambda examples, *args: seen.append(len(examples["label"]))
-                      or real(examples, *args))
+                      lambda examples, *args, **kwargs: seen.append(len(examples["label"]))
+                      or real(examples, *args, **kwargs))
   config = tiny_config(dataset="digits", batch_size=64, num_epochs=1,  # 1,437 train, 360 test
                        label_noise=0.4, save_progress_seconds=60)
   results = loop.train_and_evaluate(config, str(tmp_path))

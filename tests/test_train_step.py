@@ -54,11 +54,44 @@ def test_layouts_of_the_same_replicas_agree_and_m_matters():
   assert max_abs_diff(wide.params, mixed.params) < 1e-5
   assert max_abs_diff(wide.batch_stats, mixed.batch_stats) < 1e-5
   assert int(mixed.step) == 3
-  # Metrics are replica averages: the same whatever the layout, and in range.
-  assert max_abs_diff(wide_metrics, mixed_metrics) < 1e-5
-  assert 0.0 <= wide_metrics["error"] <= 1.0 and wide_metrics["grad_norm"] > 0
-  assert 1.0 < wide_metrics["loss"] < 5.0  # about ln(10) on random labels
+  assert max_abs_diff(wide_metrics, mixed_metrics) < 1e-5  # replica averages (next test)
   assert max_abs_diff(wide.params, whole.params) > 1e-3  # m-sharpness: m changes the step
+
+
+def test_metrics_are_the_replica_averages_at_w_and_at_w_plus_eps():
+  """One step of 4 replicas (2 devices x 2 virtual, m = 4) against a per-replica loop:
+  loss and error at w and at w + eps_r, ||g_r||, and the norm of the mean SAM gradient
+  (the original's gradient_norm, flax_training.py:573-583: after the mean and clipping)."""
+  model, rho, data = get_model(TINY_WRN, 10), 0.5, batches(1, seed=8, size=16)
+  initial, _, metrics = train(model, make_config(rho=rho, weight_decay=0.0), 2, 4, data)
+  variables = {"params": initial.params, "batch_stats": initial.batch_stats}
+
+  def loss_and_logits(params, images, labels):
+    logits, _ = model.apply({**variables, "params": params}, images, train=True,
+                            mutable=["batch_stats"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
+
+  pass_ = jax.value_and_grad(loss_and_logits, has_aux=True)
+  per_replica, sam_grads = [], []
+  for r in range(4):
+    images, labels = data[0]["image"][4 * r:4 * r + 4], data[0]["label"][4 * r:4 * r + 4]
+    (loss, logits), grads = pass_(variables["params"], images, labels)
+    norm = optax.tree_utils.tree_norm(grads)
+    perturbed = jax.tree.map(lambda w, g: w + rho * g / norm, variables["params"], grads)
+    (sam_loss, sam_logits), sam_grad = pass_(perturbed, images, labels)
+    sam_grads.append(sam_grad)
+    per_replica.append({
+        "loss": loss, "error": np.mean(np.argmax(logits, -1) != labels),
+        "perturbed_loss": sam_loss, "perturbed_error": np.mean(np.argmax(sam_logits, -1) != labels),
+        "clean_grad_norm": norm})
+  expected = {k: float(np.mean([float(r[k]) for r in per_replica])) for k in per_replica[0]}
+  expected["grad_norm"] = float(optax.tree_utils.tree_norm(
+      jax.tree.map(lambda *g: sum(g) / 4, *sam_grads)))  # below the clip of 5
+  assert set(metrics) == set(expected)
+  for name, value in expected.items():
+    np.testing.assert_allclose(metrics[name], value, rtol=2e-5, err_msg=name)
+  assert expected["perturbed_loss"] > expected["loss"] + 0.05  # w + eps is really worse
+  assert expected["clean_grad_norm"] > 1.5 * expected["grad_norm"]  # mean of norms differs
 
 
 def test_synchronised_perturbations_reproduce_m_equal_global_batch():
@@ -113,7 +146,9 @@ def test_gradients_are_averaged_across_replicas_before_clipping():
   # Clipping the mean gives an update of norm exactly lr * clip; clipping each replica
   # first and then averaging would give less.
   config = make_config(clip=1e-3, momentum=0.0, weight_decay=0.0)
-  initial, final, _ = train(get_model(TINY_WRN, 10), config, 2, 4, batches(1, seed=5, size=16))
+  initial, final, metrics = train(get_model(TINY_WRN, 10), config, 2, 4,
+                                  batches(1, seed=5, size=16))
+  np.testing.assert_allclose(metrics["grad_norm"], 1e-3, rtol=1e-5)  # logged after clipping
   step_norm = float(optax.tree_utils.tree_norm(jax.tree.map(
       lambda a, b: np.asarray(a, np.float64) - b, final.params, initial.params)))
   np.testing.assert_allclose(step_norm, config.learning_rate * 1e-3, rtol=1e-4)
@@ -147,13 +182,19 @@ def test_eval_step_counts_only_unmasked_examples():
   tx = optim.create_optimizer(make_config(), 10, replicas.REPLICA_AXES)
   state = replicas.replicate(steps.init_train_state(model, tx, jax.random.key(0), IMAGE), mesh)
   batch = dict(batches(1, seed=7)[0], mask=np.r_[np.ones(50), np.zeros(14)].astype(np.float32))
-  sums = steps.make_eval_step(model, mesh)(state, replicas.shard_batch(batch, mesh))
+  sums = steps.make_eval_step(model, mesh, label_smoothing=0.1)(
+      state, replicas.shard_batch(batch, mesh))
   logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
                        batch["image"][:50], train=False)
   assert float(sums["count"]) == 50
   assert int(sums["error"]) == int(np.sum(np.argmax(logits, -1) != batch["label"][:50]))
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"][:50]).sum()
   np.testing.assert_allclose(float(sums["loss"]), float(loss), rtol=1e-5)
+  # The original's evaluation loss smooths the targets (flax_training.py:239-248):
+  # -sum(((1 - a) onehot + a / K) log_softmax), here in float64.
+  log_p = np.asarray(jax.nn.log_softmax(np.asarray(logits, np.float64)))
+  targets = 0.9 * np.eye(10)[batch["label"][:50]] + 0.01
+  np.testing.assert_allclose(float(sums["smoothed_loss"]), -(targets * log_p).sum(), rtol=1e-5)
 
 
 def test_cross_entropy_takes_class_indices_or_soft_mixup_targets():

@@ -78,4 +78,5 @@ class WideResnet(nn.Module):
       x = add_shortcut(x, image)
     x = BatchNormReLU(dtype=self.dtype, bn_axis_name=self.bn_axis_name)(x, train)
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype)(x).astype(jnp.float32)
+    logits = nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype)(x)
+    return logits.astype(jnp.float32)
