@@ -67,6 +67,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.sam.rho = 0.05  # 0 = plain SGD
   config.sam.m = ml_collections.config_dict.placeholder(int)  # examples per perturbation
   config.sam.sync_perturbations = False
+  # With sync_perturbations: replicas per shared perturbation (the original's
+  # --inner_group_size); None = all of them.
+  config.sam.sync_group_size = ml_collections.config_dict.placeholder(int)
   config.sam.adaptive = False  # ASAM
   config.sam.eta = 0.01
   config.sam.p = 2.0

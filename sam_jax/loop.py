@@ -62,6 +62,7 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> SetUp:
   augmentation = Augmentation.from_config(config)
   augmentation.check(info)
   layout = replicas.make_layout(config.batch_size, config.sam.m)
+  replicas.check_group_size(layout, config.sam.sync_group_size)
   mesh = replicas.make_mesh(layout.num_devices)
   model = experiment.build_model(config, info.num_classes)
   train_examples, realised_noise = experiment.load_examples(config, info, "train")

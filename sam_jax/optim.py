@@ -122,7 +122,8 @@ def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
   sync = tuple(replica_axes) if sam_config.sync_perturbations else None
   parts = [
       sam(sam_config.rho, adaptive=sam_config.adaptive, eta=sam_config.eta, p=sam_config.p,
-          sync_axis_name=sync, aux_init=PERTURBED_METRICS if sam_config.rho else None),
+          sync_axis_name=sync, sync_group_size=sam_config.sync_group_size,
+          aux_init=PERTURBED_METRICS if sam_config.rho else None),
       cross_replica_mean(tuple(replica_axes)),
   ]
   if config.gradient_clipping > 0:

@@ -54,8 +54,9 @@ ORIGINAL_FLAGS = {
     "sync_perturbations": OriginalFlag(
         "sam.sync_perturbations", bool,
         "One perturbation from the gradient averaged over all replicas."),
-    "inner_group_size": OriginalFlag("sam.m", int, "Examples per perturbation (m); default: "
-                                     "a device's batch."),
+    "inner_group_size": OriginalFlag(
+        "sam.sync_group_size", int,
+        "With --sync_perturbations, replicas per shared perturbation (default: all)."),
     "save_progress_seconds": OriginalFlag("save_progress_seconds", int,
                                           "Seconds between checkpoints."),
     "additional_checkpoints_at_epochs": OriginalFlag(

@@ -66,6 +66,15 @@ def make_layout(global_batch: int, m: int | None = None, num_devices: int | None
   return Layout(num_devices, per_device // m, m)
 
 
+def check_group_size(layout: Layout, group_size: int | None) -> None:
+  """A perturbation group (`sam.sync_group_size`) must divide the replicas."""
+  if group_size is not None and (group_size < 1 or layout.num_replicas % group_size):
+    raise UsageError(
+        f"sam.sync_group_size={group_size} does not divide the {layout.num_replicas} "
+        f"replicas ({layout.num_devices} devices x {layout.virtual_replicas} virtual): "
+        f"choose a divisor of {layout.num_replicas}.")
+
+
 def make_mesh(num_devices: int | None = None) -> Mesh:
   """A 1-D mesh over the first `num_devices` devices (default: all), axis `DEVICE_AXIS`."""
   devices = jax.devices()

@@ -80,6 +80,33 @@ def not_bias(params: optax.Params) -> Any:
   return jax.tree_util.tree_map_with_path(is_weight, params)
 
 
+def group_mean(tree: Any, axis_name: AxisName, group_size: int | None = None) -> Any:
+  """`lax.pmean` over `axis_name`, or over consecutive groups of `group_size` replicas.
+
+  Group k holds the replicas whose index along `axis_name` (a tuple of axes counts as one
+  flattened axis) is in [k G, (k + 1) G). This is the original's `--inner_group_size`
+  (`pmean(..., axis_index_groups=local_replica_groups(G))`, google-research/sam
+  flax_training.py:95-142, 539-545), which also grouped consecutive replicas, ordered
+  by TPU tray so that groups were physically close. Built from one psum (it works under
+  shard_map and vmap alike, where axis_index_groups does not): each replica writes its
+  value into its group's slot of a [num_groups, ...] buffer, costing num_groups copies.
+  """
+  if group_size is None:
+    return jax.lax.pmean(tree, axis_name)
+  num_replicas = jax.lax.axis_size(axis_name)
+  if group_size < 1 or num_replicas % group_size:
+    raise ValueError(f"A perturbation group of {group_size} replicas does not divide the "
+                     f"{num_replicas} replicas.")
+  num_groups = num_replicas // group_size
+  mine = jax.lax.axis_index(axis_name) // group_size
+
+  def leaf(x):
+    slots = jnp.zeros((num_groups,) + x.shape, x.dtype).at[mine].set(x)
+    return jax.lax.psum(slots, axis_name)[mine] / group_size
+
+  return jax.tree.map(leaf, tree)
+
+
 class SamState(NamedTuple):
   """What `sam(..., aux_init=...)` keeps: the latest aux of `grad_fn` (e.g. the loss at w + eps)."""
   aux: Any
@@ -93,6 +120,7 @@ def sam(
     p: float = 2.0,
     eps: float = 1e-12,
     sync_axis_name: AxisName | None = None,
+    sync_group_size: int | None = None,
     adaptive_mask: Any | Callable[[optax.Params], Any] = not_bias,
     aux_init: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -126,6 +154,9 @@ def sam(
       before perturbing, so all replicas share one perturbation (the original
       `--sync_perturbations`). If None, each replica perturbs with its own g: the
       m-sharpness behaviour, m being the examples per replica.
+    sync_group_size: with `sync_axis_name`, average g only within consecutive groups of
+      this many replicas (`group_mean`; the original `--inner_group_size`): each group
+      shares one perturbation. None: all replicas.
     adaptive_mask: pytree of bools like the params, or a function params -> mask,
       saying where ASAM's T_w applies.
     aux_init: if given, `grad_fn(p)` returns (gradient, aux) with aux shaped like this
@@ -155,7 +186,7 @@ def sam(
           "sam_jax.sam needs the current params and a grad_fn: call "
           "tx.update(grads, state, params, grad_fn=grad_fn), where grad_fn(p) is the "
           "gradient of the same loss on the same batch at parameters p.")
-    g = grads if sync_axis_name is None else jax.lax.pmean(grads, sync_axis_name)
+    g = grads if sync_axis_name is None else group_mean(grads, sync_axis_name, sync_group_size)
     if adaptive:
       mask = adaptive_mask(params) if callable(adaptive_mask) else adaptive_mask
       scale = jax.tree.map(

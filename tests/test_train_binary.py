@@ -114,7 +114,9 @@ def test_original_readme_command_parses_into_the_same_setup():
   assert (config.dataset, config.model_name, config.num_epochs) == (
       "cifar10", "WideResnet28x10", 1800)
   assert config.image_level_augmentations == "autoaugment"
-  assert (config.sam.rho, config.sam.m, config.seed) == (0.05, 16, 7)
+  # --inner_group_size: replicas per shared perturbation (flax_training.py:87-92), not m.
+  assert (config.sam.rho, config.sam.sync_group_size, config.seed) == (0.05, 16, 7)
+  assert config.sam.m is None
   assert tuple(config.additional_checkpoints_at_epochs) == (10, 20)
 
 

@@ -11,6 +11,7 @@ from conftest import max_abs_diff, tiny_config
 from sam_jax import optim, replicas, steps
 from sam_jax.errors import UsageError
 from sam_jax.models import get_model
+from sam_jax.sam import group_mean
 
 IMAGE = (8, 8, 3)
 # Depth 10: deeper nets on 8x8 inputs (BatchNorm over 2x2 maps) amplify float rounding
@@ -18,11 +19,11 @@ IMAGE = (8, 8, 3)
 TINY_WRN = "WideResnet10x1"
 
 
-def make_config(rho=0.05, sync=False, clip=5.0, momentum=0.9, weight_decay=5e-4):
+def make_config(rho=0.05, sync=False, clip=5.0, momentum=0.9, weight_decay=5e-4, group=None):
   """The default schema with a 10-step cosine schedule (1 epoch of 10 steps)."""
   return tiny_config(learning_rate=0.1, num_epochs=1, momentum=momentum,
                      weight_decay=weight_decay, gradient_clipping=clip,
-                     sam=dict(rho=rho, sync_perturbations=sync))
+                     sam=dict(rho=rho, sync_perturbations=sync, sync_group_size=group))
 
 
 def batches(num=3, seed=0, size=64):
@@ -103,6 +104,29 @@ def test_synchronised_perturbations_reproduce_m_equal_global_batch():
   # Without the sync, the four replicas' own perturbations would differ from the whole
   # batch's (test_layouts_of_the_same_replicas_agree_and_m_matters).
   assert max_abs_diff(synced.params, whole.params) < 1e-5
+
+
+def test_perturbation_groups_of_one_are_no_sync_and_of_all_are_full_sync():
+  # The original's --inner_group_size (flax_training.py:539-545): replicas per shared
+  # perturbation. 4 replicas (2 devices x 2 virtual) of m = 4.
+  model, data = get_model(TINY_WRN, 10), batches(1, seed=9, size=16)
+  params = {name: train(model, make_config(sync=sync, group=group), 2, 4, data)[1].params
+            for name, sync, group in (("none", False, None), ("1", True, 1), ("2", True, 2),
+                                      ("4", True, 4), ("all", True, None))}
+  assert max_abs_diff(params["1"], params["none"]) < 1e-6
+  assert max_abs_diff(params["4"], params["all"]) < 1e-6
+  assert min(max_abs_diff(params["2"], params[other]) for other in ("none", "all")) > 1e-4
+  with pytest.raises(UsageError, match="sam.sync_group_size=3 does not divide the 4 replicas"):
+    replicas.check_group_size(replicas.make_layout(16, 4, 2), 3)
+
+
+def test_group_mean_averages_consecutive_replicas_of_a_flattened_axis_tuple():
+  x = np.arange(8.0) ** 2
+  grouped = jax.vmap(jax.vmap(lambda v: group_mean(v, ("a", "b"), 2), axis_name="b"),
+                     axis_name="a")(x.reshape(2, 4))
+  np.testing.assert_allclose(grouped.ravel(), np.repeat(x.reshape(4, 2).mean(1), 2))
+  plain = jax.vmap(lambda v: group_mean(v, "i"), axis_name="i")(x)
+  np.testing.assert_allclose(plain, np.full(8, x.mean()))
 
 
 def test_replica_by_replica_loop_equals_plain_vmap():
