@@ -70,6 +70,9 @@ def get_config() -> ml_collections.ConfigDict:
   # With sync_perturbations: replicas per shared perturbation (the original's
   # --inner_group_size); None = all of them.
   config.sam.sync_group_size = ml_collections.config_dict.placeholder(int)
+  # New dropout/ShakeDrop masks in the SAM pass (the original's stateful Bernoulli);
+  # shared masks (False) estimate the sharpness gradient with less noise.
+  config.sam.redraw_masks = False
   config.sam.adaptive = False  # ASAM
   config.sam.eta = 0.01
   config.sam.p = 2.0

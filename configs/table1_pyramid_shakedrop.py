@@ -3,8 +3,10 @@
 Pyramid_ShakeDrop (PyramidNet-272, alpha 200, ShakeDrop) for 1800 epochs (the original
 code's setting); Table 6: lr 0.02 on CIFAR-10 and 0.05 on CIFAR-100, weight decay 5e-4,
 rho 0.05; the rest as in `configs/paper.py` (batch 256, m = 32). The ascent gradient
-uses the same ShakeDrop coefficients forward and backward, as the original. Pick the
-cell after the colon, DATASET,AUGMENTATION,OPTIMIZER:
+uses the same ShakeDrop coefficients forward and backward, and the SAM pass draws new
+ShakeDrop gates (the uniform coefficients shared), as the original did
+(`sam.redraw_masks`, see `sam_jax/models/layers.py:train_rngs`). Pick the cell after the
+colon, DATASET,AUGMENTATION,OPTIMIZER:
 
     python -m sam_jax.train --config=configs/table1_pyramid_shakedrop.py:cifar100,cutout,sam \\
         --workdir=workdirs/pyramid_shakedrop/cifar100_cutout_sam
@@ -28,6 +30,8 @@ from configs import paper
 
 
 def get_config(cell: str = "cifar10,basic,sam"):
-  return paper.cell_config(cell, model_name="Pyramid_ShakeDrop", num_epochs=1800,
-                           learning_rate={"cifar10": 0.02, "cifar100": 0.05},
-                           weight_decay=5e-4, rho={"cifar10": 0.05, "cifar100": 0.05})
+  config = paper.cell_config(cell, model_name="Pyramid_ShakeDrop", num_epochs=1800,
+                             learning_rate={"cifar10": 0.02, "cifar100": 0.05},
+                             weight_decay=5e-4, rho={"cifar10": 0.05, "cifar100": 0.05})
+  config.sam.redraw_masks = True
+  return config

@@ -16,6 +16,7 @@ import optax
 from flax import struct
 
 from sam_jax import optim, replicas
+from sam_jax.models.layers import train_rngs
 
 
 class TrainState(struct.PyTreeNode):
@@ -74,7 +75,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
                model: nn.Module, tx: optax.GradientTransformationExtraArgs,
                l2_weight_decay: float = 0.0, no_weight_decay_on_bn: bool = False,
                label_smoothing: float = 0.0, ema_decay: float = 0.0,
-               ema_warmup_steps: int = 0, replica_by_replica: bool = True,
+               ema_warmup_steps: int = 0, redraw_masks: bool = False, replica_by_replica: bool = True,
                true_gradient_ascent: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SAM step for one replica; call it through `replicas.map_replicas`.
 
@@ -96,6 +97,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     ema_decay, ema_warmup_steps: the EMA of params and BatchNorm statistics (state.ema)
       follows `optim.ema_decay`: a copy of the weights until the warmup ends, then an
       average whose decay grows to `ema_decay`.
+    redraw_masks: new dropout / ShakeDrop / stochastic-depth masks in the SAM pass, the
+      shake coefficients shared (`models.layers.train_rngs`); the original's behaviour.
     replica_by_replica: evaluate the two gradient passes one virtual replica at a time
       (`replicas.one_replica_at_a_time`, fast); must be False when the model
       synchronises BatchNorm across replicas.
@@ -117,10 +120,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
   ascent_model = model.clone(true_gradient=True) if true_gradient_ascent else model
 
-  def loss_fn(params, batch_stats, batch, rng, model=model):
+  def loss_fn(params, batch_stats, batch, rngs, model=model):
     logits, mutated = model.apply(
         {"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
-        rngs={"dropout": rng}, mutable=["batch_stats"])
+        rngs=rngs, mutable=["batch_stats"])
     data_loss = jnp.mean(cross_entropy(logits, batch["label"], label_smoothing))
     loss = data_loss + optim.l2_penalty(params, l2_weight_decay, decay_mask)
     return loss, (data_loss, logits, mutated.get("batch_stats", {}))
@@ -130,11 +133,12 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   if replica_by_replica:
     clean_pass, sam_pass = map(replicas.one_replica_at_a_time, (clean_pass, sam_pass))
   (_, (data_loss, logits, batch_stats)), grads = clean_pass(
-      state.params, state.batch_stats, batch, rng)
+      state.params, state.batch_stats, batch, train_rngs(rng))
   keeps_perturbed = optax.tree_utils.tree_get(state.opt_state, "aux") is not None
 
   def grad_fn(params):
-    grads, (loss, logits, _) = sam_pass(params, state.batch_stats, batch, rng)
+    grads, (loss, logits, _) = sam_pass(params, state.batch_stats, batch,
+                                        train_rngs(rng, redraw_masks))
     if not keeps_perturbed:
       return grads
     perturbed = {"loss": loss, "error": error_rate(logits, batch["label"])}

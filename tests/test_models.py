@@ -11,6 +11,7 @@ from sam_jax import optim, replicas, steps
 from sam_jax.errors import UsageError
 from sam_jax.models import get_model, input_resolution
 from sam_jax.models.efficientnet import stochastic_depth
+from sam_jax.models.layers import train_rngs
 from sam_jax.models.pyramidnet import shake_drop
 from sam_jax.models.shake_shake import shake_shake
 
@@ -82,7 +83,7 @@ def test_forward_passes_keys_and_dtypes(name, images):
   model = get_model(name, 10)
   variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(images)
   train = jax.jit(lambda v, x, k: model.apply(v, x, train=True, mutable=["batch_stats"],
-                                              rngs={"dropout": k}))
+                                              rngs=train_rngs(k)))
   (logits, updates), (again, _), (other, _) = (
       train(variables, images, jax.random.key(k)) for k in (1, 1, 2))
   assert logits.shape == (4, 10) and logits.dtype == jnp.float32
@@ -127,7 +128,7 @@ def test_eval_output_is_the_expected_train_output(kind):
   b = jax.random.normal(jax.random.key(1), (2, 3, 3, 4))
   module = Regulariser(kind)
   eval_out = module.apply({}, a, b, False)
-  draws = jax.vmap(lambda k: module.apply({}, a, b, True, rngs={"dropout": k}))(
+  draws = jax.vmap(lambda k: module.apply({}, a, b, True, rngs=train_rngs(k)))(
       jax.random.split(jax.random.key(2), 40_000))
   assert float(draws.std(0).max()) > 0.1  # training is random
   np.testing.assert_allclose(draws.mean(0), eval_out, atol=0.03)
@@ -139,7 +140,7 @@ def test_backward_pass_uses_its_own_draw_unless_true_gradient(kind):
   a, b = jnp.full((64, 1, 1, 1), 2.0), jnp.full((64, 1, 1, 1), -1.0)
   for true_gradient in (False, True):
     module = Regulariser(kind, true_gradient)
-    run = lambda a: module.apply({}, a, b, True, rngs={"dropout": jax.random.key(5)})
+    run = lambda a: module.apply({}, a, b, True, rngs=train_rngs(jax.random.key(5)))
     out, gradient = run(a), jax.grad(lambda a: run(a).sum())(a)
     # The forward coefficient of a, recovered from the output.
     forward = (out - b) / (a - b) if kind == "shake_shake" else out / a

@@ -32,7 +32,7 @@ def batches(num=3, seed=0, size=64):
            "label": rng.integers(0, 10, size).astype(np.int32)} for _ in range(num)]
 
 
-def train(model, config, num_devices, m, data, replica_by_replica=True):
+def train(model, config, num_devices, m, data, replica_by_replica=True, **step_options):
   """Runs len(data) steps; returns the initial and final states (numpy), the last metrics."""
   layout = replicas.make_layout(len(data[0]["label"]), m, num_devices)
   mesh = replicas.make_mesh(num_devices)
@@ -40,7 +40,7 @@ def train(model, config, num_devices, m, data, replica_by_replica=True):
   state = replicas.replicate(steps.init_train_state(model, tx, jax.random.key(0), IMAGE), mesh)
   initial = jax.tree.map(np.asarray, state)  # the step donates (deletes) its input
   step = steps.make_train_step(model, tx, mesh, layout, l2_weight_decay=config.weight_decay,
-                               replica_by_replica=replica_by_replica)
+                               replica_by_replica=replica_by_replica, **step_options)
   for batch in data:
     state, metrics = step(state, replicas.shard_batch(batch, mesh), jax.random.key(1))
   return initial, jax.tree.map(np.asarray, state), jax.tree.map(float, metrics)
@@ -164,6 +164,17 @@ def test_both_sam_passes_see_the_same_dropout_mask():
   _, tiny, _ = train(DropoutNet(), make_config(rho=1e-5), 2, 8, data)
   assert max_abs_diff(clean.params, initial.params) > 1e-2
   assert max_abs_diff(clean.params, tiny.params) < 1e-5
+  # The original's stateful Bernoulli (its train.py:76-82): a new mask in the SAM pass.
+  _, redrawn, _ = train(DropoutNet(), make_config(rho=1e-5), 2, 8, data, redraw_masks=True)
+  assert max_abs_diff(clean.params, redrawn.params) > 1e-3
+
+
+def test_redrawn_masks_keep_the_shake_coefficients():
+  # Shake-Shake has no Bernoulli mask: redrawing masks must not change its SAM step.
+  model, data = get_model("WideResnet_ShakeShake_mini", 10), batches(1, seed=10, size=16)
+  _, shared, _ = train(model, make_config(rho=0.5), 1, 16, data)
+  _, redrawn, _ = train(model, make_config(rho=0.5), 1, 16, data, redraw_masks=True)
+  assert max_abs_diff(shared.params, redrawn.params) < 1e-6
 
 
 def test_gradients_are_averaged_across_replicas_before_clipping():

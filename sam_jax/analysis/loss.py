@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sam_jax.models.layers import train_rngs
 from sam_jax.steps import cross_entropy
 
 ExampleLossFn = Callable[[Any, dict[str, jax.Array]], jax.Array]
@@ -35,7 +36,7 @@ def example_loss_fn(model: nn.Module, batch_stats: Any, train_batch_norm: bool =
   def loss_fn(params, batch):
     variables = {"params": params, "batch_stats": batch_stats}
     if train_batch_norm:
-      logits, _ = model.apply(variables, batch["image"], train=True, rngs={"dropout": rng},
+      logits, _ = model.apply(variables, batch["image"], train=True, rngs=train_rngs(rng),
                               mutable=["batch_stats"])
     else:
       logits = model.apply(variables, batch["image"], train=False)

@@ -64,9 +64,25 @@ def forward_backward(forward: jax.Array, backward: jax.Array) -> jax.Array:
   return backward + jax.lax.stop_gradient(forward - backward)
 
 
+def train_rngs(key: jax.Array, redraw_masks: bool = False) -> dict[str, jax.Array]:
+  """The random streams of a training forward pass, from one key.
+
+  'dropout' draws the Bernoulli masks (dropout, ShakeDrop's gate, stochastic depth),
+  'shake' the uniform shake coefficients. The two SAM passes share both by default, so
+  that g_sam differs from g only through eps: the cleaner estimator of the sharpness
+  gradient. `redraw_masks=True` (for the SAM pass) draws new masks and keeps the shake
+  coefficients, as the original run did: its train.py:76-82 replaced
+  jax.random.bernoulli with `lax.rng_uniform(...) < p`, a stateful generator that
+  ignores the key, so each pass drew its own masks while the uniform draws
+  (models/utils.py:162-176) came from the key both passes shared.
+  """
+  masks = jax.random.fold_in(key, 2) if redraw_masks else key
+  return {"dropout": masks, "shake": jax.random.fold_in(key, 1)}
+
+
 def per_example_uniform(module: nn.Module, x: jax.Array, low: float, high: float,
                         count: int = 1) -> list[jax.Array]:
-  """`count` draws of U[low, high) shaped [batch, 1, 1, 1], from the 'dropout' stream."""
-  keys = jax.random.split(module.make_rng("dropout"), count)
+  """`count` draws of U[low, high) shaped [batch, 1, 1, 1], from the 'shake' stream."""
+  keys = jax.random.split(module.make_rng("shake"), count)
   return [jax.random.uniform(k, (x.shape[0], 1, 1, 1), jnp.float32, low, high).astype(x.dtype)
           for k in keys]
