@@ -11,6 +11,7 @@ from conftest import max_abs_diff, tiny_config
 from sam_jax import optim, replicas, steps
 from sam_jax.errors import UsageError
 from sam_jax.models import get_model
+from sam_jax.models.shake_shake import shake_shake
 from sam_jax.sam import group_mean
 
 IMAGE = (8, 8, 3)
@@ -63,7 +64,7 @@ def test_metrics_are_the_replica_averages_at_w_and_at_w_plus_eps():
   """One step of 4 replicas (2 devices x 2 virtual, m = 4) against a per-replica loop:
   loss and error at w and at w + eps_r, ||g_r||, and the norm of the mean SAM gradient
   (the original's gradient_norm, flax_training.py:573-583: after the mean and clipping)."""
-  model, rho, data = get_model(TINY_WRN, 10), 0.5, batches(1, seed=8, size=16)
+  model, rho, data = DropoutNet(rate=0.0), 0.5, batches(1, seed=8, size=16)
   initial, _, metrics = train(model, make_config(rho=rho, weight_decay=0.0), 2, 4, data)
   variables = {"params": initial.params, "batch_stats": initial.batch_stats}
 
@@ -109,7 +110,7 @@ def test_synchronised_perturbations_reproduce_m_equal_global_batch():
 def test_perturbation_groups_of_one_are_no_sync_and_of_all_are_full_sync():
   # The original's --inner_group_size (flax_training.py:539-545): replicas per shared
   # perturbation. 4 replicas (2 devices x 2 virtual) of m = 4.
-  model, data = get_model(TINY_WRN, 10), batches(1, seed=9, size=16)
+  model, data = DropoutNet(rate=0.0), batches(1, seed=9, size=16)  # the layout matters
   params = {name: train(model, make_config(sync=sync, group=group), 2, 4, data)[1].params
             for name, sync, group in (("none", False, None), ("1", True, 1), ("2", True, 2),
                                       ("4", True, 4), ("all", True, None))}
@@ -146,14 +147,24 @@ def test_batch_norm_statistics_come_from_the_clean_pass_only():
 
 
 class DropoutNet(nn.Module):
-  """Dense-BN-ReLU-Dropout(0.5)-Dense: randomness that matters a lot."""
+  """Dense-BN-ReLU-Dropout-Dense: with rate 0.5, randomness that matters a lot."""
+  rate: float = 0.5
 
   @nn.compact
   def __call__(self, x, train=False):
     x = nn.Dense(32)(x.reshape((x.shape[0], -1)))
     x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
-    x = nn.Dropout(0.5, deterministic=not train)(x)
+    x = nn.Dropout(self.rate, deterministic=not train)(x)
     return nn.Dense(10)(x)
+
+
+class ShakeNet(nn.Module):
+  """Two dense branches mixed by shake-shake: uniform draws and no Bernoulli mask."""
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = x.reshape((x.shape[0], -1))
+    return nn.Dense(10)(shake_shake(self, nn.Dense(16)(x), nn.Dense(16)(x), train, False))
 
 
 def test_both_sam_passes_see_the_same_dropout_mask():
@@ -171,7 +182,7 @@ def test_both_sam_passes_see_the_same_dropout_mask():
 
 def test_redrawn_masks_keep_the_shake_coefficients():
   # Shake-Shake has no Bernoulli mask: redrawing masks must not change its SAM step.
-  model, data = get_model("WideResnet_ShakeShake_mini", 10), batches(1, seed=10, size=16)
+  model, data = ShakeNet(), batches(1, seed=10, size=16)
   _, shared, _ = train(model, make_config(rho=0.5), 1, 16, data)
   _, redrawn, _ = train(model, make_config(rho=0.5), 1, 16, data, redraw_masks=True)
   assert max_abs_diff(shared.params, redrawn.params) < 1e-6
