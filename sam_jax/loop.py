@@ -226,9 +226,7 @@ def evaluate_all(config: ml_collections.ConfigDict, run: SetUp, eval_step,
   splits = {"test": run.eval_examples}
   if config.also_eval_on_training_set:
     splits["train_eval"] = run.train_examples
-  models = {"": state}
-  if state.ema:
-    models = {"": state.replace(**state.ema), "raw_": state}
+  models = {"": state.replace(**state.ema), "raw_": state} if state.ema else {"": state}
   names = (("loss", "error") + (("top5_error",) if config.compute_top_5_error_rate else ())
            + (("smoothed_loss",) if config.label_smoothing else ()))
   results = {}
