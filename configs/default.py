@@ -31,8 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.mixup_alpha = 1.0
   # AutoAugment policy: cifar, svhn or imagenet; unset: the dataset's own.
   config.autoaugment_policy = ml_collections.config_dict.placeholder(str)
-  # True: the original's ImageNet-sized translates/cutouts at every image size.
-  config.autoaugment_faithful_magnitudes = False
+  # True: the original's AutoAugment, op for op (250-px translates at every image size);
+  # False: magnitudes scaled to the image (data/policies.py). Paper configs: True.
+  config.autoaugment_faithful = False
   config.randaug_num_layers = 2
   config.randaug_magnitude = 9
   config.label_noise = 0.0  # fraction of training labels replaced by another class (Table 4)

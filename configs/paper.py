@@ -43,6 +43,7 @@ def cell_config(arg: str, *, model_name: str, num_epochs: int,
   config.learning_rate = (learning_rate[cell.dataset] if isinstance(learning_rate, Mapping)
                           else learning_rate)
   config.weight_decay = weight_decay
+  config.autoaugment_faithful = True  # the original's AutoAugment (data/policies.py)
   config.sam.rho = cells.sam_rho(cell.optimizer, rho[cell.dataset])
   config.save_progress_seconds = 600
   return config

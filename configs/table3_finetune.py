@@ -74,6 +74,7 @@ def get_config(arg: str = "b7,cifar10,sam") -> ml_collections.ConfigDict:
   config.label_smoothing = 0.1
   if cell.dataset.startswith("cifar"):
     config.image_level_augmentations, config.batch_level_augmentations = "autoaugment", "cutout"
+    config.autoaugment_faithful = True  # the original's AutoAugment (data/policies.py)
   else:
     config.image_level_augmentations, config.batch_level_augmentations = "basic", "none"
   config.eval_every_steps = 0 if cell.dataset == "imagenet" else 1000  # 0: every epoch

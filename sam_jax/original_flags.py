@@ -109,9 +109,10 @@ def _original_meanings(config: ml_collections.ConfigDict, values: Mapping[str, A
   """Where an original flag meant something else than our field of the same name."""
   if values.get("imagenet_mixup_alpha"):
     config.batch_level_augmentations = "mixup"
-  if (values.get("image_level_augmentations") == "autoaugment"
-      and config.dataset == "imagenet"):  # the original applied RandAugment to ImageNet
-    config.image_level_augmentations = "randaugment"
+  if values.get("image_level_augmentations") in ("autoaugment", "aa-only"):
+    config.autoaugment_faithful = True  # the original's op magnitudes and quirks
+    if config.dataset == "imagenet":  # the original applied RandAugment to ImageNet
+      config.image_level_augmentations = "randaugment"
   if values.get("from_pretrained_checkpoint"):  # the original also froze BatchNorm then
     if not values.get("efficientnet_checkpoint_path"):
       raise UsageError("--from_pretrained_checkpoint needs --efficientnet_checkpoint_path=PATH "

@@ -52,13 +52,14 @@ def marked(shape=(16, 16, 3), at=(5, 7)):
 
 
 @pytest.mark.parametrize("k", [-3, 1, 4])
-def test_translate_by_k_moves_a_marked_pixel_by_k(k):
+def test_translate_by_k_moves_a_marked_pixel_back_by_k(k):
+  # As the original: autoaugment/autoaugment.py:218 translates by [-pixels, 0].
   image = marked()
-  right = autoaugment.translate_x(tf.constant(image), float(k)).numpy()
-  down = autoaugment.translate_y(tf.constant(image), float(k)).numpy()
-  assert right[5, 7 + k, 0] == 255 and (right[..., 0] == 255).sum() == 1
-  assert down[5 + k, 7, 0] == 255 and (down[..., 0] == 255).sum() == 1
-  uncovered = right[:, :k] if k > 0 else right[:, k:]
+  left = autoaugment.translate_x(tf.constant(image), float(k)).numpy()
+  up = autoaugment.translate_y(tf.constant(image), float(k)).numpy()
+  assert left[5, 7 - k, 0] == 255 and (left[..., 0] == 255).sum() == 1
+  assert up[5 - k, 7, 0] == 255 and (up[..., 0] == 255).sum() == 1
+  uncovered = left[:, -k:] if k > 0 else left[:, :-k]
   assert (uncovered == autoaugment.FILL).all()  # the pixels that came from outside
 
 
@@ -81,13 +82,19 @@ def test_shear_moves_a_pixel_along_its_row_in_proportion_to_the_row():
 
 
 def test_magnitudes_scale_with_the_image_or_stay_the_originals():
-  assert policies.magnitudes("cifar", 32) == policies.Magnitudes(10.0, 20, (8, 4))
+  assert policies.magnitudes("cifar", 32) == policies.Magnitudes(10.0, 10.0, (8, 4))
   scaled = policies.magnitudes("imagenet", 331)
-  assert round(scaled.translate) == 150 and scaled.cutout == 60
+  assert (scaled.translate, 2 * scaled.cutout_pad) == pytest.approx((150, 60))
   assert policies.magnitudes("randaugment", 224).translate == pytest.approx(100)
+  # autoaugment/autoaugment.py:621 HParams(cutout_const=100, translate_const=250) for
+  # every AutoAugment policy, :645 (cutout_const=40, translate_const=100) for
+  # RandAugment; :476 Posterize keeps int(level / 10 * 4) bits.
   for size in (32, 224):
-    assert policies.magnitudes("cifar", size, faithful=True) == policies.Magnitudes(
-        250., 200, (0, 4))
+    for policy in ("cifar", "svhn", "imagenet"):
+      assert policies.magnitudes(policy, size, faithful=True) == policies.Magnitudes(
+          250., 100., (0, 4), faithful=True)
+    assert policies.magnitudes("randaugment", size, faithful=True) == policies.Magnitudes(
+        100., 40., (0, 4), faithful=True)
   # The faithful level-9 translate throws a 32x32 image out of the frame; the scaled one not.
   image = tf.constant(PHOTO[:16, :16])
   faithful = autoaugment.apply_op(image, "TranslateX", 9, SEED,
@@ -95,6 +102,45 @@ def test_magnitudes_scale_with_the_image_or_stay_the_originals():
   scaled = autoaugment.apply_op(image, "TranslateX", 9, SEED, policies.magnitudes("cifar", 16))
   assert (faithful.numpy() == autoaugment.FILL).all()
   assert not (scaled.numpy() == autoaugment.FILL).all()
+
+
+FAITHFUL = policies.magnitudes("cifar", 32, faithful=True)
+
+
+@pytest.mark.parametrize("level", range(11))
+def test_faithful_ops_give_the_official_outputs(level):
+  """numpy transcriptions of google-research/sam's autoaugment/autoaugment.py, per level.
+
+  The three ops where the original is not PIL. (scripts/compare_official_autoaugment.py
+  runs all 16 ops side by side with the original file itself.)
+  """
+  x = RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+  def op(name):
+    return autoaugment.apply_op(tf.constant(x), name, level, SEED, FAITHFUL).numpy()
+  # Posterize (:185-188) keeps int(level / 10 * 4) bits (:476) by `x >> s << s`, s = 8 -
+  # bits; TensorFlow clamps a shift by 8 to 7, so levels 0-2 keep the top bit.
+  shift = min(8 - int(level / 10 * 4), 7)
+  np.testing.assert_array_equal(op("Posterize"), (x >> shift) << shift)
+  # Solarize (:139-143) compares with int(level / 10 * 256) (:477) as a uint8: at level
+  # 10 that is 0, and every pixel is inverted.
+  threshold = int(level / 10 * 256) % 256
+  np.testing.assert_array_equal(op("Solarize"), np.where(x < threshold, x, 255 - x))
+  # Contrast (:162-176) blends (:44-84, float32) with the uint8 constant
+  # sum(histogram) / 256 = H * W / 256, where PIL uses the mean gray level.
+  factor = np.float32(level / 10 * 1.8 + 0.1)
+  gray = np.float32(np.uint8(32 * 32 / 256))
+  blended = gray + factor * (x.astype(np.float32) - gray)
+  np.testing.assert_array_equal(op("Contrast"), np.clip(blended, 0, 255).astype(np.uint8))
+  # Cutout (:88-136) fills rows and columns centre +- pad, pad = int(level / 10 * 100)
+  # (:485): from level 4 on (pad 40) it covers a 32x32 image whole.
+  pad = int(level / 10 * 100)
+  filled = (op("Cutout") == autoaugment.FILL).all(-1)
+  cy, cx = (int(tf.random.stateless_uniform([], image_ops.fold_in(SEED, i), 0, 32, tf.int32))
+            for i in (0, 1))
+  rows, cols = np.arange(32)[:, None], np.arange(32)[None, :]
+  square = (abs(rows - cy + 0.5) < pad) & (abs(cols - cx + 0.5) < pad)
+  np.testing.assert_array_equal(filled, square | (x == autoaugment.FILL).all(-1))
+  assert square.all() or level < 4
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -72,6 +72,7 @@ def test_every_paper_cell_parses_into_the_papers_hyper_parameters(name):
           256, 32, 0.9, True)
       assert (config.lr_schedule, config.gradient_clipping, config.sync_batch_norm) == (
           "cosine", 5.0, False)
+      assert config.autoaugment_faithful  # the original's AutoAugment in every AA cell
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))
@@ -110,13 +111,13 @@ def test_label_noise_cells_follow_section_3_3():
 
 
 @pytest.mark.parametrize("cell, message", [
-    ("cifar10,autoaugment,sam", "AUGMENTATION in basic|cutout"),
-    ("imagenet,basic,sam", "DATASET in cifar10|cifar100"),
+    ("cifar10,autoaugment,sam", "AUGMENTATION in basic|cutout|aa and"),
+    ("imagenet,basic,sam", "DATASET in cifar10|cifar100,"),
     ("cifar10,basic", "give DATASET,AUGMENTATION,OPTIMIZER"),
 ])
 def test_a_bad_cell_names_the_choices(cell, message):
   from configs import table1_wrn28x10_200ep
-  with pytest.raises(UsageError, match=message):
+  with pytest.raises(UsageError, match=re.escape(message)):
     table1_wrn28x10_200ep.get_config(cell)
 
 
@@ -126,11 +127,15 @@ def test_original_imagenet_flags_mean_randaugment_and_mixup():
                          "--output_dir=/tmp/w"])
   assert (config.image_level_augmentations, config.batch_level_augmentations) == (
       "randaugment", "mixup")
+  assert config.autoaugment_faithful  # the original's RandAugment constants and ops
   assert (config.mixup_alpha, config.randaug_magnitude, config.randaug_num_layers) == (0.2, 15, 2)
   config, _ = parse_run(["--dataset=cifar10", "--image_level_augmentations=autoaugment",
                          "--output_dir=/tmp/w"])
   assert (config.image_level_augmentations, config.batch_level_augmentations) == (
       "autoaugment", "none")
+  assert config.autoaugment_faithful
+  config, _ = parse_run(["--dataset=cifar10", "--output_dir=/tmp/w"])
+  assert not config.autoaugment_faithful  # the default, scaled: new work
 
 
 def test_svhn_has_no_cutout_cell():
@@ -176,6 +181,7 @@ def test_finetuning_cells_follow_appendix_c2():
       assert (config.gradient_clipping, config.label_smoothing) == (1.0, 0.1)
       assert config.image_size is None  # the model's resolution
       Augmentation.from_config(config).check(get_dataset_info(dataset))
+      assert config.autoaugment_faithful or config.image_level_augmentations == "basic"
   config, workdir = parse_run(docstring_command("table3_finetune"))
   assert workdir.startswith("workdirs/") and config.model_name == "efficientnet-b7"
 

@@ -35,7 +35,7 @@ class Augmentation:
   cutout_mask: str = "batch"  # one square per batch (the original) or per "example"
   mixup_alpha: float = 1.0
   autoaugment_policy: str | None = None  # None: the dataset's own
-  faithful_magnitudes: bool = False  # the original's ImageNet magnitudes at every size
+  faithful: bool = False  # the original's magnitudes and ops (`policies`), at every size
   randaug_num_layers: int = 2
   randaug_magnitude: float = 9
 
@@ -43,7 +43,7 @@ class Augmentation:
   def from_config(cls, config) -> "Augmentation":
     return cls(config.image_level_augmentations, config.batch_level_augmentations,
                config.cutout_length, config.cutout_mask, config.mixup_alpha,
-               config.autoaugment_policy, config.autoaugment_faithful_magnitudes,
+               config.autoaugment_policy, config.autoaugment_faithful,
                config.randaug_num_layers, config.randaug_magnitude)
 
   def policy(self, info: DatasetInfo) -> str | None:
@@ -70,11 +70,11 @@ def _policy_ops(image, key, info: DatasetInfo, aug: Augmentation, size: int):
   if aug.image in ("autoaugment", "aa-only"):
     policy = aug.policy(info)
     return autoaugment.autoaugment(image, key, policy,
-                                   magnitudes(policy, size, aug.faithful_magnitudes))
+                                   magnitudes(policy, size, aug.faithful))
   if aug.image == "randaugment":
     return autoaugment.randaugment(
         image, key, aug.randaug_num_layers, aug.randaug_magnitude,
-        magnitudes("randaugment", size, aug.faithful_magnitudes))
+        magnitudes("randaugment", size, aug.faithful))
   return image
 
 

@@ -29,11 +29,8 @@ def blend(image1: tf.Tensor, image2: tf.Tensor, factor) -> tf.Tensor:
 
 
 def grayscale(image: tf.Tensor) -> tf.Tensor:
-  """ITU-R 601 luma as float32 [H, W, 1] (the image itself when it has one channel)."""
-  image = tf.cast(image, tf.float32)
-  if image.shape[-1] == 1:
-    return image
-  return tf.reduce_sum(image * tf.constant([0.2989, 0.5870, 0.1140]), -1, keepdims=True)
+  """ITU-R 601 luma as uint8 [H, W, 1] (the image itself when it has one channel)."""
+  return image if image.shape[-1] == 1 else tf.image.rgb_to_grayscale(image)
 
 
 def invert(image):
@@ -41,7 +38,7 @@ def invert(image):
 
 
 def solarize(image, threshold: int):
-  """Inverts the pixels at or above `threshold` (0..256; 256 changes nothing)."""
+  """Inverts the pixels at or above `threshold` (0..256; 0 inverts all, 256 none)."""
   return tf.where(tf.cast(image, tf.int32) < threshold, image, 255 - image)
 
 
@@ -52,9 +49,13 @@ def solarize_add(image, addition, threshold=128):
 
 
 def posterize(image, bits: int):
-  """Keeps the `bits` most significant bits of every pixel (0 bits: black)."""
-  step = 2 ** (8 - bits)
-  return tf.cast(tf.cast(image, tf.int32) // step * step, tf.uint8)
+  """Keeps the `bits` most significant bits of every pixel.
+
+  0 bits keeps the top bit, as the original's `image >> 8 << 8` in TensorFlow, whose
+  shifts clamp to 7 (autoaugment/autoaugment.py:187-188).
+  """
+  shift = min(8 - bits, 7)
+  return tf.bitwise.left_shift(tf.bitwise.right_shift(image, shift), shift)
 
 
 def color(image, factor):
@@ -64,8 +65,21 @@ def color(image, factor):
 
 
 def contrast(image, factor):
-  """Blend with the mean gray level (0 a flat image, 1 unchanged)."""
-  return blend(tf.fill(tf.shape(image), tf.reduce_mean(grayscale(image))), image, factor)
+  """Blend with the mean gray level (0 a flat image, 1 unchanged), as PIL."""
+  mean = tf.reduce_mean(tf.cast(grayscale(image), tf.float32))
+  return blend(tf.fill(tf.shape(image), mean), image, factor)
+
+
+def contrast_original(image, factor):
+  """The original's Contrast: blend with the gray level H * W / 256, not the mean.
+
+  Its autoaugment/autoaugment.py:171-172 sums the grayscale histogram's counts (the
+  pixel count) where the mean needs the counts times the levels, so a 32x32 image is
+  blended with level 4, a dark gray. Kept for the faithful mode only.
+  """
+  pixels = tf.cast(tf.shape(image)[0] * tf.shape(image)[1], tf.float32)
+  level = tf.cast(tf.clip_by_value(pixels / 256.0, 0.0, 255.0), tf.uint8)
+  return blend(tf.fill(tf.shape(image), level), image, factor)
 
 
 def brightness(image, factor):
@@ -74,12 +88,15 @@ def brightness(image, factor):
 
 
 def sharpness(image, factor):
-  """Blend with PIL's SMOOTH filter (3x3, centre 5, /13) inside a 1-pixel border."""
+  """Blend with PIL's SMOOTH filter (3x3, centre 5, /13) inside a 1-pixel border.
+
+  The filtered values are truncated to integers, as the original (PIL rounds).
+  """
   channels = image.shape[-1]
   kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
   kernel = tf.tile(kernel[:, :, None, None], [1, 1, channels, 1])
   smooth = tf.nn.depthwise_conv2d(tf.cast(image, tf.float32)[None], kernel, [1, 1, 1, 1], "VALID")
-  smooth = tf.cast(tf.round(tf.clip_by_value(smooth[0], 0.0, 255.0)), tf.uint8)
+  smooth = tf.cast(tf.clip_by_value(smooth[0], 0.0, 255.0), tf.uint8)
   inside = tf.pad(tf.ones_like(smooth, tf.bool), [[1, 1], [1, 1], [0, 0]])
   smooth = tf.where(inside, tf.pad(smooth, [[1, 1], [1, 1], [0, 0]]), image)
   return blend(smooth, image, factor)
@@ -123,13 +140,13 @@ def transform(image, matrix) -> tf.Tensor:
 
 
 def translate_x(image, pixels):
-  """Moves the content `pixels` to the right (left when negative)."""
-  return transform(image, [1.0, 0.0, -pixels, 0.0, 1.0, 0.0])
+  """Moves the content `pixels` to the left (right when negative), as the original."""
+  return transform(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0])
 
 
 def translate_y(image, pixels):
-  """Moves the content `pixels` down (up when negative)."""
-  return transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, -pixels])
+  """Moves the content `pixels` up (down when negative), as the original."""
+  return transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels])
 
 
 def shear_x(image, level):
@@ -145,20 +162,20 @@ def rotate(image, degrees):
   """Rotates the content counter-clockwise by `degrees` about the image centre."""
   radians = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
   cos, sin = tf.cos(radians), tf.sin(radians)
-  size = tf.cast(tf.shape(image)[:2], tf.float32)
-  cy, cx = (size[0] - 1) / 2, (size[1] - 1) / 2
-  return transform(image, [cos, -sin, cx - cos * cx + sin * cy,
-                           sin, cos, cy - sin * cx - cos * cy])
+  height, width = tf.unstack(tf.cast(tf.shape(image)[:2], tf.float32))
+  # The centre's offsets in tfa.image.rotate's order of float32 operations.
+  x_offset = ((width - 1) - (cos * (width - 1) - sin * (height - 1))) / 2.0
+  y_offset = ((height - 1) - (sin * (width - 1) + cos * (height - 1))) / 2.0
+  return transform(image, [cos, -sin, x_offset, sin, cos, y_offset])
 
 
-def cutout_square(image, side, key):
-  """Fills a side x side square (clipped at the edges), centred uniformly, with FILL."""
+def cutout_square(image, pad: int, key):
+  """Fills rows cy-pad..cy+pad-1, columns cx-pad..cx+pad-1 with FILL, (cy, cx) uniform."""
   height, width = tf.shape(image)[0], tf.shape(image)[1]
   cy = tf.random.stateless_uniform([], fold_in(key, 0), 0, height, tf.int32)
   cx = tf.random.stateless_uniform([], fold_in(key, 1), 0, width, tf.int32)
   rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
-  inside = ((rows >= cy - side // 2) & (rows < cy - side // 2 + side)
-            & (cols >= cx - side // 2) & (cols < cx - side // 2 + side))
+  inside = (rows >= cy - pad) & (rows < cy + pad) & (cols >= cx - pad) & (cols < cx + pad)
   return tf.where(inside[..., None], tf.constant(FILL, tf.uint8), image)
 
 
@@ -173,7 +190,11 @@ def _signed(value, key):
 def apply_op(image, name: str, level: float, key, mags: Magnitudes) -> tf.Tensor:
   """Applies op `name` at `level` (0..10): the level-to-argument map of AutoAugment.
 
-  `key` draws the sign of the geometric ops and the place of the cutout square.
+  `key` draws the sign of the geometric ops and the place of the cutout square. With
+  `mags.faithful`, every op gives the output of google-research/sam's
+  autoaugment/autoaugment.py pixel for pixel, quirks included: Solarize's threshold
+  int(level / 10 * 256) is cast to uint8, so level 10 inverts every pixel where PIL
+  inverts none (:143, :477), and Contrast is `contrast_original`.
   """
   fraction = level / MAX_LEVEL
   enhance = fraction * 1.8 + 0.1  # Color, Contrast, Brightness, Sharpness: 0.1 .. 1.9
@@ -189,19 +210,20 @@ def apply_op(image, name: str, level: float, key, mags: Magnitudes) -> tf.Tensor
     low, high = mags.posterize_bits
     return posterize(image, low + int(fraction * (high - low)))
   if name == "Solarize":
-    return solarize(image, int(fraction * 256))
+    threshold = int(fraction * 256)
+    return solarize(image, threshold % 256 if mags.faithful else threshold)
   if name == "SolarizeAdd":
     return solarize_add(image, int(fraction * 110))
   if name in ("Color", "Contrast", "Brightness", "Sharpness"):
-    return {"Color": color, "Contrast": contrast, "Brightness": brightness,
-            "Sharpness": sharpness}[name](image, enhance)
+    return {"Color": color, "Brightness": brightness, "Sharpness": sharpness,
+            "Contrast": contrast_original if mags.faithful else contrast}[name](image, enhance)
   if name in ("ShearX", "ShearY"):
     return (shear_x if name == "ShearX" else shear_y)(image, _signed(fraction * 0.3, key))
   if name in ("TranslateX", "TranslateY"):
     pixels = _signed(fraction * mags.translate, key)
     return (translate_x if name == "TranslateX" else translate_y)(image, pixels)
   if name == "Cutout":
-    return cutout_square(image, int(fraction * mags.cutout), key)
+    return cutout_square(image, int(fraction * mags.cutout_pad), key)
   raise ValueError(f"Unknown augmentation op '{name}'.")
 
 

@@ -4,14 +4,18 @@ AutoAugment (Cubuk et al., 2019, arXiv:1805.09501) learned one policy per datase
 list of sub-policies, each two (op, probability, level 0..10) triples. RandAugment
 (Cubuk et al., 2020, arXiv:1909.13719) draws from RANDAUGMENT_OPS instead.
 
-Magnitudes. Levels become arguments as in the tensorflow/tpu code the original used,
-except for the size-dependent ones. `magnitudes(..., faithful=False)` (our default)
-scales translate and cutout to the image: the CIFAR and SVHN policies were learned on
-32x32 images with translates of up to 10 px and cutout squares of up to 20 px, the
-ImageNet policy with 150 px and 60 px at 331x331, RandAugment with 100 px and 80 px at
-224x224; posterize keeps 8..4 bits as in the AutoAugment paper. `faithful=True` is the
-original: 250 px translates and 200 px squares for every image size (so a 32x32 image is
-often shifted out of the frame), 100/80 px for RandAugment, and 0..4 posterize bits.
+Two modes. `magnitudes(..., faithful=True)` is what google-research/sam ran (its
+autoaugment/autoaugment.py:621 `HParams(cutout_const=100, translate_const=250)` for every
+policy and image size, :645 `(cutout_const=40, translate_const=100)` for RandAugment,
+:476 Posterize keeps int(level / 10 * 4) bits), quirks included (`autoaugment.apply_op`):
+on a 32x32 image a level-9 translate moves the content 225 px, out of the frame, and a
+cutout square can cover it whole. The paper's configs use it.
+
+`faithful=False`, for new work, scales translate and cutout to the image: the CIFAR and
+SVHN policies were learned on 32x32 images with translates of up to 10 px and cutout
+squares of up to 20 px, the ImageNet policy with 150 px and 60 px at 331x331, RandAugment
+with 100 px and 80 px at 224x224; Posterize keeps 8..4 bits as in the AutoAugment paper;
+and the original's Solarize and Contrast quirks are left out.
 """
 
 import dataclasses
@@ -113,26 +117,28 @@ RANDAUGMENT_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", 
                    "Color", "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY",
                    "TranslateX", "TranslateY", "Cutout", "SolarizeAdd")
 
-# Largest translate and cutout side, as fractions of the side of the images the policy was
-# learned on (see the module docstring), and the original's constants in pixels.
-SCALED = {"cifar": (10 / 32, 20 / 32), "svhn": (10 / 32, 20 / 32),
-          "imagenet": (150 / 331, 60 / 331), "randaugment": (100 / 224, 80 / 224)}
-FAITHFUL = {"cifar": (250, 200), "svhn": (250, 200), "imagenet": (250, 200),
-            "randaugment": (100, 80)}
+# Level-10 translate and cutout half-side (the original's pad_size), as fractions of the
+# side of the images the policy was learned on (see the module docstring), and the
+# original's constants in pixels.
+SCALED = {"cifar": (10 / 32, 10 / 32), "svhn": (10 / 32, 10 / 32),
+          "imagenet": (150 / 331, 30 / 331), "randaugment": (100 / 224, 40 / 224)}
+FAITHFUL = {"cifar": (250, 100), "svhn": (250, 100), "imagenet": (250, 100),
+            "randaugment": (100, 40)}
 
 
 @dataclasses.dataclass(frozen=True)
 class Magnitudes:
-  """Arguments at level 10 of the size-dependent ops."""
+  """Arguments at level 10 of the size-dependent ops, and the original's op quirks."""
   translate: float  # pixels
-  cutout: int  # side of the square, pixels
+  cutout_pad: float  # half the side of the cutout square, pixels
   posterize_bits: tuple[int, int]  # bits kept at level 0 and at level 10
+  faithful: bool = False  # the original's Solarize and Contrast (`autoaugment.apply_op`)
 
 
 def magnitudes(policy: str, image_size: int, faithful: bool = False) -> Magnitudes:
   """The level-10 arguments for `policy` (cifar, svhn, imagenet, randaugment)."""
   if faithful:
-    translate, side = FAITHFUL[policy]
-    return Magnitudes(float(translate), side, (0, 4))
-  translate, side = SCALED[policy]
-  return Magnitudes(translate * image_size, round(side * image_size), (8, 4))
+    translate, pad = FAITHFUL[policy]
+    return Magnitudes(float(translate), float(pad), (0, 4), faithful=True)
+  translate, pad = SCALED[policy]
+  return Magnitudes(translate * image_size, pad * image_size, (8, 4))
