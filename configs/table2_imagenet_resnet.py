@@ -2,8 +2,11 @@
 
 Sec. 3.1: 224-pixel crops, batch 4096 on 32 TPUv3 cores (so m = 128 examples per
 perturbation), lr 1.0 with a per-step cosine decay, SGD with momentum 0.9, label
-smoothing 0.1, weight decay 1e-4, rho 0.05 (ResNet v1.5 as in the Flax ImageNet
-example). Top-5 error is reported too. Pick the cell after the colon,
+smoothing 0.1, weight decay 1e-4, rho 0.05. The model is the ResNet v1.5 the original
+code trained (sam_jax/imagenet_models/resnet.py: no ReLU after the stem BatchNorm,
+lecun-normal initialisers; see sam_jax/models/resnet.py); `--config.model_name=
+Resnet50_v1.5` trains the standard one instead. Top-5 error is reported too. Pick the
+cell after the colon,
 MODEL,EPOCHS,OPTIMIZER with MODEL in Resnet50|Resnet101|Resnet152:
 
     python -m sam_jax.train --config=configs/table2_imagenet_resnet.py:Resnet50,100,sam \\

@@ -11,6 +11,7 @@ from conftest import ROOT, parse_run
 from sam_jax.data.augmentation import Augmentation
 from sam_jax.data.datasets import get_dataset_info
 from sam_jax.errors import UsageError
+from sam_jax.models import get_model, layers
 
 # Transcribed from Foret et al. (2021), Tables 6 and 7:
 # (model, epochs, lr (or per dataset), wd, rho per dataset).
@@ -92,6 +93,8 @@ def test_imagenet_resnet_cells_follow_section_3_1():
                              f"{optimizer}", "--workdir=/tmp/w"])
       assert (config.dataset, config.model_name, config.num_epochs) == (
           "imagenet", model, int(epochs))
+      resnet = get_model(config.model_name, 1000)  # the paper's, not the standard v1.5
+      assert not resnet.stem_relu and resnet.kernel_init is not layers.conv_init
       assert (config.batch_size, config.learning_rate, config.weight_decay) == (4096, 1.0, 1e-4)
       assert (config.label_smoothing, config.lr_schedule, config.momentum) == (0.1, "cosine", 0.9)
       assert config.sam.rho == (0.05 if optimizer == "sam" else 0.0)

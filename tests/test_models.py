@@ -224,3 +224,54 @@ def test_additional_skip_connections_change_the_function_not_the_parameters(imag
   assert difference > 1e-3
   with pytest.raises(UsageError, match="'Resnet20' does not take these options"):
     get_model("Resnet20", 10, additional_skip_connections=True)
+
+
+def resnet_block_input_and_stem(name, images):
+  """The first residual block's input and, computed apart, max_pool(BN(stem conv))."""
+  model = get_model(name, 10)
+  variables = model.init(jax.random.key(0), images)
+  seen = []
+
+  def record(method, args, kwargs, context):
+    if context.module.name == "ResidualBlock_0" and context.method_name == "__call__":
+      seen.append(args[0])
+    return method(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    model.apply(variables, images)
+  kernel = variables["params"]["conv_init"]["kernel"]
+  stem = jax.lax.conv_general_dilated(images, kernel, (2, 2), [(3, 3), (3, 3)],
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  stem = stem / np.sqrt(1 + 1e-5)  # BatchNorm at its initial statistics, scale 1, bias 0
+  return seen[0], nn.max_pool(stem, (3, 3), (2, 2), padding="SAME"), variables["params"]
+
+
+def test_the_papers_imagenet_resnet_and_the_standard_v1_5():
+  # google-research/sam sam_jax/imagenet_models/resnet.py:88-90: conv_init, bn_init, then
+  # max_pool, no ReLU; :82 nn.Conv.partial(bias=False) and :100 nn.Dense with old Flax's
+  # default kernel_init, lecun_normal: truncated normal, variance 1 / fan_in.
+  images = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+  paper, expected, params = resnet_block_input_and_stem("Resnet18", images)
+  np.testing.assert_allclose(paper, expected, atol=1e-5)
+  assert float(paper.min()) < -0.1  # the negative half of the BatchNorm output goes on
+  standard, expected_standard, standard_params = resnet_block_input_and_stem(
+      "Resnet18_v1.5", images)
+  np.testing.assert_allclose(standard, nn.relu(expected_standard), atol=1e-5)
+  assert jax.tree.structure(params) == jax.tree.structure(standard_params)
+
+  def kernels(tree):  # the convs and the classifier with at least 10^5 weights
+    return [(jax.tree_util.keystr(path), np.asarray(x, np.float64))
+            for path, x in jax.tree_util.tree_leaves_with_path(tree)
+            if x.ndim in (2, 4) and x.size >= 100_000]
+
+  assert len(kernels(params)) == len(kernels(standard_params)) == 12
+  for (path, paper_kernel), (_, standard_kernel) in zip(kernels(params),
+                                                        kernels(standard_params)):
+    fan_in = np.prod(paper_kernel.shape[:-1])
+    fan_out = np.prod(paper_kernel.shape[:-2]) * paper_kernel.shape[-1]
+    lecun = 1 / np.sqrt(fan_in)  # the std; truncated at 2 / 0.8796 std_before_truncation
+    assert abs(paper_kernel.std() / lecun - 1) < 0.02, path
+    assert np.abs(paper_kernel).max() <= 2 * lecun / 0.87962566 + 1e-6, path
+    if paper_kernel.ndim == 4:  # He normal, fan out, not truncated
+      assert abs(standard_kernel.std() / np.sqrt(2 / fan_out) - 1) < 0.02, path
+      assert np.abs(standard_kernel).max() > 2 * np.sqrt(2 / fan_out) / 0.87962566, path

@@ -2,10 +2,11 @@
 
 Names are those the original google-research/sam code accepts (`WideResnet28x10`,
 `WideResnet28x6_ShakeShake`, `Pyramid_ShakeDrop`, `efficientnet-b7`, ...), plus
-`WideResnet{depth}x{width}`, `Resnet{depth}`, the vanilla PyramidNet and small variants
-for demos and tests. Every model is called as
-`model.apply(variables, images_nhwc, train=bool, rngs={"dropout": key})`; its stochastic
-parts (shake gates, ShakeDrop, stochastic depth, dropout) draw from the "dropout" stream.
+`WideResnet{depth}x{width}`, `Resnet{depth}` (and the standard `Resnet{depth}_v1.5`), the
+vanilla PyramidNet and small variants for demos and tests. Every model is called as
+`model.apply(variables, images_nhwc, train=bool, rngs=layers.train_rngs(key))`; its
+stochastic parts (shake coefficients, ShakeDrop, stochastic depth, dropout) draw from
+those streams.
 """
 
 import functools
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 from sam_jax.errors import UsageError
 
 from sam_jax.models.efficientnet import VARIANTS, EfficientNet
+from sam_jax.models.layers import conv_init
 from sam_jax.models.pyramidnet import PyramidNet
 from sam_jax.models.resnet import STAGES, CifarResNet, ResNet
 from sam_jax.models.shake_shake import WideResnetShakeShake
@@ -36,7 +38,7 @@ _NAMED = {
     **{name: functools.partial(EfficientNet, *args) for name, args in VARIANTS.items()},
 }
 _WIDE_RESNET = re.compile(r"WideResnet(\d+)x(\d+)$")
-_RESNET = re.compile(r"Resnet(\d+)$")
+_RESNET = re.compile(r"Resnet(\d+)(_v1\.5)?$")
 EXAMPLES = ("WideResnet28x10", "WideResnet28x6_ShakeShake", "Pyramid_ShakeDrop",
             "Pyramid_vanilla", "Resnet50", "Resnet32", "efficientnet-b0", "efficientnet-l2-475")
 
@@ -46,7 +48,8 @@ def get_model(name: str, num_classes: int, dtype: Any = jnp.float32, **kwargs) -
 
   Args:
     name: a registered name (see EXAMPLES), `WideResnet{6n+4}x{k}`, `Resnet{18,34,50,101,
-      152,200}` (ImageNet v1.5) or `Resnet{6n+2}` (CIFAR, e.g. Resnet32).
+      152,200}` (ImageNet, the paper's), `Resnet{...}_v1.5` (ImageNet, the standard v1.5;
+      resnet.py says which is which) or `Resnet{6n+2}` (CIFAR, e.g. Resnet32).
     num_classes: size of the classifier output.
     dtype: computation dtype (parameters and BatchNorm statistics stay float32).
     **kwargs: module fields, e.g. `bn_axis_name` to synchronise BatchNorm.
@@ -68,13 +71,14 @@ def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
   if (match := _WIDE_RESNET.match(name)) and (int(match[1]) - 4) % 6 == 0:
     return WideResnet(depth=int(match[1]), width=int(match[2]), **kwargs)
   if match := _RESNET.match(name):
-    depth = int(match[1])
+    depth, standard = int(match[1]), bool(match[2])
     if depth in STAGES:
-      return ResNet(depth=depth, **kwargs)
-    if (depth - 2) % 6 == 0:
+      standard = {"stem_relu": True, "kernel_init": conv_init} if standard else {}
+      return ResNet(depth=depth, **standard, **kwargs)
+    if (depth - 2) % 6 == 0 and not standard:
       return CifarResNet(depth=depth, **kwargs)
   raise UsageError(f"Unknown model '{name}': choose one of {', '.join(EXAMPLES)} (also "
-                   "WideResnet{6n+4}x{k}, Resnet{18,34,50,101,152,200}, Resnet{6n+2}, "
+                   "WideResnet{6n+4}x{k}, Resnet{18,34,50,101,152,200}[_v1.5], Resnet{6n+2}, "
                    "efficientnet-b0..b8, *_mini).")
 
 
