@@ -72,6 +72,9 @@ def get_config(arg: str = "b7,cifar10,sam") -> ml_collections.ConfigDict:
   config.lr_schedule = "cosine"
   config.gradient_clipping = 1.0
   config.label_smoothing = 0.1
+  # The original synchronised every EfficientNet BatchNorm across replicas
+  # (sam_jax/efficientnet/efficientnet.py:310-316); frozen here, so it changes nothing yet.
+  config.sync_batch_norm = True
   if cell.dataset.startswith("cifar"):
     config.image_level_augmentations, config.batch_level_augmentations = "autoaugment", "cutout"
     config.autoaugment_faithful = True  # the original's AutoAugment (data/policies.py)

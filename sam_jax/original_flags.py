@@ -113,6 +113,8 @@ def _original_meanings(config: ml_collections.ConfigDict, values: Mapping[str, A
     config.autoaugment_faithful = True  # the original's op magnitudes and quirks
     if config.dataset == "imagenet":  # the original applied RandAugment to ImageNet
       config.image_level_augmentations = "randaugment"
+  if (values.get("model_name") or "").startswith("efficientnet"):
+    config.sync_batch_norm = True  # the original's EfficientNet BatchNorm: axis_name='batch'
   if values.get("from_pretrained_checkpoint"):  # the original also froze BatchNorm then
     if not values.get("efficientnet_checkpoint_path"):
       raise UsageError("--from_pretrained_checkpoint needs --efficientnet_checkpoint_path=PATH "

@@ -182,6 +182,7 @@ def test_finetuning_cells_follow_appendix_c2():
       assert config.sam.rho == (rho if optimizer == "sam" else 0.0)
       assert (config.weight_decay, config.momentum, config.lr_schedule) == (1e-5, 0.9, "cosine")
       assert (config.gradient_clipping, config.label_smoothing) == (1.0, 0.1)
+      assert config.sync_batch_norm  # efficientnet.py:310-316 of the original
       assert config.image_size is None  # the model's resolution
       Augmentation.from_config(config).check(get_dataset_info(dataset))
       assert config.autoaugment_faithful or config.image_level_augmentations == "basic"
@@ -195,8 +196,10 @@ def test_original_finetuning_flags():
                          "--output_dir=/tmp/w"])
   assert (config.init_from, config.freeze_batch_norm, config.use_rmsprop) == (
       "/ckpt", True, True)
+  assert config.sync_batch_norm  # the original's EfficientNet, efficientnet.py:310-316
   config, _ = parse_run(["--efficientnet_checkpoint_path=/ckpt", "--output_dir=/tmp/w"])
   assert config.init_from is None  # the original read the path only when finetuning
+  assert not config.sync_batch_norm  # the WideResNet default: per-replica statistics
   with pytest.raises(UsageError, match="needs --efficientnet_checkpoint_path"):
     parse_run(["--from_pretrained_checkpoint", "--output_dir=/tmp/w"])
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import max_abs_diff, tiny_config
+from conftest import efficientnet_and_variables, max_abs_diff, tiny_config
 from sam_jax import optim, replicas, steps
 from sam_jax.errors import UsageError
 from sam_jax.models import get_model, input_resolution
@@ -275,3 +275,29 @@ def test_the_papers_imagenet_resnet_and_the_standard_v1_5():
     if paper_kernel.ndim == 4:  # He normal, fan out, not truncated
       assert abs(standard_kernel.std() / np.sqrt(2 / fan_out) - 1) < 0.02, path
       assert np.abs(standard_kernel).max() > 2 * np.sqrt(2 / fan_out) / 0.87962566, path
+
+
+def test_efficientnet_initialisers_are_the_originals():
+  # google-research/sam sam_jax/efficientnet/efficientnet.py:60-61: every conv kernel
+  # variance_scaling(2.0, 'fan_out', 'truncated_normal'), depthwise ones laid out
+  # [k, k, C, 1] (:125-131) so that fan_out = k * k; :63-64 the classifier
+  # variance_scaling(1/3, 'fan_out', 'uniform') = U(-1/sqrt(classes), 1/sqrt(classes)).
+  params = efficientnet_and_variables("b0")[1]["params"]
+  normalised = {"depthwise": [], "conv": []}
+  for path, kernel in jax.tree_util.tree_leaves_with_path(params):
+    name = jax.tree_util.keystr(path)
+    if "kernel" not in name or "head_dense" in name:
+      continue
+    kernel = np.asarray(kernel, np.float64)
+    depthwise = "depthwise_conv" in name
+    if depthwise:
+      assert kernel.shape[-1] == 1 and kernel.shape[0] in (3, 5), name
+    fan_out = np.prod(kernel.shape[:-2]) * kernel.shape[-1]
+    normalised["depthwise" if depthwise else "conv"].append(kernel.ravel() / np.sqrt(2 / fan_out))
+  for kind, draws in normalised.items():
+    draws = np.concatenate(draws)
+    assert len(draws) > 100_000, kind
+    assert abs(draws.std() - 1) < 0.01, kind  # the variance; truncated at 2 / 0.8796:
+    assert 2.2 < np.abs(draws).max() <= 2 / 0.87962566 + 1e-6, kind
+  head = np.asarray(params["head_dense"]["kernel"], np.float64)  # 10 classes
+  assert 0.99 / np.sqrt(10) < np.abs(head).max() <= 1 / np.sqrt(10)

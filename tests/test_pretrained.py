@@ -6,7 +6,6 @@ to the tensorflow/tpu and original-SAM names), loads it through `sam_jax.pretrai
 compares the logits in eval mode.
 """
 
-import functools
 import os
 import re
 import shutil
@@ -19,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import run_binary, tiny_config
+from conftest import efficientnet_and_variables, run_binary, tiny_config
 from sam_jax import loop, pretrained
 from sam_jax.data.tf_cpu import tf  # TF (and Keras on it) on the CPU only
 from sam_jax.errors import UsageError
@@ -149,14 +148,6 @@ def original_flax_tree(weights) -> dict:
   return {"0": {"params": params}, "1": state}
 
 
-@functools.cache
-def ours(variant: str, classes: int = 10):
-  """Our EfficientNet and its fresh variables (computed once per variant and classes)."""
-  model = get_model(f"efficientnet-{variant}", classes)
-  fresh = jax.jit(model.init)(jax.random.key(1), jnp.zeros((1, SIDE, SIDE, 3)))
-  return model, fresh
-
-
 @pytest.fixture(scope="session")  # once per worker (pytest-xdist shares tests out)
 def keras_b0():
   model = keras_model("b0")
@@ -187,7 +178,7 @@ def test_every_format_gives_keras_logits(tmp_path, variant, keras_b0, b0_files):
     paths = write_all_formats(tmp_path, k_model, keras_weights(k_model), "efficientnet-b2")
   images = np.random.default_rng(1).normal(size=(2, SIDE, SIDE, 3)).astype(np.float32)
   expected = np.asarray(k_model(images * 255.0, training=False))  # Keras rescales by 1/255
-  model, fresh = ours(variant)
+  model, fresh = efficientnet_and_variables(variant)
   apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
   for fmt, path in paths.items():
     assert pretrained.detect_format(path) == fmt
@@ -197,7 +188,7 @@ def test_every_format_gives_keras_logits(tmp_path, variant, keras_b0, b0_files):
 
 
 def test_raw_tf_variables_on_request(b0_files, keras_b0):
-  model, fresh = ours("b0")
+  model, fresh = efficientnet_and_variables("b0")
   ema = pretrained.load(b0_files["tf"], model, fresh)
   raw = pretrained.load(b0_files["tf"], model, fresh, use_ema=False)
   assert_trees_close(raw, jax.tree.map(lambda x: x + 0.5, ema))  # the raw copies' offset
@@ -212,7 +203,7 @@ def assert_trees_close(a, b):
 
 
 def test_another_number_of_classes_gets_a_fresh_head(b0_files, keras_b0, caplog):
-  model, fresh = ours("b0", classes=5)
+  model, fresh = efficientnet_and_variables("b0", classes=5)
   for fmt, path in b0_files.items():
     caplog.clear()  # each format must warn by itself
     with caplog.at_level("WARNING"):
@@ -245,7 +236,7 @@ def test_missing_and_unexpected_variables_are_listed(tmp_path, keras_b0):
     del variables[name]
   variables["efficientnet-b0/blocks_3/conv2d_7/kernel"] = np.zeros((1, 1, 4, 4), np.float32)
   path = write_tf_checkpoint(str(tmp_path / "model.ckpt"), variables)
-  model, fresh = ours("b0")
+  model, fresh = efficientnet_and_variables("b0")
   with pytest.raises(pretrained.CheckpointError,
                      match=r"2 variables do not match \(missing efficientnet-b0/blocks_3/se/"
                            r"conv2d_1/bias; unexpected efficientnet-b0/blocks_3/conv2d_7/kernel"):
@@ -355,8 +346,7 @@ def write_tiny_checkpoint(prefix: str, classes: int = 7):
       lambda x: rng.uniform(0.5, 1.5, x.shape).astype(np.float32), variables["batch_stats"])
   flat = flax.traverse_util.flatten_dict(variables, sep="/")
   expands = {int(n.split("/")[1][7:]) for n in flat if "/expand_conv/" in n}
-  named = {pretrained.source_name(n, "tf", model, expands, "efficientnet-mini"):
-           np.asarray(v).swapaxes(-1, -2) if "depthwise_conv" in n else np.asarray(v)
+  named = {pretrained.source_name(n, "tf", model, expands, "efficientnet-mini"): np.asarray(v)
            for n, v in flat.items()}
   write_tf_checkpoint(prefix, {**named, **{f"{n}/ExponentialMovingAverage": v
                                            for n, v in named.items()}})

@@ -5,7 +5,11 @@ excite with 0.25 x the block's input filters, 1x1 projection; identity skip with
 stochastic depth when shapes match) and a 1x1 head conv to 1280 (scaled) filters,
 global average pooling, dropout and the classifier. Swish everywhere. BatchNorm momentum
 0.99, eps 1e-3, synchronised across replicas in the paper's recipe
-(`sync_batch_norm`). Widths and depths scale with the variant's coefficients:
+(`sync_batch_norm`, as google-research/sam sam_jax/efficientnet/efficientnet.py:310-316
+always did). Initialisers as the original's (:60-64): every conv kernel truncated normal
+with variance 2 / fan_out, the classifier U(-1/sqrt(classes), 1/sqrt(classes)); depthwise
+kernels are laid out [k, k, C, 1] as in TensorFlow (:125-131), so their fan_out is k * k.
+Widths and depths scale with the variant's coefficients:
 round_filters rounds c * width to a multiple of 8 (never below 90% of it), stage
 repeats become ceil(depth * repeats). Stochastic depth grows linearly to 0.2 over the
 blocks. Parameters with 1000 classes: b0 5,288,548; b7 66,347,960; L2 about 480M.
@@ -20,6 +24,10 @@ import jax
 import jax.numpy as jnp
 
 from sam_jax.models.layers import batch_norm, conv, dense_init
+
+# Kaiming with fan_out, truncated (efficientnet.py:60-61); the classifier's dense_init is
+# the original's variance_scaling(1/3, 'fan_out', 'uniform') (:63-64), the same law.
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "truncated_normal")
 
 # (repeats, kernel, stride, expand ratio, input filters, output filters) of B0's stages.
 STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
@@ -67,6 +75,25 @@ def efficientnet_bn(module: nn.Module, train: bool, name: str) -> nn.BatchNorm:
                     momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
+class DepthwiseConv(nn.Module):
+  """A k x k depthwise conv whose kernel is [k, k, C, 1], as TensorFlow's and the original's.
+
+  The layout sets the initialiser's fan_out to k * k (not k * k * C), and it is the
+  published checkpoints' layout, so they load without a transpose.
+  """
+  kernel: int
+  strides: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    channels = x.shape[-1]
+    kernel = self.param("kernel", conv_init, (self.kernel, self.kernel, channels, 1))
+    return jax.lax.conv_general_dilated(
+        x, jnp.asarray(kernel, self.dtype).swapaxes(-1, -2), (self.strides,) * 2, "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
+
+
 class MBConvBlock(nn.Module):
   """Mobile inverted bottleneck with squeeze-excite (tensorflow/tpu MBConvBlock)."""
   input_filters: int
@@ -82,18 +109,18 @@ class MBConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     bn = functools.partial(efficientnet_bn, self, train)
+    conv_ = functools.partial(conv, dtype=self.dtype, kernel_init=conv_init)
     inputs, channels = x, self.input_filters * self.expand_ratio
     if self.expand_ratio != 1:
-      x = nn.swish(bn("expand_bn")(conv(channels, 1, dtype=self.dtype, name="expand_conv")(x)))
-    x = conv(channels, self.kernel, self.strides, dtype=self.dtype, feature_group_count=channels,
-             name="depthwise_conv")(x)
+      x = nn.swish(bn("expand_bn")(conv_(channels, 1, name="expand_conv")(x)))
+    x = DepthwiseConv(self.kernel, self.strides, self.dtype, name="depthwise_conv")(x)
     x = nn.swish(bn("depthwise_bn")(x))
     squeezed = jnp.mean(x, axis=(1, 2), keepdims=True)
-    squeezed = nn.swish(conv(max(1, int(self.input_filters * SE_RATIO)), 1, dtype=self.dtype,
-                             use_bias=True, name="se_reduce")(squeezed))
-    squeezed = conv(channels, 1, dtype=self.dtype, use_bias=True, name="se_expand")(squeezed)
+    squeezed = nn.swish(conv_(max(1, int(self.input_filters * SE_RATIO)), 1, use_bias=True,
+                              name="se_reduce")(squeezed))
+    squeezed = conv_(channels, 1, use_bias=True, name="se_expand")(squeezed)
     x = nn.sigmoid(squeezed) * x
-    x = bn("project_bn")(conv(self.output_filters, 1, dtype=self.dtype, name="project_conv")(x))
+    x = bn("project_bn")(conv_(self.output_filters, 1, name="project_conv")(x))
     if self.strides == 1 and self.input_filters == self.output_filters:
       x = stochastic_depth(self, x, self.drop_rate, train) + inputs
     return x
@@ -113,8 +140,8 @@ class EfficientNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     bn = functools.partial(efficientnet_bn, self, train)
-    x = conv(round_filters(32, self.width), 3, 2, dtype=self.dtype, name="stem_conv")(
-        x.astype(self.dtype))
+    conv_ = functools.partial(conv, dtype=self.dtype, kernel_init=conv_init)
+    x = conv_(round_filters(32, self.width), 3, 2, name="stem_conv")(x.astype(self.dtype))
     x = nn.swish(bn("stem_bn")(x))
     blocks = [(round_filters(inp, self.width) if i == 0 else round_filters(out, self.width),
                round_filters(out, self.width), kernel, stride if i == 0 else 1, expand)
@@ -124,7 +151,7 @@ class EfficientNet(nn.Module):
       x = MBConvBlock(inp, out, kernel, stride, expand, DROP_CONNECT_RATE * index / len(blocks),
                       self.dtype, self.bn_axis_name, self.frozen_batch_norm,
                       name=f"blocks_{index}")(x, train)
-    x = conv(round_filters(1280, self.width), 1, dtype=self.dtype, name="head_conv")(x)
+    x = conv_(round_filters(1280, self.width), 1, name="head_conv")(x)
     x = jnp.mean(nn.swish(bn("head_bn")(x)), axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype,

@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from sam_jax.models import efficientnet, get_model
-from sam_jax.pretrained.names import from_source, source_name, source_shape
+from sam_jax.pretrained.names import source_name
 from sam_jax.pretrained.readers import CheckpointError, detect_format, open_checkpoint
 
 EMA = "/ExponentialMovingAverage"
@@ -104,10 +104,9 @@ def convert(shapes: Mapping[str, tuple[int, ...]], read: Callable[[str], Any], v
              if "/expand_conv/" in name}
   wanted = {name: source_name(name, fmt, model, expands, prefix) for name in ours}
   missing = sorted(theirs for theirs in wanted.values() if theirs not in names)
-  misshapen = {name: (tuple(shapes[names[theirs]]), source_shape(name, fmt, ours[name].shape))
+  misshapen = {name: (tuple(shapes[names[theirs]]), tuple(ours[name].shape))
                for name, theirs in wanted.items()
-               if theirs in names and tuple(shapes[names[theirs]])
-               != source_shape(name, fmt, ours[name].shape)}
+               if theirs in names and tuple(shapes[names[theirs]]) != tuple(ours[name].shape)}
   fresh_head = _replaces_head(misshapen)
   if fresh_head:
     saved_classes = misshapen.pop("params/head_dense/bias")[0][0]
@@ -126,7 +125,7 @@ def convert(shapes: Mapping[str, tuple[int, ...]], read: Callable[[str], Any], v
         f"{source} ({fmt}) does not fit {_model_name(model)}: {len(problems)} variables do "
         f"not match ({shown}){_describe(names, shapes, fmt, model, expands, prefix)}.")
   loaded = {name: (ours[name] if fresh_head and name.startswith("params/head_dense/")
-                   else from_source(name, fmt, read(names[wanted[name]])))
+                   else read(names[wanted[name]]))
             for name in ours}
   return flax.traverse_util.unflatten_dict(loaded, sep="/")
 

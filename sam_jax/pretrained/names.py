@@ -4,10 +4,8 @@
 tensorflow/tpu TF checkpoint (`efficientnet-b0/blocks_3/depthwise_conv2d/depthwise_kernel`),
 in the original SAM release's Flax msgpack (`params/MBConvBlock_4/depthwise_conv2d/...`),
 in a keras.applications file (`block2b_dwconv/kernel`) or in our own Orbax export (itself).
-Depthwise kernels are [k, k, C, 1] in the published formats and [k, k, 1, C] here.
+Every variable has the same shape in each format: depthwise kernels are [k, k, C, 1].
 """
-
-from typing import Any
 
 from sam_jax.models import efficientnet
 
@@ -95,17 +93,3 @@ def source_name(ours: str, fmt: str, model: efficientnet.EfficientNet, expands: 
     return f"{'state' if collection == 'batch_stats' else 'params'}/{layer}/{leaf}"
   return f"{layer}/{leaf}"
 
-
-def _transposed(ours: str, fmt: str) -> bool:
-  """Depthwise kernels are [k, k, C, 1] in the published formats, [k, k, 1, C] here."""
-  return fmt != "orbax" and "/depthwise_conv/" in ours
-
-
-def from_source(ours: str, fmt: str, value: Any) -> Any:
-  """A checkpoint's value of our variable `ours`, laid out as ours."""
-  return value.swapaxes(-1, -2) if _transposed(ours, fmt) else value
-
-
-def source_shape(ours: str, fmt: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-  """The shape our variable `ours` of `shape` has in the checkpoint."""
-  return shape[:-2] + shape[-2:][::-1] if _transposed(ours, fmt) else tuple(shape)
