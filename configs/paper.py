@@ -44,6 +44,9 @@ def cell_config(arg: str, *, model_name: str, num_epochs: int,
                           else learning_rate)
   config.weight_decay = weight_decay
   config.autoaugment_faithful = True  # the original's AutoAugment (data/policies.py)
+  # The original drew every Bernoulli mask (ShakeDrop gates, dropout) anew in each SAM
+  # pass (models/layers.py:train_rngs); no effect on models without such masks.
+  config.sam.redraw_masks = True
   config.sam.rho = cells.sam_rho(cell.optimizer, rho[cell.dataset])
   config.save_progress_seconds = 600
   return config

@@ -75,6 +75,9 @@ def get_config(arg: str = "b7,cifar10,sam") -> ml_collections.ConfigDict:
   # The original synchronised every EfficientNet BatchNorm across replicas
   # (sam_jax/efficientnet/efficientnet.py:310-316); frozen here, so it changes nothing yet.
   config.sync_batch_norm = True
+  # New dropout and stochastic-depth masks in the SAM pass, as the original's stateful
+  # Bernoulli drew them (sam_jax/train.py:76-82; models/layers.py:train_rngs).
+  config.sam.redraw_masks = True
   if cell.dataset.startswith("cifar"):
     config.image_level_augmentations, config.batch_level_augmentations = "autoaugment", "cutout"
     config.autoaugment_faithful = True  # the original's AutoAugment (data/policies.py)
