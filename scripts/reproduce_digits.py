@@ -31,6 +31,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from sam_jax.analysis.intervals import cell, interval  # noqa: E402  (after the path)
+
 _OUT = flags.DEFINE_string("out", "workdirs/digits_reproduction", "Output folder.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every cell.")
 _NOISE = flags.DEFINE_list("noise", ["0", "20", "40", "60", "80"], "Label noise levels (%).")
@@ -103,21 +105,6 @@ def summarise_run(run: dict, analysis: dict) -> dict:
       "density": analysis["hessian"]["density"],
       "seconds": analysis.get("seconds"),
   }
-
-
-def interval(values) -> tuple[float, float]:
-  """Mean and the half-width of its 95% Student-t interval (nan for one value)."""
-  from scipy import stats  # pylint: disable=import-outside-toplevel
-  values = np.asarray(values, np.float64)
-  if len(values) < 2:
-    return float(values.mean()), float("nan")
-  half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-  return float(values.mean()), float(half)
-
-
-def cell(values, scale: float = 1.0, digits: int = 2) -> str:
-  mean, half = interval(np.asarray(values) * scale)
-  return f"{mean:.{digits}f}" if math.isnan(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
 def select(runs, **where):

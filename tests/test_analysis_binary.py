@@ -11,15 +11,22 @@ import tensorflow_datasets as tfds
 from scipy import stats
 
 from conftest import ROOT, finish, run_binary, start_process, tiny_config
-from sam_jax.analysis import report
+from sam_jax.analysis import intervals, report
 from sam_jax.data.datasets import get_dataset_info
 from sam_jax.errors import UsageError
 from sam_jax.models import get_model
 
-_spec = importlib.util.spec_from_file_location(
-    "reproduce_digits", os.path.join(ROOT, "scripts", "reproduce_digits.py"))
-reproduce = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reproduce)
+
+
+def load_script(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+reproduce = load_script("reproduce_digits")
+reproduce_label_noise = load_script("reproduce_label_noise")  # defines no flags on import
 
 
 def analysis_cli(*args):
@@ -123,5 +130,19 @@ def test_the_tables_give_means_student_t_intervals_and_kendall_tau():
   assert f"| 0 | 97.00 ± {half:.2f} | 99.00 ± " in text
   tau = stats.kendalltau([r["m_sharpness"][1] for r in runs], [r["gap"] for r in runs]).statistic
   assert f"| tau | {tau:.2f} | {-tau:.2f} |" in text
-  assert reproduce.interval([5.0])[0] == 5.0 and np.isnan(reproduce.interval([5.0])[1])
+  assert intervals.interval([5.0])[0] == 5.0 and np.isnan(intervals.interval([5.0])[1])
   assert len(reproduce.run_list([0, 1], ["0", "20", "40", "60", "80"], [4, 128])) == 24
+
+
+def test_the_label_noise_table_pairs_sam_with_sgd_by_seed():
+  def run(noise, optimizer, seed, accuracy, train_error):
+    return {"noise": noise, "optimizer": optimizer, "seed": seed,
+            "test_error": 1 - accuracy / 100, "train_eval_error": train_error}
+  sgd = [62.0, 60.0, 58.0]
+  sam = [70.0, 69.0, 65.0]  # differences 8, 9, 7: a paired interval far narrower than
+  runs = ([run(40, "sgd", s, a, 0.01) for s, a in enumerate(sgd)]  # the unpaired ones
+          + [run(40, "sam", s, a, 0.2 + 0.1 * s) for s, a in enumerate(sam)])
+  line = reproduce_label_noise.table(runs).splitlines()[2]
+  half = stats.t.ppf(0.975, 2) / np.sqrt(3)  # times the sample standard deviation
+  assert line == (f"| 40 | 60.00 ± {2 * half:.2f} | 68.00 ± {np.std(sam, ddof=1) * half:.2f} "
+                  f"| 8.00 ± {1 * half:.2f} | 1.00 ± 0.00 | 30.00 ± {10 * half:.2f} |")
