@@ -5,7 +5,7 @@ code's setting); Table 6: lr 0.02 on CIFAR-10 and 0.05 on CIFAR-100, weight deca
 rho 0.05; the rest as in `configs/paper.py` (batch 256, m = 32). The ascent gradient
 uses the same ShakeDrop coefficients forward and backward, and the SAM pass draws new
 ShakeDrop gates (the uniform coefficients shared), as the original did
-(`sam.redraw_masks`, set by `configs/paper.py`; see `sam_jax/models/layers.py:train_rngs`). Pick the cell after the
+(`sam.redraw_masks`, set by `configs/paper.py`; see `sam_jax/models/layers.py`). Pick the cell after the
 colon, DATASET,AUGMENTATION,OPTIMIZER:
 
     python -m sam_jax.train --config=configs/table1_pyramid_shakedrop.py:cifar100,cutout,sam \\

@@ -6,7 +6,6 @@ that the subprocesses the tests start inherit it too.
 """
 
 import atexit
-import functools
 import os
 import shutil
 import subprocess
@@ -118,11 +117,3 @@ def run_binary(module: str, *args, timeout: float = 300,
                **options) -> subprocess.CompletedProcess:
   """Runs `python -m module args` to the end: (returncode, stdout, stderr)."""
   return finish(start_binary(module, *args, **options), timeout)
-
-
-@functools.cache
-def efficientnet_and_variables(variant: str, classes: int = 10):
-  """Our EfficientNet and its fresh variables (computed once per process, variant, classes)."""
-  from sam_jax.models import get_model
-  model = get_model(f"efficientnet-{variant}", classes)
-  return model, jax.jit(model.init)(jax.random.key(1), jax.numpy.zeros((1, 64, 64, 3)))

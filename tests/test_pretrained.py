@@ -6,6 +6,7 @@ to the tensorflow/tpu and original-SAM names), loads it through `sam_jax.pretrai
 compares the logits in eval mode.
 """
 
+import functools
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import efficientnet_and_variables, run_binary, tiny_config
+from conftest import run_binary, tiny_config
 from sam_jax import loop, pretrained
 from sam_jax.data.tf_cpu import tf  # TF (and Keras on it) on the CPU only
 from sam_jax.errors import UsageError
@@ -146,6 +147,13 @@ def original_flax_tree(weights) -> dict:
         node = node.setdefault(part, {})
       node[name] = value
   return {"0": {"params": params}, "1": state}
+
+
+@functools.cache
+def efficientnet_and_variables(variant: str, classes: int = 10):
+  """Our EfficientNet and its fresh variables (computed once per variant and classes)."""
+  model = get_model(f"efficientnet-{variant}", classes)
+  return model, jax.jit(model.init)(jax.random.key(1), jnp.zeros((1, SIDE, SIDE, 3)))
 
 
 @pytest.fixture(scope="session")  # once per worker (pytest-xdist shares tests out)
