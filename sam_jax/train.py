@@ -38,9 +38,15 @@ def _last_line(error: Exception) -> str:
 
 
 def _unknown_field(error: Exception) -> str:
-  field = str(error).strip("\"'")
-  return (f"a --config.FIELD override names a field the config does not have: '{field}' "
-          "(python -m sam_jax.train --helpfull lists the fields).")
+  """One line from ml_collections' KeyError (possibly inside an AttributeError): the field
+  and ml_collections' suggestion, if it has one."""
+  while error.args and isinstance(error.args[0], Exception):
+    error = error.args[0]
+  field, *suggestion = str(error.args[0] if error.args else error).splitlines()
+  field = field.strip("'\"")
+  hint = f" {suggestion[0].strip()}" if suggestion else ""
+  return (f"a --config.FIELD override names a field the config does not have: '{field}'."
+          f"{hint} (python -m sam_jax.train --helpfull lists the fields).")
 
 
 try:  # ml_collections applies --config.FIELD overrides from sys.argv right here

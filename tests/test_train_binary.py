@@ -70,8 +70,13 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_parameters(tmp_path
                            "of 32."),
     # ml_collections reads --config.FIELD overrides when the binary defines its flags.
     (["--config.sam.rh0=0.1"], "a --config.FIELD override names a field the config does not "
-                               "have: 'rh0' (python -m sam_jax.train --helpfull lists the "
+                               "have: 'rh0'. (python -m sam_jax.train --helpfull lists the "
                                "fields)."),
+    (["--config.autoaugment_faithful_magnitudes=True"],  # renamed: ml_collections' hint
+     "a --config.FIELD override names a field the config does not have: "
+     "'autoaugment_faithful_magnitudes'. Did you mean \"autoaugment_faithful\" instead of "
+     "\"autoaugment_faithful_magnitudes\"? (python -m sam_jax.train --helpfull lists the "
+     "fields)."),
 ])
 def test_bad_input_is_one_line_on_stderr_exit_status_2_and_nothing_written(argv, message,
                                                                            tmp_path):
