@@ -9,13 +9,14 @@ per noise level and optimizer, the clean test accuracy and the training error on
 noisy labels the run learnt from (mean ± 95% Student-t interval over the seeds), and the
 difference SAM - SGD of the accuracy, paired by seed (both see the same noisy labels).
 Each run's workdir is --out/runs/NOISE_OPTIMIZER_sSEED; a run that finished (results.json)
-is not trained again, so an interrupted reproduction continues where it stopped.
+is not trained again, so an interrupted reproduction (Ctrl-C) continues where it stopped:
+an unfinished run resumes from its last checkpoint.
 """
 
-import concurrent.futures
 import json
-import multiprocessing
 import os
+import signal
+import subprocess
 import sys
 import time
 
@@ -40,21 +41,69 @@ def define_flags() -> None:
   flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS's).")
 
 
-def train(run: dict, out: str, epochs: int | None, data_dir: str | None) -> dict:
-  """Trains one run (resuming its workdir); returns the run with its results.json."""
-  workdir = os.path.join(out, "runs", run["name"])
-  results_path = os.path.join(workdir, "results.json")
-  if not os.path.exists(results_path):
-    # In the spawned workers only: the parent needs neither JAX nor TensorFlow.
-    from configs import digits_label_noise  # pylint: disable=import-outside-toplevel
-    from sam_jax import loop  # pylint: disable=import-outside-toplevel
-    config = digits_label_noise.get_config(f"{run['noise']},{run['optimizer']}")
-    config.seed, config.data_dir = run["seed"], data_dir
-    if epochs:
-      config.num_epochs = epochs
-    loop.train_and_evaluate(config, workdir)
-  with open(results_path) as f:
-    return {**run, **json.load(f)}
+def command(run: dict, workdir: str, epochs: int | None, data_dir: str | None) -> list[str]:
+  """The training binary's command line for one run."""
+  config = os.path.join(ROOT, "configs", "digits_label_noise.py")
+  return ([sys.executable, "-m", "sam_jax.train", f"--workdir={workdir}",
+           f"--config={config}:{run['noise']},{run['optimizer']}", f"--config.seed={run['seed']}"]
+          + ([f"--config.num_epochs={epochs}"] if epochs else [])
+          + ([f"--config.data_dir={data_dir}"] if data_dir else []))
+
+
+def finished(workdir: str) -> dict | None:
+  path = os.path.join(workdir, "results.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  return None
+
+
+def train_all(runs: list[dict], out: str, jobs: int, epochs: int | None,
+              data_dir: str | None) -> tuple[list[dict], list[str]]:
+  """Trains the runs that have no results.json yet, `jobs` at a time, each in its own
+  `python -m sam_jax.train` (its log in WORKDIR/train.log); returns (done, failures).
+
+  On Ctrl-C the trainings stop too, keeping their checkpoints, before KeyboardInterrupt
+  goes on.
+  """
+  started, done, failures, pending, running = time.monotonic(), [], [], [], {}
+  for run in runs:
+    workdir = os.path.join(out, "runs", run["name"])
+    results = finished(workdir)
+    if results:
+      done.append({**run, **results})
+    else:
+      pending.append((run, workdir))
+  try:
+    while pending or running:
+      while pending and len(running) < jobs:
+        run, workdir = pending.pop(0)
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "train.log"), "a") as log:
+          process = subprocess.Popen(command(run, workdir, epochs, data_dir), cwd=ROOT,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        running[process] = (run, workdir)
+      time.sleep(1)
+      for process in [p for p in running if p.poll() is not None]:
+        run, workdir = running.pop(process)
+        results = finished(workdir) if process.returncode == 0 else None
+        if results is None:
+          failures.append(f"{run['name']} failed (exit status {process.returncode}): see "
+                          f"{os.path.join(workdir, 'train.log')}")
+          print(failures[-1], flush=True)
+          continue
+        done.append({**run, **results})
+        print(f"[{len(done)}/{len(runs)} {time.monotonic() - started:.0f} s] {run['name']}: "
+              f"test accuracy {100 - 100 * results['test_error']:.1f}%, training error on "
+              f"the noisy labels {100 * results['train_eval_error']:.1f}%", flush=True)
+  except KeyboardInterrupt:
+    for process in running:  # a terminal's Ctrl-C reached them already; a kill -INT not
+      if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    for process in running:
+      process.wait()
+    raise
+  return done, failures
 
 
 def table(runs: list[dict]) -> str:
@@ -80,21 +129,18 @@ def main(argv):
   runs = [{"noise": int(noise), "optimizer": optimizer, "seed": int(seed),
            "name": f"{noise}_{optimizer}_s{seed}"}
           for seed in FLAGS.seeds for noise in FLAGS.noise for optimizer in ("sgd", "sam")]
-  started, done = time.monotonic(), []
-  context = multiprocessing.get_context("spawn")  # fresh JAX and TF in every worker
-  with concurrent.futures.ProcessPoolExecutor(FLAGS.jobs, mp_context=context) as pool:
-    futures = [pool.submit(train, run, out, FLAGS.epochs, FLAGS.data_dir) for run in runs]
-    for future in concurrent.futures.as_completed(futures):
-      result = future.result()
-      done.append(result)
-      print(f"[{len(done)}/{len(runs)} {time.monotonic() - started:.0f} s] {result['name']}: "
-            f"test accuracy {100 - 100 * result['test_error']:.1f}%, training error on the "
-            f"noisy labels {100 * result['train_eval_error']:.1f}%", flush=True)
+  started = time.monotonic()
+  try:
+    done, failures = train_all(runs, out, FLAGS.jobs, FLAGS.epochs, FLAGS.data_dir)
+  except KeyboardInterrupt:
+    sys.exit("Interrupted; the same command continues where this one stopped.")
+  if failures:
+    sys.exit(f"{len(failures)} of {len(runs)} runs failed:\n" + "\n".join(failures))
   minutes = (time.monotonic() - started) / 60
   epochs = {round(r["epochs"]) for r in done}
-  command = "python scripts/reproduce_label_noise.py " + " ".join(sys.argv[1:])
+  invocation = "python scripts/reproduce_label_noise.py " + " ".join(sys.argv[1:])
   with open(os.path.join(out, "results.md"), "w") as f:
-    f.write(f"`{command.strip()}` ({minutes:.1f} minutes with --jobs={FLAGS.jobs}; "
+    f.write(f"`{invocation.strip()}` ({minutes:.1f} minutes with --jobs={FLAGS.jobs}; "
             f"{', '.join(map(str, sorted(epochs)))} epochs; seeds "
             f"{', '.join(FLAGS.seeds)}; mean ± 95% interval over the seeds)\n\n")
     f.write(table(done))
