@@ -1,4 +1,5 @@
-"""The one error type for bad input: what a user asked for cannot run, and why.
+"""The one error type for bad input: what a user asked for cannot run, and why; and
+`Stopped`, a run that stopped on a signal (not an error: its binary exits 0).
 
 Raised only by validation (config values, the replica layout, datasets and the data
 on disk, checkpoints that must fit the model, `init_from`), before a run writes
@@ -12,6 +13,10 @@ from typing import NoReturn
 
 class UsageError(ValueError):
   """Bad input, with a one-line message saying what is wrong and how to fix it."""
+
+
+class Stopped(Exception):
+  """A run stopped on SIGTERM or Ctrl-C after saving a checkpoint; the message says where."""
 
 
 def exit_with_usage_error(program: str, reason: str) -> NoReturn:

@@ -6,13 +6,17 @@ the loop needs, writing nothing; a bad input is a `UsageError` before anything e
 Then the checkpoint manager resumes the workdir's latest checkpoint (one that does not
 fit is refused and kept), and `train` runs the steps from there: metrics to TensorBoard
 every `log_every_steps`, evaluation, checkpoints, and results.json at the end.
+SIGTERM (what schedulers send before preempting) and Ctrl-C stop the loop after the
+current step with a checkpoint of it (`Stopped`); the same command resumes from there.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -28,8 +32,32 @@ from sam_jax import checkpoints, experiment, optim, pretrained, replicas, steps
 from sam_jax.data import loading, pipeline
 from sam_jax.data.augmentation import Augmentation
 from sam_jax.data.datasets import DatasetInfo, get_dataset_info
-from sam_jax.errors import UsageError
+from sam_jax.errors import Stopped, UsageError
 from sam_jax.models.efficientnet import EfficientNet
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[Callable[[], str | None]]:
+  """While inside, SIGTERM and SIGINT only ask to stop: yields a function giving the
+  signal's name once one arrived (None before). A second Ctrl-C stops at once. Outside
+  the main thread (where Python cannot install handlers) nothing changes.
+  """
+  received = []
+
+  def ask_to_stop(signum, frame):
+    if received and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    received.append(signal.Signals(signum).name)
+
+  try:
+    previous = {s: signal.signal(s, ask_to_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+  except ValueError:  # not the main thread
+    previous = {}
+  try:
+    yield lambda: received[0] if received else None
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,14 +145,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Raises:
     UsageError: before anything is written, for input the run cannot use; or, with the
       workdir untouched, for a checkpoint that does not fit the config.
+    Stopped: on SIGTERM or Ctrl-C, after saving a checkpoint of the last step.
   """
   workdir = os.path.abspath(workdir)  # Orbax wants absolute paths
   run = set_up(config, workdir)
   keep_steps = [e * run.steps_per_epoch for e in config.additional_checkpoints_at_epochs]
   manager = checkpoints.make_manager(workdir, config.keep_checkpoints, keep_steps)
   try:
-    state = checkpoints.restore_latest(manager, run.state)
-    results = train(config, workdir, run, state, manager, keep_steps)
+    with stop_signals() as stop_requested:
+      state = checkpoints.restore_latest(manager, run.state)
+      results = train(config, workdir, run, state, manager, keep_steps, stop_requested)
   finally:
     manager.close()  # waits for the last save
   if jax.process_index() == 0:
@@ -146,8 +176,13 @@ def train_step_options(config: ml_collections.ConfigDict, model: nn.Module) -> d
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: steps.TrainState,
-          manager: ocp.CheckpointManager, keep_steps: list[int]) -> dict[str, float]:
-  """Steps from `state.step` to the end; evaluates and saves as the config asks."""
+          manager: ocp.CheckpointManager, keep_steps: list[int],
+          stop_requested: Callable[[], str | None] = lambda: None) -> dict[str, float]:
+  """Steps from `state.step` to the end; evaluates and saves as the config asks.
+
+  Raises:
+    Stopped: once `stop_requested()` names a signal, after saving the step just taken.
+  """
   train_step = steps.make_train_step(run.model, run.tx, run.mesh, run.layout,
                                      **train_step_options(config, run.model))
   eval_step = steps.make_eval_step(run.model, run.mesh, config.label_smoothing)
@@ -187,6 +222,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
         or time.monotonic() - last_save >= config.save_progress_seconds):
       checkpoints.save(manager, state)
       last_save = time.monotonic()
+    elif stop_requested():
+      checkpoints.save(manager, state)
+    if stop_requested() and step < run.total_steps:
+      raise Stopped(f"stopped by {stop_requested()} at step {step} of {run.total_steps}, "
+                    f"saved in {os.path.join(workdir, 'checkpoints')}; the same command "
+                    "resumes from there.")
   if not results:  # resumed after the last step: evaluate what was restored
     results = evaluate_all(config, run, eval_step, state, int(state.step), writer)
   writer.flush()

@@ -21,7 +21,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from sam_jax import original_flags
-from sam_jax.errors import UsageError, exit_with_usage_error
+from sam_jax.errors import Stopped, UsageError, exit_with_usage_error
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DEFAULT_CONFIG = os.path.join(_ROOT, "configs", "default.py")
@@ -119,6 +119,9 @@ def main(argv):
     results = loop.train_and_evaluate(config, workdir)
   except UsageError as e:
     _fail(str(e))
+  except Stopped as e:  # SIGTERM or Ctrl-C: saved, and not an error (exit status 0)
+    print(f"sam_jax.train: {e}", file=sys.stderr, flush=True)
+    return
   logging.info("Results: %s", results)
 
 
