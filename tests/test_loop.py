@@ -4,16 +4,17 @@ input refused with one line before anything is written."""
 import glob
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from conftest import tiny_config
-from sam_jax import checkpoints, loop
+from conftest import max_abs_diff, tiny_config
+from sam_jax import checkpoints, loop, replicas
 from sam_jax.data import label_noise
 from sam_jax.data.tf_cpu import tf
-from sam_jax.errors import UsageError
+from sam_jax.errors import Stopped, UsageError
 
 MOCK_EXAMPLES = 32
 
@@ -53,8 +54,8 @@ def test_one_sam_epoch_of_each_family_on_each_small_dataset(name, dataset, sync_
 
 
 @pytest.mark.slow
-def test_a_digits_run_with_label_noise_resumed_finished_then_with_another_model(tmp_path,
-                                                                                monkeypatch):
+def test_a_digits_run_with_label_noise_finished_stopped_resumed_then_another_model(tmp_path,
+                                                                                  monkeypatch):
   seen = []
   real = label_noise.symmetric_noise
   monkeypatch.setattr(label_noise, "symmetric_noise",
@@ -69,6 +70,26 @@ def test_a_digits_run_with_label_noise_resumed_finished_then_with_another_model(
   before = sorted(os.listdir(tmp_path / "checkpoints"))
   again = loop.train_and_evaluate(config, str(tmp_path))  # finished: evaluates what it finds
   assert again == results
+
+  # SIGTERM (a scheduler's preemption notice) during step 10: the loop saves step 10 and
+  # stops; the same call resumes there and ends where the uninterrupted run did.
+  calls = []
+  shard_batch = replicas.shard_batch
+  def shard_and_signal(batch, mesh):
+    calls.append(1)
+    if len(calls) == 10:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return shard_batch(batch, mesh)
+  monkeypatch.setattr(replicas, "shard_batch", shard_and_signal)
+  stopped = tmp_path / "stopped"
+  with pytest.raises(Stopped, match=r"stopped by SIGTERM at step 10 of 22, saved in .*; the "
+                                    "same command resumes from there"):
+    loop.train_and_evaluate(config, str(stopped))
+  assert checkpoints.read(str(stopped))[0] == 10 and not (stopped / "results.json").exists()
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
+  assert loop.train_and_evaluate(config, str(stopped)) == results
+  (step, resumed), (_, whole) = checkpoints.read(str(stopped)), checkpoints.read(str(tmp_path))
+  assert step == 22 and max_abs_diff(resumed["params"], whole["params"]) < 1e-6
   config.model_name = "WideResnet10x2"
   with pytest.raises(UsageError, match=r"The checkpoint at step 22 in .* does not fit this "
                                        r"model and optimizer \(\d+ arrays: .*\); use another"):

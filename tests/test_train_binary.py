@@ -1,10 +1,8 @@
-"""The training binary: flags, the exit-status contract, resume after SIGKILL and SIGTERM,
---helpfull."""
+"""The training binary: flags, the exit-status contract, resume after SIGKILL, --helpfull."""
 
 import glob
 import json
 import os
-import re
 import signal
 import time
 
@@ -14,7 +12,7 @@ from absl import flags
 
 from conftest import ROOT, finish, max_abs_diff, parse_run, run_binary, start_binary
 from sam_jax import original_flags, train
-from sam_jax.errors import UsageError
+from sam_jax.errors import Stopped, UsageError
 
 
 def digits_args(workdir, *overrides):
@@ -31,52 +29,37 @@ def final_state(workdir):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("digits")  # prepared once, not by two processes at the same time
-def test_a_run_killed_or_stopped_after_a_checkpoint_resumes_to_the_same_parameters(tmp_path):
+def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_parameters(tmp_path):
   # With cutout and an EMA (averaging from step 5), whose state must resume too; a
   # checkpoint every step.
   def args(workdir):
     return digits_args(workdir, "--config.batch_level_augmentations=cutout",
                        "--config.cutout_length=3", "--config.ema_decay=0.9",
                        "--config.ema_warmup_steps=5", "--config.save_progress_seconds=0")
-  def after_first_checkpoint(workdir, process):
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-      if [p for p in glob.glob(str(workdir / "checkpoints" / "*" / "_CHECKPOINT_METADATA"))
-          if os.path.basename(os.path.dirname(p)).isdigit()]:  # not Orbax's tmp folders
-        return
-      time.sleep(0.05)
-
   whole = start_binary("sam_jax.train", *args(tmp_path / "whole"))
-  # One run killed outright, one stopped by SIGTERM (a scheduler's preemption notice):
-  # that one saves the step it has just taken and exits 0 with one line.
-  stopped = {name: (tmp_path / name, start_binary("sam_jax.train", *args(tmp_path / name)))
-             for name in ("SIGKILL", "SIGTERM")}
-  for name, (workdir, process) in stopped.items():
-    after_first_checkpoint(workdir, process)
-    process.send_signal(getattr(signal, name))
-  killed, termed = (finish(process) for _, process in stopped.values())
-  assert termed.returncode == 0, termed.stderr[-3000:]
-  assert re.fullmatch(r"sam_jax\.train: stopped by SIGTERM at step (\d+) of 22, saved in "
-                      r".*/SIGTERM/checkpoints; the same command resumes from there\.",
-                      termed.stderr.strip().splitlines()[-1])
-  for workdir, _ in stopped.values():
-    assert not (workdir / "results.json").exists(), "the run ended before it was stopped"
+  killed_dir = tmp_path / "killed"
+  killed = start_binary("sam_jax.train", *args(killed_dir))
+  deadline = time.time() + 240
+  while time.time() < deadline and killed.poll() is None:  # the first checkpoint, then kill
+    if [p for p in glob.glob(str(killed_dir / "checkpoints" / "*" / "_CHECKPOINT_METADATA"))
+        if os.path.basename(os.path.dirname(p)).isdigit()]:  # not Orbax's tmp folders
+      break
+    time.sleep(0.05)
+  killed.send_signal(signal.SIGKILL)
+  finish(killed)
+  assert not (killed_dir / "results.json").exists(), "the run ended before it was killed"
   done = finish(whole)
   assert done.returncode == 0, done.stderr[-3000:]
 
-  step_a, state_a = final_state(tmp_path / "whole")
-  resuming = [(workdir, start_binary("sam_jax.train", *args(workdir)))
-              for workdir, _ in stopped.values()]
-  for workdir, process in resuming:
-    resumed = finish(process)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Resumed from the checkpoint at step" in resumed.stderr
-    step_b, state_b = final_state(workdir)
-    assert step_a == step_b == 1437 // 64
-    assert max_abs_diff(state_a, state_b) < 1e-6
-    assert max_abs_diff(state_a["ema"], state_b["ema"]) < 1e-6
+  resumed = run_binary("sam_jax.train", *args(killed_dir))
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "Resumed from the checkpoint at step" in resumed.stderr
+  (step_a, state_a), (step_b, state_b) = final_state(tmp_path / "whole"), final_state(killed_dir)
+  assert step_a == step_b == 1437 // 64
+  assert max_abs_diff(state_a, state_b) < 1e-6
+  assert max_abs_diff(state_a["ema"], state_b["ema"]) < 1e-6
   assert max_abs_diff(state_a["ema"]["params"], state_a["params"]) > 1e-4  # an average
-  results = json.loads((tmp_path / "SIGTERM" / "results.json").read_text())
+  results = json.loads((killed_dir / "results.json").read_text())
   assert {"test_error", "raw_test_error"} <= set(results)  # the EMA's, then the weights'
 
 
@@ -155,3 +138,17 @@ def test_helpfull_documents_every_original_flag():
   for name in original_flags.ORIGINAL_FLAGS:
     assert f"--{name}" in out or f"--[no]{name}" in out, name  # absl shows bools as --[no]x
   assert "--config" in out and "--workdir" in out
+
+
+def test_a_stopped_run_is_one_line_and_exit_status_0(monkeypatch, capsys):
+  from sam_jax import loop
+  message = "stopped by SIGTERM at step 3 of 9, saved in /w/checkpoints; the same command ..."
+  def stop(config, workdir):
+    raise Stopped(message)
+  monkeypatch.setattr(loop, "train_and_evaluate", stop)
+  try:  # what app.run does; main returning is exit status 0
+    train.main(train.parse_flags(["train", f"--config={ROOT}/configs/smoke.py",
+                                  "--workdir=/tmp/unused"]))
+  finally:
+    flags.FLAGS.unparse_flags()
+  assert capsys.readouterr().err == f"sam_jax.train: {message}\n"
