@@ -177,7 +177,7 @@ def train_step_options(config: ml_collections.ConfigDict, model: nn.Module) -> d
 
 def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: steps.TrainState,
           manager: ocp.CheckpointManager, keep_steps: list[int],
-          stop_requested: Callable[[], str | None] = lambda: None) -> dict[str, float]:
+          stop_requested: Callable[[], str | None]) -> dict[str, float]:
   """Steps from `state.step` to the end; evaluates and saves as the config asks.
 
   Raises:
@@ -218,14 +218,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
       pending = []
     if step == run.total_steps or evaluation_due(config, step, run.steps_per_epoch):
       results = evaluate_all(config, run, eval_step, state, step, writer)
-    if (step in keep_steps or step == run.total_steps
+    stop = stop_requested()
+    if (stop or step in keep_steps or step == run.total_steps
         or time.monotonic() - last_save >= config.save_progress_seconds):
       checkpoints.save(manager, state)
       last_save = time.monotonic()
-    elif stop_requested():
-      checkpoints.save(manager, state)
-    if stop_requested() and step < run.total_steps:
-      raise Stopped(f"stopped by {stop_requested()} at step {step} of {run.total_steps}, "
+    if stop and step < run.total_steps:
+      raise Stopped(f"stopped by {stop} at step {step} of {run.total_steps}, "
                     f"saved in {os.path.join(workdir, 'checkpoints')}; the same command "
                     "resumes from there.")
   if not results:  # resumed after the last step: evaluate what was restored

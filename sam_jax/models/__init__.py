@@ -73,8 +73,8 @@ def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
   if match := _RESNET.match(name):
     depth, standard = int(match[1]), bool(match[2])
     if depth in STAGES:
-      standard = {"stem_relu": True, "kernel_init": conv_init} if standard else {}
-      return ResNet(depth=depth, **standard, **kwargs)
+      variant = {"stem_relu": True, "kernel_init": conv_init} if standard else {}
+      return ResNet(depth=depth, **variant, **kwargs)
     if (depth - 2) % 6 == 0 and not standard:
       return CifarResNet(depth=depth, **kwargs)
   raise UsageError(f"Unknown model '{name}': choose one of {', '.join(EXAMPLES)} (also "
