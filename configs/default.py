@@ -41,6 +41,10 @@ def get_config() -> ml_collections.ConfigDict:
   # True: the redrawn label is uniform over all classes, so it may stay the true one
   # (Zhang et al. 2017, MentorNet's convention); realised rate = label_noise (K - 1) / K.
   config.label_noise_keep_possible = False
+  # The training order is a function of the seed and the number of shards the training
+  # split is cut into (each process reads its own); unset: one per process, as the
+  # original. Set it to another run's process count to see that run's batches.
+  config.data_shards = ml_collections.config_dict.placeholder(int)
   config.cutout_mask = "batch"  # one square per batch (the original) or per "example"
   # Optimizer (sam_jax/optim.py).
   config.learning_rate = 0.1
@@ -89,4 +93,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.save_progress_seconds = 3600
   config.keep_checkpoints = 2
   config.additional_checkpoints_at_epochs = ()
+  # A step whose loss or gradient is NaN/Inf: "stop" the run (nothing non-finite is
+  # saved), or "skip" its update (counted; for bfloat16 runs that overflow now and then).
+  config.nonfinite = "stop"
   return config

@@ -59,6 +59,24 @@ def load_examples(config: ml_collections.ConfigDict, info: DatasetInfo, split: s
   return noisy_labels(config, info, examples)
 
 
+def load_train_shards(config: ml_collections.ConfigDict, info: DatasetInfo,
+                      shards: range, num_shards: int):
+  """Shards `shards` (of `num_shards`) of the training split, with the label noise.
+
+  Returns:
+    ([examples of each shard], (labels changed, labels) over them, or None without noise).
+  """
+  name = loading.split_names(info, config.use_test_set)[0]
+  loaded, changed, count = [], 0.0, 0
+  for shard in shards:
+    examples = loading.load_split(info, loading.shard(name, shard, num_shards), config.data_dir)
+    examples, realised = noisy_labels(config, info, examples)
+    loaded.append(examples)
+    count += loading.num_examples(examples)
+    changed += (realised or 0.0) * loading.num_examples(examples)
+  return loaded, ((round(changed), count) if config.label_noise else None)
+
+
 def noisy_labels(config: ml_collections.ConfigDict, info: DatasetInfo, examples):
   """The training examples with the config's label noise, and the realised noise rate.
 

@@ -10,11 +10,9 @@ SIGTERM (what schedulers send before preempting) and Ctrl-C stop the loop after 
 current step with a checkpoint of it (`Stopped`); the same command resumes from there.
 """
 
-import contextlib
 import dataclasses
 import json
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,36 +26,12 @@ import orbax.checkpoint as ocp
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from sam_jax import checkpoints, experiment, optim, pretrained, replicas, steps
+from sam_jax import checkpoints, experiment, optim, pretrained, processes, replicas, steps
 from sam_jax.data import loading, pipeline
 from sam_jax.data.augmentation import Augmentation
 from sam_jax.data.datasets import DatasetInfo, get_dataset_info
 from sam_jax.errors import Stopped, UsageError
 from sam_jax.models.efficientnet import EfficientNet
-
-
-@contextlib.contextmanager
-def stop_signals() -> Iterator[Callable[[], str | None]]:
-  """While inside, SIGTERM and SIGINT only ask to stop: yields a function giving the
-  signal's name once one arrived (None before). A second Ctrl-C stops at once. Outside
-  the main thread (where Python cannot install handlers) nothing changes.
-  """
-  received = []
-
-  def ask_to_stop(signum, frame):
-    if received and signum == signal.SIGINT:
-      raise KeyboardInterrupt
-    received.append(signal.Signals(signum).name)
-
-  try:
-    previous = {s: signal.signal(s, ask_to_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-  except ValueError:  # not the main thread
-    previous = {}
-  try:
-    yield lambda: received[0] if received else None
-  finally:
-    for signum, handler in previous.items():
-      signal.signal(signum, handler)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +46,10 @@ class SetUp:
   train_examples: Any
   eval_examples: Any
   realised_noise: float | None
+  shards: range  # this process's shards of the training split (train_examples: theirs)
+  num_shards: int  # of the training split (`config.data_shards`)
   process_batch: int  # this process's share of the global batch
+  eval_steps: int  # batches per evaluation, the same on every process
   steps_per_epoch: int
   total_steps: int
   tx: optax.GradientTransformationExtraArgs
@@ -87,27 +64,46 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> SetUp:
     UsageError: one line for anything the run cannot use; nothing has been written.
   """
   info = get_dataset_info(config.dataset)
+  if config.nonfinite not in ("stop", "skip"):
+    raise UsageError(f"Unknown nonfinite '{config.nonfinite}': choose stop or skip.")
   augmentation = Augmentation.from_config(config)
   augmentation.check(info)
   layout = replicas.make_layout(config.batch_size, config.sam.m)
   replicas.check_group_size(layout, config.sam.sync_group_size)
   mesh = replicas.make_mesh(layout.num_devices)
   model = experiment.build_model(config, info.num_classes)
-  train_examples, realised_noise = experiment.load_examples(config, info, "train")
+  num_shards = config.data_shards or jax.process_count()
+  shards = loading.process_shards(num_shards)
+  if config.batch_size % num_shards:
+    raise UsageError(f"The batch of {config.batch_size} does not split over data_shards="
+                     f"{num_shards}: use a multiple of {num_shards}.")
+  train_examples, noise = experiment.load_train_shards(config, info, shards, num_shards)
   eval_examples, _ = experiment.load_examples(config, info, "eval")
   process_batch = config.batch_size // jax.process_count()
-  steps_per_epoch = loading.num_examples(train_examples) // process_batch
+  # Every process must take the same number of steps: the smallest shard sets the epoch.
+  sizes = processes.gather([min(map(loading.num_examples, train_examples)),
+                            loading.num_examples(eval_examples)])
+  steps_per_epoch = int(sizes[:, 0].min()) // (config.batch_size // num_shards)
+  eval_steps = -(-int(sizes[:, 1].max()) // process_batch)
   if steps_per_epoch == 0:
-    raise UsageError(f"The batch of {config.batch_size} is larger than the "
-                     f"{loading.num_examples(train_examples)} training examples of "
-                     f"{config.dataset}: use a smaller --config.batch_size.")
+    total = int(processes.gather(sum(map(loading.num_examples, train_examples))).sum())
+    raise UsageError(f"The batch of {config.batch_size} is larger than the {total} training "
+                     f"examples of {config.dataset}: use a smaller --config.batch_size.")
+  realised_noise = None
+  if noise is not None:
+    changed, count = processes.gather(noise).sum(axis=0)
+    realised_noise = float(changed / count)
+  logging.info("%s", processes.describe(
+      f"training shards {shards.start}-{shards.stop - 1} of {num_shards} "
+      f"({sum(map(loading.num_examples, train_examples))} examples), "
+      f"{loading.num_examples(eval_examples)} evaluation examples"))
   tx = optim.create_optimizer(config, steps_per_epoch, replicas.REPLICA_AXES)
   state = steps.init_train_state(
       model, tx, jax.random.key(config.seed), experiment.image_shape(config, model, info),
       ema=config.ema_decay > 0, init_from=pretrained_init(config, model, workdir))
   return SetUp(info, augmentation, layout, mesh, model,
                experiment.input_size(config, model, info), train_examples, eval_examples,
-               realised_noise, process_batch, steps_per_epoch,
+               realised_noise, shards, num_shards, process_batch, eval_steps, steps_per_epoch,
                optim.total_steps(config, steps_per_epoch), tx,
                optim.learning_rate_schedule(config, steps_per_epoch),
                replicas.replicate(state, mesh))
@@ -152,14 +148,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   keep_steps = [e * run.steps_per_epoch for e in config.additional_checkpoints_at_epochs]
   manager = checkpoints.make_manager(workdir, config.keep_checkpoints, keep_steps)
   try:
-    with stop_signals() as stop_requested:
+    with processes.stop_signals() as stop_at:
       state = checkpoints.restore_latest(manager, run.state)
-      results = train(config, workdir, run, state, manager, keep_steps, stop_requested)
+      results = train(config, workdir, run, state, manager, keep_steps, stop_at)
   finally:
     manager.close()  # waits for the last save
-  if jax.process_index() == 0:
+  if jax.process_index() == 0:  # JSON has no NaN: a non-finite result is null
     with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
+      json.dump({k: v if np.isfinite(v) else None for k, v in results.items()}, f, indent=2)
   return results
 
 
@@ -172,16 +168,17 @@ def train_step_options(config: ml_collections.ConfigDict, model: nn.Module) -> d
       ema_warmup_steps=config.ema_warmup_steps, redraw_masks=config.sam.redraw_masks,
       replica_by_replica=not config.sync_batch_norm,
       true_gradient_ascent=(config.sam.rho > 0 and hasattr(model, "true_gradient")
-                            and config.sam.true_gradient_ascent))
+                            and config.sam.true_gradient_ascent),
+      skip_nonfinite=config.nonfinite == "skip")
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: steps.TrainState,
           manager: ocp.CheckpointManager, keep_steps: list[int],
-          stop_requested: Callable[[], str | None]) -> dict[str, float]:
+          stop_at: Callable[[int], str | None]) -> dict[str, float]:
   """Steps from `state.step` to the end; evaluates and saves as the config asks.
 
   Raises:
-    Stopped: once `stop_requested()` names a signal, after saving the step just taken.
+    Stopped: once `stop_at(step)` names a signal, after saving that step.
   """
   train_step = steps.make_train_step(run.model, run.tx, run.mesh, run.layout,
                                      **train_step_options(config, run.model))
@@ -199,7 +196,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
                run.total_steps, start_step)
   batches = pipeline.train_batches(
       run.info, run.train_examples, run.process_batch, seed=config.seed,
-      start_step=start_step, augmentation=run.augmentation, image_size=run.image_size)
+      start_step=start_step, augmentation=run.augmentation, image_size=run.image_size,
+      first_shard=run.shards.start, num_shards=run.num_shards, stop_step=run.total_steps)
   progress = periodic_actions.ReportProgress(num_train_steps=run.total_steps, writer=writer)
   rng = jax.random.key(config.seed)
   last_save, pending, results = time.monotonic(), [], {}
@@ -208,19 +206,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
       state, metrics = train_step(state, replicas.shard_batch(next(batches), run.mesh), rng)
     pending.append(metrics)
     progress(step)
-    if step % config.log_every_steps == 0 or step == run.total_steps:
-      means = jax.tree.map(lambda *xs: float(np.mean(xs)), *pending)
-      writer.write_scalars(step, {
-          **{f"train_{name}": value for name, value in means.items() if "norm" not in name},
-          **{name: value for name, value in means.items() if "norm" in name},
-          "param_norm": float(param_norm(state.params)),
-          "learning_rate": float(run.schedule(step - 1))})
+    log_due = step % config.log_every_steps == 0 or step == run.total_steps
+    eval_due = step == run.total_steps or evaluation_due(config, step, run.steps_per_epoch)
+    stop = stop_at(step)
+    save_due = (stop or step in keep_steps or step == run.total_steps or (log_due and processes.agree(
+        time.monotonic() - last_save >= config.save_progress_seconds)))
+    if log_due or eval_due or save_due:  # nothing non-finite is evaluated or saved
+      check_finite(config, pending, step, run.total_steps, manager)
+    if log_due:
+      write_train_metrics(writer, step, pending, param_norm(state.params), run.schedule(step - 1))
       pending = []
-    if step == run.total_steps or evaluation_due(config, step, run.steps_per_epoch):
+    if eval_due:
       results = evaluate_all(config, run, eval_step, state, step, writer)
-    stop = stop_requested()
-    if (stop or step in keep_steps or step == run.total_steps
-        or time.monotonic() - last_save >= config.save_progress_seconds):
+    if save_due:
       checkpoints.save(manager, state)
       last_save = time.monotonic()
     if stop and step < run.total_steps:
@@ -235,6 +233,48 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
   if run.realised_noise is not None:
     results["realised_label_noise"] = run.realised_noise
   return results
+
+
+def check_finite(config: ml_collections.ConfigDict, pending: list[dict[str, jax.Array]],
+                 step: int, total_steps: int, manager: ocp.CheckpointManager) -> None:
+  """Stops the run at the first step of `pending` (the steps up to `step`) whose loss or
+  gradient was NaN/Inf, unless the config skips such updates.
+
+  Raises:
+    UsageError: naming that step and the last good checkpoint.
+  """
+  if config.nonfinite == "skip":
+    return
+  flags = np.asarray(jax.device_get([m["nonfinite"] for m in pending]))
+  if not flags.any():
+    return
+  bad = step - len(pending) + 1 + int(np.argmax(flags))
+  manager.wait_until_finished()
+  last = manager.latest_step()
+  saved = (f"the last good checkpoint is step {last} in {manager.directory}" if last is not None
+           else "no checkpoint was saved")
+  raise UsageError(f"The loss or gradient became NaN/Inf at step {bad} of {total_steps}; "
+                   f"nothing after it was saved ({saved}). Lower --config.learning_rate, clip "
+                   "with --config.gradient_clipping, or skip such updates with "
+                   "--config.nonfinite=skip.")
+
+
+def write_train_metrics(writer, step: int, pending: list[dict[str, jax.Array]],
+                        param_norm: jax.Array, learning_rate: jax.Array) -> None:
+  """Means over the pending steps whose update was applied; how many were skipped."""
+  pending = jax.device_get(pending)
+  kept = [m for m in pending if not m["nonfinite"]]
+  means = {name: float(np.mean([m[name] for m in kept])) if kept else float("nan")
+           for name in pending[0] if name != "nonfinite"}
+  skipped = len(pending) - len(kept)
+  if skipped:
+    logging.warning("Skipped %d of the %d updates up to step %d: NaN/Inf loss or gradient "
+                    "(config.nonfinite=skip).", skipped, len(pending), step)
+  writer.write_scalars(step, {
+      **{f"train_{name}": value for name, value in means.items() if "norm" not in name},
+      **{name: value for name, value in means.items() if "norm" in name},
+      "skipped_steps": skipped, "param_norm": float(param_norm),
+      "learning_rate": float(learning_rate)})
 
 
 def evaluation_due(config: ml_collections.ConfigDict, step: int, steps_per_epoch: int) -> bool:
@@ -263,16 +303,19 @@ def evaluate_all(config: ml_collections.ConfigDict, run: SetUp, eval_step,
   With an EMA, the metrics without prefix are the EMA model's (what the original
   reported) and `raw_` ones the trained weights'.
   """
-  splits = {"test": run.eval_examples}
+  splits = {"test": (run.eval_examples, run.eval_steps)}
   if config.also_eval_on_training_set:
-    splits["train_eval"] = run.train_examples
+    train = loading.concatenate(run.train_examples)
+    count = processes.gather(loading.num_examples(train)).max()
+    splits["train_eval"] = (train, -(-int(count) // run.process_batch))
   models = {"": state.replace(**state.ema), "raw_": state} if state.ema else {"": state}
   names = (("loss", "error") + (("top5_error",) if config.compute_top_5_error_rate else ())
            + (("smoothed_loss",) if config.label_smoothing else ()))
   results = {}
-  for split, examples in splits.items():
+  for split, (examples, num_batches) in splits.items():
     for prefix, evaluated in models.items():
-      batches = pipeline.eval_batches(run.info, examples, run.process_batch, run.image_size)
+      batches = pipeline.eval_batches(run.info, examples, run.process_batch, run.image_size,
+                                      num_batches)
       metrics = evaluate(eval_step, evaluated, batches, run.mesh)
       results.update({f"{prefix}{split}_{name}": metrics[name] for name in names})
     results[f"{split}_examples"] = metrics["count"]  # examples scored: the split's size

@@ -76,7 +76,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
                l2_weight_decay: float = 0.0, no_weight_decay_on_bn: bool = False,
                label_smoothing: float = 0.0, ema_decay: float = 0.0,
                ema_warmup_steps: int = 0, redraw_masks: bool = False, replica_by_replica: bool = True,
-               true_gradient_ascent: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+               true_gradient_ascent: bool = False,
+               skip_nonfinite: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SAM step for one replica; call it through `replicas.map_replicas`.
 
   1. g = grad of this replica's loss (cross-entropy + optional 0.5 wd ||w||^2).
@@ -106,6 +107,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
       gates forward and backward (`true_gradient=True`), so the perturbation follows the
       gradient of the function actually computed, as the original code did; the update
       gradient at w + eps keeps the shake gradient. Only meaningful with SAM on.
+    skip_nonfinite: a step whose loss, gradient or update is NaN/Inf leaves the state
+      as it was (parameters, statistics, optimizer and EMA; the step still counts), as
+      `optax.apply_if_finite` does.
 
   Returns:
     The new state and metrics averaged over replicas: `loss` and `error` at w (the
@@ -113,7 +117,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     (what the original logged as train_loss / train_error_rate, Appendix C.4's curves;
     present when SAM is on), `clean_grad_norm` (||g|| at w) and `grad_norm` (the
     gradient the optimizer used: after the cross-replica mean and clipping, the
-    original's gradient_norm; present when `tx` records it, see `optim`).
+    original's gradient_norm; present when `tx` records it, see `optim`), and
+    `nonfinite` (1.0 when the loss, the gradient or the update had a NaN/Inf, else 0.0).
   """
   rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), replicas.replica_index())
   decay_mask = optim.weight_decay_mask(state.params, no_weight_decay_on_bn)
@@ -155,6 +160,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   if update_norm is not None:
     metrics["grad_norm"] = update_norm
   batch_stats, metrics = jax.lax.pmean((batch_stats, metrics), replicas.REPLICA_AXES)
+  finite = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["clean_grad_norm"])
+            & jnp.isfinite(optax.tree_utils.tree_norm(updates)))  # the same on every replica
+  metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
   ema = state.ema
   if ema:
     decay = optim.ema_decay(state.step + 1, ema_decay, ema_warmup_steps)
@@ -162,6 +170,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
                        ema, {"params": params, "batch_stats": batch_stats})
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state, ema=ema)
+  if skip_nonfinite:
+    kept = state.replace(step=new_state.step)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
   return new_state, metrics
 
 

@@ -59,6 +59,17 @@ except (AttributeError, KeyError) as e:
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Folder for checkpoints, TensorBoard events and results.json; a run "
     "restarted with the same workdir resumes from its latest checkpoint.")
+# Several processes (README, "Many processes"): JAX detects Cloud TPU, SLURM, Open MPI and
+# Kubernetes by itself; elsewhere every process gets these three.
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0's coordination service, when "
+    "launching several processes by hand (with --num_processes and --process_id).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "How many processes the run has.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 to "
+                                   "num_processes - 1.")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_seconds", 100, "With several processes: the others stop this long "
+    "after one of them died.")
 _DEFINE = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float,
            bool: flags.DEFINE_bool, list: flags.DEFINE_list}
 for _name, _flag in original_flags.ORIGINAL_FLAGS.items():
@@ -115,7 +126,10 @@ def main(argv):
       raise UsageError(f"Unexpected arguments: {' '.join(argv[1:])} (flags take the form "
                        "--name=value; a config file is --config=FILE).")
     config, workdir = config_from_flags(), workdir_from_flags()
-    from sam_jax import loop  # pylint: disable=import-outside-toplevel  (JAX, TF: after flags)
+    # pylint: disable-next=import-outside-toplevel  (JAX, TF: after the flags)
+    from sam_jax import loop, processes
+    processes.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                         _HEARTBEAT.value)
     results = loop.train_and_evaluate(config, workdir)
   except UsageError as e:
     _fail(str(e))

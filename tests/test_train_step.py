@@ -89,6 +89,7 @@ def test_metrics_are_the_replica_averages_at_w_and_at_w_plus_eps():
   expected = {k: float(np.mean([float(r[k]) for r in per_replica])) for k in per_replica[0]}
   expected["grad_norm"] = float(optax.tree_utils.tree_norm(
       jax.tree.map(lambda *g: sum(g) / 4, *sam_grads)))  # below the clip of 5
+  expected["nonfinite"] = 0.0
   assert set(metrics) == set(expected)
   for name, value in expected.items():
     np.testing.assert_allclose(metrics[name], value, rtol=2e-5, err_msg=name)

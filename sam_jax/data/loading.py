@@ -34,17 +34,37 @@ def split_names(info: DatasetInfo, use_test_set: bool) -> tuple[str, str]:
   return "+".join([f"{first}[:{cut}]", *others]), f"{first}[{cut}:]"
 
 
+def shard(split: str, index: int, count: int):
+  """Shard `index` of `count` of `split`: consecutive, disjoint, together the whole split.
+
+  Each '+'-joined part (e.g. SVHN's train+extra) is cut on its own, so every shard gets
+  some of each. Returns a TFDS split object for `builder.as_dataset`.
+  """
+  parts = [tfds.even_splits(part, count)[index] for part in split.split("+")]
+  return functools.reduce(operator.add, parts)
+
+
 def process_split(split: str, process_index: int | None = None,
                   process_count: int | None = None):
-  """This process's share of `split`: consecutive, disjoint, together the whole split.
-
-  Each '+'-joined part (e.g. SVHN's train+extra) is shared out on its own, so every
-  process gets some of each. Returns a TFDS split object for `builder.as_dataset`.
-  """
+  """This process's share of `split`: its shard of as many as there are processes."""
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
-  parts = [tfds.even_splits(part, process_count)[process_index] for part in split.split("+")]
-  return functools.reduce(operator.add, parts)
+  return shard(split, process_index, process_count)
+
+
+def process_shards(num_shards: int) -> range:
+  """The shards (of `num_shards`) this process reads: a consecutive block of
+  num_shards / process_count, so that process order is shard order.
+
+  Raises:
+    UsageError: when the processes cannot share the shards out evenly.
+  """
+  count = jax.process_count()
+  if num_shards < 1 or num_shards % count:
+    raise UsageError(f"data_shards={num_shards} does not share out over {count} processes: "
+                     f"use a multiple of {count}.")
+  per_process = num_shards // count
+  return range(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +97,7 @@ def load_split(info: DatasetInfo, split, data_dir: str | None):
   try:
     builder = tfds.builder(info.tfds_name, data_dir=data_dir)
     if info.tfds_name == "digits" and not builder.is_prepared():
-      builder.download_and_prepare()  # generated offline from scikit-learn
+      prepare_digits(builder)
     if info.streamed:
       return StreamedSplit(builder, split, _count(builder, split))
     chunks = list(tfds.as_numpy(builder.as_dataset(split=split).batch(8192)))
@@ -98,8 +118,28 @@ def load_split(info: DatasetInfo, split, data_dir: str | None):
   return {"image": image.astype(np.uint8), "label": label.astype(np.int32)}
 
 
+def prepare_digits(builder) -> None:
+  """Writes the offline digits (from scikit-learn) where TFDS reads them; several processes
+  sharing a data_dir may do it at once: the first one's copy is kept."""
+  try:
+    builder.download_and_prepare()
+  except FileExistsError:  # another process renamed its copy into place first
+    if not builder.is_prepared():
+      raise
+
+
 def num_examples(examples) -> int:
   """Size of a split returned by `load_split`."""
   if isinstance(examples, StreamedSplit):
     return examples.num_examples
   return len(examples["label"])
+
+
+def concatenate(splits: list):
+  """Several splits from `load_split` as one (e.g. a process's training shards)."""
+  if len(splits) == 1:
+    return splits[0]
+  if isinstance(splits[0], StreamedSplit):
+    return StreamedSplit(splits[0].builder, functools.reduce(operator.add, [s.split for s in splits]),
+                         sum(s.num_examples for s in splits))
+  return {key: np.concatenate([s[key] for s in splits]) for key in splits[0]}

@@ -24,81 +24,116 @@ _BATCH_STREAM = 7  # batch keys are fold_in([seed, batch index], 7), apart from 
 
 def train_batches(info: DatasetInfo, examples, batch_size: int, *, seed: int,
                   start_step: int = 0, augmentation: Augmentation = Augmentation(),
-                  image_size: int | None = None):
-  """Endless iterator of augmented training batches, starting at `start_step`.
+                  image_size: int | None = None, first_shard: int = 0, num_shards: int = 1,
+                  stop_step: int | None = None):
+  """Iterator of augmented training batches from `start_step` to `stop_step` (or endless).
 
   Args:
     info: the dataset.
-    examples: this process's training examples (from `loading.load_split`).
+    examples: this process's training examples (from `loading.load_split`), or a list
+      of its shards, `first_shard` and the next ones of the run's `num_shards`.
     batch_size: examples per batch on this process.
-    seed: the run's seed; the order and augmentations depend only on it.
+    seed: the run's seed; the order and augmentations depend only on it (and the shards).
     start_step: number of batches already consumed (resume).
     augmentation: what to apply (see `Augmentation`).
     image_size: resize (bicubic) to image_size x image_size, for models with their own
       resolution such as EfficientNet; None keeps the dataset's. JPEG datasets crop to it.
+    first_shard, num_shards: the training split is cut into `num_shards` shards, each its
+      own stream with its own order and random keys; every batch takes batch_size /
+      len(examples) examples from each shard given, in shard order. A global batch is
+      then the same for any number of processes sharing the shards out (one shard: the
+      plain stream).
+    stop_step: the run's last step: nothing past it is read or augmented, so that the
+      stream ends with the run instead of being torn down mid-work.
 
   Yields:
     {"image": float32 [batch, H, W, C], "label": int32 [batch]} numpy batches; with mixup,
     "label" is float32 [batch, num_classes].
   """
   augmentation.check(info)
-  if isinstance(examples, StreamedSplit):
-    ds = _streamed_examples(info, examples, batch_size, seed, start_step, augmentation,
-                            image_size or info.default_image_size)
-  else:
-    ds = _small_examples(info, examples, batch_size, seed, start_step, augmentation)
-  ds = ds.batch(batch_size, drop_remainder=True)
-  ds = ds.map(_batch_ops(info, augmentation, seed, batch_size, image_size),
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  shards = examples if isinstance(examples, list) else [examples]
+  shard_batch = batch_size // len(shards)
+  streams = [_shard_batches(info, shard, shard_batch, _Keys(seed, first_shard + i, num_shards),
+                            (start_step, stop_step), augmentation, image_size)
+             for i, shard in enumerate(shards)]
+  ds = streams[0] if len(streams) == 1 else tf.data.Dataset.zip(tuple(streams)).map(
+      lambda *batches: {k: tf.concat([b[k] for b in batches], 0) for k in batches[0]})
   return ds.prefetch(2).as_numpy_iterator()
 
 
-def _example_key(seed: int, index) -> tf.Tensor:
-  return tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)])
+class _Keys:
+  """Random keys of one shard's stream: example i and epoch e of shard s (of S) use
+  (seed, i*S + s) and (seed, e*S + s), so one shard has the keys (seed, i), (seed, e)."""
+
+  def __init__(self, seed: int, shard: int, num_shards: int):
+    self.seed, self.shard, self.num_shards = seed, shard, num_shards
+
+  def __call__(self, index) -> tf.Tensor:
+    index = tf.cast(index, tf.int64) * self.num_shards + self.shard
+    return tf.stack([tf.cast(self.seed, tf.int64), index])
+
+  @property
+  def shuffle_seed(self) -> int:
+    return self.seed * self.num_shards + self.shard
 
 
-def _small_examples(info, examples, batch_size, seed, start_step, aug):
+def _shard_batches(info, examples, batch_size, keys, steps, aug, image_size):
+  """One shard's batches for `steps` = (start, stop or None)."""
+  if isinstance(examples, StreamedSplit):
+    ds = _streamed_examples(info, examples, batch_size, keys, steps, aug,
+                            image_size or info.default_image_size)
+  else:
+    ds = _small_examples(info, examples, batch_size, keys, steps, aug)
+  ds = ds.batch(batch_size, drop_remainder=True)
+  return ds.map(_batch_ops(info, aug, keys, batch_size, image_size),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _small_examples(info, examples, batch_size, keys, steps, aug):
   """Example i: epoch i // N, position perm_epoch(i % N) by a stateless index shuffle."""
   num = len(examples["label"])
   images, labels = tf.constant(examples["image"]), tf.constant(examples["label"])
 
   def example(i):
     epoch, position = i // num, i % num
-    index = tf.random.experimental.index_shuffle(position, _example_key(seed, epoch), num - 1)
-    image = augment_small(images[index], _example_key(seed, i), info, aug)
+    index = tf.random.experimental.index_shuffle(position, keys(epoch), num - 1)
+    image = augment_small(images[index], keys(i), info, aug)
     return {"image": image_ops.normalize(image, info), "label": labels[index], "index": i}
 
-  ds = tf.data.Dataset.range(start_step * batch_size, 2**62)
+  start, stop = steps
+  ds = tf.data.Dataset.range(start * batch_size, 2**62 if stop is None else stop * batch_size)
   return ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _streamed_examples(info, split: StreamedSplit, batch_size, seed, start_step, aug,
-                       image_size):
+def _streamed_examples(info, split: StreamedSplit, batch_size, keys, steps, aug, image_size):
   """Files in a seeded order, a seeded shuffle buffer, repeated; a resume skips the
   records already consumed before decoding them. Only the image bytes and the label are
   kept, and only the crop window is decoded."""
-  read_config = tfds.ReadConfig(shuffle_seed=seed, add_tfds_id=False)
+  read_config = tfds.ReadConfig(shuffle_seed=keys.shuffle_seed, add_tfds_id=False)
   ds = split.builder.as_dataset(split=split.split, shuffle_files=True, read_config=read_config,
                                 decoders={"image": tfds.decode.SkipDecoding()})
   ds = ds.map(lambda e: (e["image"], e["label"])).repeat()
   buffer = min(SHUFFLE_BUFFER, split.num_examples)
-  ds = ds.shuffle(buffer, seed=seed).enumerate().skip(start_step * batch_size)
+  start, stop = steps
+  ds = ds.shuffle(buffer, seed=keys.shuffle_seed).enumerate().skip(start * batch_size)
+  if stop is not None:
+    ds = ds.take((stop - start) * batch_size)
 
   def example(i, record):
     data, label = record
-    image = augment_streamed(data, _example_key(seed, i), info, aug, image_size)
+    image = augment_streamed(data, keys(i), info, aug, image_size)
     return {"image": image_ops.normalize(image, info), "label": tf.cast(label, tf.int32),
             "index": i}
 
   return ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _batch_ops(info: DatasetInfo, aug: Augmentation, seed: int, batch_size: int,
+def _batch_ops(info: DatasetInfo, aug: Augmentation, keys: _Keys, batch_size: int,
                image_size: int | None):
   """The batch-level map: mixup, cutout, resize; drops the example counter."""
   def apply(batch):
     index = batch.pop("index")
-    key = fold_in(_example_key(seed, index[0] // batch_size), _BATCH_STREAM)
+    key = fold_in(keys(index[0] // batch_size), _BATCH_STREAM)
     if aug.batch in ("mixup", "mixcut"):
       one_hot = tf.one_hot(batch["label"], info.num_classes)
       batch["image"], batch["label"] = image_ops.mixup(batch["image"], one_hot, key,
@@ -111,10 +146,13 @@ def _batch_ops(info: DatasetInfo, aug: Augmentation, seed: int, batch_size: int,
   return apply
 
 
-def eval_batches(info: DatasetInfo, examples, batch_size: int, image_size: int | None = None):
+def eval_batches(info: DatasetInfo, examples, batch_size: int, image_size: int | None = None,
+                 num_batches: int | None = None):
   """Every example exactly once, in order; the last batch is padded and masked.
 
-  `image_size` resizes (JPEG datasets: centre-crops) as in `train_batches`.
+  `image_size` resizes (JPEG datasets: centre-crops) as in `train_batches`. With
+  `num_batches`, whole batches of padding follow up to that many: every process then
+  takes part in the same number of evaluation steps, whatever its share.
 
   Yields:
     {"image", "label", "mask"} numpy batches of exactly `batch_size`; mask 0 on padding.
@@ -137,4 +175,9 @@ def eval_batches(info: DatasetInfo, examples, batch_size: int, image_size: int |
     return {k: tf.pad(v, [[0, missing]] + [[0, 0]] * (len(v.shape) - 1))
             for k, v in batch.items()}
 
-  return ds.batch(batch_size).map(pad).prefetch(2).as_numpy_iterator()
+  ds = ds.batch(batch_size).map(pad)
+  if num_batches is not None:
+    padding = {k: tf.zeros([batch_size, *spec.shape[1:]], spec.dtype)
+               for k, spec in ds.element_spec.items()}
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat()).take(num_batches)
+  return ds.prefetch(2).as_numpy_iterator()
