@@ -93,4 +93,10 @@ def read(workdir: str, step: int | None = None) -> tuple[int, dict[str, Any]]:
                      f"({found}): train into this workdir first (python -m sam_jax.train "
                      f"--workdir={workdir} ...).")
   step = steps[-1] if step is None else step
-  return step, ocp.StandardCheckpointer().restore(os.path.join(folder, str(step), "default"))
+  path = os.path.join(folder, str(step), "default")
+  checkpointer = ocp.StandardCheckpointer()
+  # On one device, whatever devices and processes wrote it.
+  on_one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_one_device),
+                        checkpointer.metadata(path).item_metadata)
+  return step, checkpointer.restore(path, target)

@@ -8,6 +8,7 @@ that the subprocesses the tests start inherit it too.
 import atexit
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -117,3 +118,17 @@ def run_binary(module: str, *args, timeout: float = 300,
                **options) -> subprocess.CompletedProcess:
   """Runs `python -m module args` to the end: (returncode, stdout, stderr)."""
   return finish(start_binary(module, *args, **options), timeout)
+
+
+def start_processes(count: int, devices: int, *args,
+                    heartbeat_timeout_seconds: int = 10) -> list[subprocess.Popen]:
+  """The training binary as `count` processes of `devices` CPU devices each, joined by
+  JAX's distributed runtime on this machine (README, "Many processes")."""
+  with socket.socket() as s:  # a free port for process 0's coordination service
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  return [start_binary("sam_jax.train", *args, f"--coordinator_address=localhost:{port}",
+                       f"--num_processes={count}", f"--process_id={i}",
+                       f"--heartbeat_timeout_seconds={heartbeat_timeout_seconds}",
+                       devices=devices)
+          for i in range(count)]
