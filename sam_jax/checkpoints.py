@@ -1,9 +1,11 @@
 """Orbax checkpoints of the training state in `workdir/checkpoints`, and resuming from them.
 
 Orbax writes each checkpoint into a temporary folder and renames it when complete, so
-a run killed mid-save keeps every earlier checkpoint intact.
+a run killed mid-save keeps every earlier checkpoint intact; one damaged afterwards is
+moved aside on resume and the one before it is used.
 """
 
+import contextlib
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
 from sam_jax.errors import UsageError
@@ -33,9 +36,59 @@ def has_checkpoint(workdir: str) -> bool:
   return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
 
 
+def check_writable(workdir: str) -> None:
+  """Creates `workdir` and writes (then removes) a small file there.
+
+  Raises:
+    UsageError: one line, for a read-only, full or forbidden workdir.
+  """
+  probe = os.path.join(workdir, f".writable.{jax.process_index()}")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with open(probe, "wb") as f:
+      f.write(b"\0" * 4096)
+      f.flush()
+      os.fsync(f.fileno())
+    os.remove(probe)
+  except OSError as e:
+    raise UsageError(f"Cannot write in {workdir} ({e.strerror}): choose another --workdir or "
+                     "make room there.") from e
+
+
+_STORAGE_FAULTS = ("No space left on device", "Read-only file system", "Permission denied",
+                   "Disk quota exceeded", "Input/output error")
+
+
 def save(manager: ocp.CheckpointManager, state: Any) -> None:
-  """Starts saving `state` at its step (asynchronously; `manager.wait_until_finished()`)."""
-  manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
+  """Starts saving `state` at its step (asynchronously; see `close`).
+
+  Raises:
+    UsageError: when this or the previous save could not be written (full, read-only
+      storage); the checkpoints completed before are intact.
+  """
+  with _storage_faults(manager, int(state.step)):
+    manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
+
+
+def close(manager: ocp.CheckpointManager) -> None:
+  """Waits for the last save to finish, then closes the manager (see `save`)."""
+  with _storage_faults(manager, None):
+    manager.close()
+
+
+@contextlib.contextmanager
+def _storage_faults(manager: ocp.CheckpointManager, step: int | None):
+  try:
+    yield
+  except Exception as e:  # Orbax reports a failed write as ValueError, OSError, ...
+    fault = next((f for f in _STORAGE_FAULTS if f in str(e)), None)
+    if fault is None:
+      raise
+    last = [s for s in manager.all_steps() if step is None or s < step]
+    kept = (f"the last complete one, step {max(last)}, is intact" if last
+            else "none was complete before")
+    raise UsageError(f"Could not write a checkpoint in {manager.directory} ({fault}); {kept}: "
+                     "make room there and run the same command to resume.") from e
 
 
 def shape_mismatches(saved: Any, wanted: Any) -> list[str]:
@@ -53,29 +106,64 @@ def shape_mismatches(saved: Any, wanted: Any) -> list[str]:
 
 
 def restore_latest(manager: ocp.CheckpointManager, state: Any) -> Any:
-  """The latest checkpoint laid out like `state` (same shardings), or `state` if none.
+  """The latest readable checkpoint laid out like `state` (same shardings), or `state`
+  if there is none.
+
+  A checkpoint that cannot be read (truncated files, an empty `_METADATA`) is moved
+  aside to `WORKDIR/unreadable_checkpoints/STEP`, with one warning line, and the next
+  older one is tried.
 
   Raises:
     UsageError: one line naming the checkpoint and the arrays that do not fit, when
       the saved tree does not match `state` (another model, dataset or optimizer).
       It is checked from the checkpoint's metadata, before anything is read; the
-      checkpoint is left untouched.
+      checkpoint is left untouched. Also when every checkpoint was unreadable.
   """
-  step = manager.latest_step()
-  if step is None:
-    return state
-  path = manager.directory / str(step) / "default"
-  problems = shape_mismatches(ocp.StandardCheckpointer().metadata(path).item_metadata, state)
-  if problems:
-    shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
-    raise UsageError(
-        f"The checkpoint at step {step} in {manager.directory} does not fit this model and "
-        f"optimizer ({len(problems)} arrays: {shown}); use another --workdir or the config "
-        "it was trained with.")
-  target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-  logging.info("Resumed from the checkpoint at step %d in %s.", step, manager.directory)
-  return restored
+  set_aside = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    path = manager.directory / str(step) / "default"
+    try:
+      metadata = ocp.StandardCheckpointer().metadata(path).item_metadata
+      if metadata is None:
+        raise ValueError(f"no readable {path / '_METADATA'}")
+    except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
+      set_aside.append(_set_aside(manager, step, e))
+      continue
+    problems = shape_mismatches(metadata, state)
+    if problems:
+      shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
+      raise UsageError(
+          f"The checkpoint at step {step} in {manager.directory} does not fit this model and "
+          f"optimizer ({len(problems)} arrays: {shown}); use another --workdir or the config "
+          "it was trained with.")
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    try:
+      restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+    except Exception as e:  # noqa: BLE001
+      set_aside.append(_set_aside(manager, step, e))
+      continue
+    logging.info("Resumed from the checkpoint at step %d in %s.", step, manager.directory)
+    return restored
+  if set_aside:
+    raise UsageError(f"No checkpoint in {manager.directory} could be read (moved aside: "
+                     f"{', '.join(set_aside)}): look at them, or start again with the same "
+                     "command.")
+  return state
+
+
+def _set_aside(manager: ocp.CheckpointManager, step: int, error: Exception) -> str:
+  """Moves an unreadable checkpoint out of the manager's sight (never deletes it)."""
+  aside = manager.directory.parent / "unreadable_checkpoints" / str(step)
+  if jax.process_index() == 0:
+    aside.parent.mkdir(exist_ok=True)
+    os.rename(manager.directory / str(step), aside)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+  manager.reload()
+  reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+  logging.warning("The checkpoint at step %d in %s cannot be read (%s): moved to %s; trying "
+                  "the one before.", step, manager.directory, reason, aside)
+  return str(aside)
 
 
 def read(workdir: str, step: int | None = None) -> tuple[int, dict[str, Any]]:

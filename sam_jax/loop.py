@@ -146,13 +146,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   workdir = os.path.abspath(workdir)  # Orbax wants absolute paths
   run = set_up(config, workdir)
   keep_steps = [e * run.steps_per_epoch for e in config.additional_checkpoints_at_epochs]
+  checkpoints.check_writable(workdir)
   manager = checkpoints.make_manager(workdir, config.keep_checkpoints, keep_steps)
   try:
     with processes.stop_signals() as stop_at:
       state = checkpoints.restore_latest(manager, run.state)
       results = train(config, workdir, run, state, manager, keep_steps, stop_at)
   finally:
-    manager.close()  # waits for the last save
+    checkpoints.close(manager)  # waits for the last save
   if jax.process_index() == 0:  # JSON has no NaN: a non-finite result is null
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump({k: v if np.isfinite(v) else None for k, v in results.items()}, f, indent=2)

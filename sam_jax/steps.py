@@ -160,8 +160,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   if update_norm is not None:
     metrics["grad_norm"] = update_norm
   batch_stats, metrics = jax.lax.pmean((batch_stats, metrics), replicas.REPLICA_AXES)
-  finite = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["clean_grad_norm"])
-            & jnp.isfinite(optax.tree_utils.tree_norm(updates)))  # the same on every replica
+  finite = jnp.stack([jnp.isfinite(metrics["loss"]), jnp.isfinite(metrics["clean_grad_norm"]),
+                      *(jnp.isfinite(u).all() for u in jax.tree.leaves(updates))]).all()
   metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
   ema = state.ema
   if ema:

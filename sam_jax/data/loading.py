@@ -6,6 +6,8 @@ the pipeline reads as it goes. Each process reads only its own slice of every sp
 """
 
 import dataclasses
+import os
+import re
 import functools
 import operator
 
@@ -15,6 +17,7 @@ import tensorflow_datasets as tfds
 
 from sam_jax.data import digits  # noqa: F401  (registers the offline `digits` builder)
 from sam_jax.data import tf_cpu  # noqa: F401  (TF without GPUs, before TFDS runs anything)
+from sam_jax.data.tf_cpu import tf
 from sam_jax.data.datasets import DatasetInfo
 from sam_jax.errors import UsageError
 
@@ -109,6 +112,14 @@ def load_split(info: DatasetInfo, split, data_dir: str | None):
         f"TFDS dataset '{info.tfds_name}' is not prepared in {where}: run "
         f"`tfds build {info.tfds_name} --data_dir={where}` on a machine with network{how}, "
         f"or pass --config.data_dir=DIR where it is ({type(e).__name__}).") from e
+  except tf.errors.OpError as e:  # e.g. DataLossError: random bytes in a record file
+    where = data_dir or tfds.core.constants.DATA_DIR
+    reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message).strip()
+    raise UsageError(
+        f"TFDS dataset '{info.tfds_name}' in {where} is damaged ({type(e).__name__}: "
+        f"{reason}): delete {os.path.join(where, info.tfds_name)} and prepare it again "
+        f"(`tfds build {info.tfds_name} --data_dir={where}`; the digits are rewritten by "
+        "themselves).") from e
   if not chunks:  # an empty split (or share of one)
     return {"image": np.zeros((0, *info.image_shape), np.uint8), "label": np.zeros(0, np.int32)}
   image = np.concatenate([c["image"] for c in chunks])

@@ -1,0 +1,160 @@
+"""Faults a long run meets, in-process on the digits: a loss that becomes NaN, damaged
+checkpoints and data, a full or read-only workdir. Each gives one line (a warning where
+the run goes on) and no good checkpoint is lost."""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import max_abs_diff, tiny_config
+from sam_jax import checkpoints, loop
+from sam_jax.errors import UsageError
+
+# 4 steps of 64 digits; a checkpoint at every logged step (2 and 4).
+FIELDS = dict(dataset="digits", batch_size=64, num_train_steps=4, log_every_steps=2,
+              save_progress_seconds=0)
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+  """A finished 4-step run: checkpoints at steps 2 and 4."""
+  workdir = tmp_path_factory.mktemp("good")
+  loop.train_and_evaluate(tiny_config(**FIELDS), str(workdir))
+  return workdir
+
+
+def copy_of(workdir, tmp_path):
+  shutil.copytree(workdir, tmp_path / "run")
+  return tmp_path / "run"
+
+
+@pytest.mark.slow
+def test_a_nan_stops_the_run_without_saving_it_or_is_skipped_when_asked(good_run, tmp_path):
+  # Resumed at step 4 with an absurd learning rate (clipping does not help): step 5 blows the
+  # weights up (finite, saved), step 6 is NaN. The run stops naming step 6; the
+  # checkpoint of step 5 stays the last, nothing non-finite reaches the disk.
+  workdir = copy_of(good_run, tmp_path)
+  diverging = dict(FIELDS, num_train_steps=8, log_every_steps=1, learning_rate=1e30)
+  with pytest.raises(UsageError, match=r"^The loss or gradient became NaN/Inf at step 6 of 8; "
+                                       r"nothing after it was saved \(the last good checkpoint "
+                                       r"is step 5 in .*\)\. Lower --config.learning_rate"):
+    loop.train_and_evaluate(tiny_config(**diverging), str(workdir))
+  step, saved = checkpoints.read(str(workdir))
+  assert step == 5 and all(np.isfinite(x).all() for x in jax_leaves(saved))
+  assert (workdir / "results.json").read_text() == (good_run / "results.json").read_text()
+
+  # With nonfinite=skip the same run ends: every update from step 6 on is skipped (the
+  # state stays step 5's), counted in TensorBoard; results.json is valid JSON (no NaN).
+  workdir = copy_of(good_run, tmp_path / "skip")
+  results = loop.train_and_evaluate(tiny_config(**diverging, nonfinite="skip"), str(workdir))
+  step, last = checkpoints.read(str(workdir))
+  assert step == 8 and max_abs_diff(saved["params"], last["params"]) == 0.0
+  assert scalars(workdir, "skipped_steps") == {2: 0, 4: 0, 5: 0, 6: 1, 7: 1, 8: 1}
+  written = json.loads((workdir / "results.json").read_text(),
+                       parse_constant=lambda name: pytest.fail(f"{name} in results.json"))
+  assert written.keys() == results.keys()
+  assert written["test_loss"] is None or np.isfinite(written["test_loss"])
+
+
+def jax_leaves(tree):
+  import jax  # noqa: PLC0415
+  return jax.tree.leaves(tree)
+
+
+def scalars(workdir, tag) -> dict[int, float]:
+  from sam_jax.data.tf_cpu import tf  # noqa: PLC0415
+  found = {}
+  for path in glob.glob(os.path.join(workdir, "events.out.tfevents*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          found[event.step] = float(tf.make_ndarray(value.tensor))
+  return found
+
+
+@pytest.mark.parametrize("damage", ["empty _METADATA", "truncated arrays"])
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_one_before_used(good_run, tmp_path,
+                                                                          damage, caplog):
+  workdir = copy_of(good_run, tmp_path)
+  newest = workdir / "checkpoints" / "4" / "default"
+  if damage == "empty _METADATA":
+    (newest / "_METADATA").write_text("")
+  else:
+    for path in glob.glob(str(newest / "ocdbt.process_0" / "d" / "*")):
+      os.truncate(path, 10)
+  results = loop.train_and_evaluate(tiny_config(**FIELDS), str(workdir))
+  assert results["steps"] == 4  # steps 3 and 4 again, from step 2
+  aside = workdir / "unreadable_checkpoints" / "4"
+  assert aside.is_dir()  # kept, not deleted
+  warnings = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+  assert len(warnings) == 1 and warnings[0].startswith(
+      f"The checkpoint at step 4 in {workdir / 'checkpoints'} cannot be read (")
+  assert warnings[0].endswith(f"): moved to {aside}; trying the one before.")
+  assert max_abs_diff(checkpoints.read(str(workdir))[1]["params"],
+                      checkpoints.read(str(good_run))[1]["params"]) < 1e-6
+
+
+def test_random_bytes_in_a_data_file_are_one_line(tmp_path, digits):
+  from sam_jax.data.tf_cpu import tf  # noqa: PLC0415
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+  shutil.copytree(os.path.join(os.environ["TFDS_DATA_DIR"], "digits"), tmp_path / "data" / "digits")
+  (train_file,) = glob.glob(str(tmp_path / "data" / "digits" / "*" / "digits-train.tfrecord*"))
+  with open(train_file, "r+b") as f:
+    f.seek(5000)
+    f.write(np.random.default_rng(0).bytes(100))
+  del tf, tfds
+  with pytest.raises(UsageError, match=r"^TFDS dataset 'digits' in .*/data is damaged "
+                                       r"\(DataLossError: corrupted record at \d+\): delete "):
+    loop.train_and_evaluate(tiny_config(**FIELDS, data_dir=str(tmp_path / "data")),
+                            str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 2 MB tmpfs, unmounted afterwards."""
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
+                    capture_output=True).returncode:
+    pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+  yield disk
+  subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(disk, leave: int) -> None:
+  """Writes a file that leaves `leave` bytes free on `disk`."""
+  free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+  with open(disk / f"filler{leave}", "wb") as f:
+    f.write(b"\0" * max(free - leave, 0))
+
+
+def test_a_full_or_read_only_workdir_is_one_line(small_disk, good_run):
+  # Read-only, holding a run: one line before training, the run as it was.
+  shutil.copytree(good_run / "checkpoints" / "2", small_disk / "run" / "checkpoints" / "2")
+  subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+  with pytest.raises(UsageError, match=r"^Cannot write in .*/disk/run \(Read-only file "
+                                       r"system\): choose another --workdir or make room"):
+    loop.train_and_evaluate(tiny_config(**FIELDS), str(small_disk / "run"))
+  assert checkpoints.read(str(small_disk / "run"))[0] == 2
+  subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+  shutil.rmtree(small_disk / "run")
+
+  # Full in the middle of the run (200 KB left; a digits checkpoint is about 600 KB):
+  # the first checkpoint does not fit, one line.
+  fill(small_disk, 200_000)
+  with pytest.raises(UsageError, match=r"^Could not write a checkpoint in .*/disk/run/"
+                                       r"checkpoints \(No space left on device\); none was "
+                                       r"complete before: make room there"):
+    loop.train_and_evaluate(tiny_config(**FIELDS), str(small_disk / "run"))
+
+  # Full before it starts: one line before training.
+  fill(small_disk, 0)
+  with pytest.raises(UsageError, match=r"^Cannot write in .*/disk/run \(No space left on "
+                                       r"device\)"):
+    loop.train_and_evaluate(tiny_config(**FIELDS), str(small_disk / "run"))
