@@ -4,12 +4,16 @@ Shared by the training loop (`loop.py`) and the analyses (`analysis/report.py`),
 an analysis rebuilds exactly the model and the training labels a run was trained with.
 """
 
+import dataclasses
+from typing import Any
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from sam_jax import replicas
+from sam_jax import processes, replicas
 from sam_jax.data import label_noise, loading
 from sam_jax.data.datasets import DatasetInfo
 from sam_jax.errors import UsageError
@@ -75,6 +79,52 @@ def load_train_shards(config: ml_collections.ConfigDict, info: DatasetInfo,
     count += loading.num_examples(examples)
     changed += (realised or 0.0) * loading.num_examples(examples)
   return loaded, ((round(changed), count) if config.label_noise else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+  """A training run's examples on this process, and the counts all processes agree on."""
+  train: list  # this process's shards of the training split, with the label noise
+  shards: range  # their indices, of `num_shards`
+  num_shards: int
+  eval: Any  # this process's share of the evaluation split
+  steps_per_epoch: int  # set by the smallest shard, so that every process takes as many
+  eval_steps: int  # batches per evaluation, the same on every process (padding)
+  realised_noise: float | None  # over the whole training split
+
+
+def load_run_data(config: ml_collections.ConfigDict, info: DatasetInfo) -> RunData:
+  """Reads this process's shards (`config.data_shards`, default one per process) and its
+  share of the evaluation split, and agrees with the other processes on the counts.
+
+  Raises:
+    UsageError: for shards that do not share out over the processes or the batch, or a
+      batch larger than the training split.
+  """
+  num_shards = config.data_shards or jax.process_count()
+  shards = loading.process_shards(num_shards)
+  if config.batch_size % num_shards:
+    raise UsageError(f"The batch of {config.batch_size} does not split over data_shards="
+                     f"{num_shards}: use a multiple of {num_shards}.")
+  train, noise = load_train_shards(config, info, shards, num_shards)
+  evaluation, _ = load_examples(config, info, "eval")
+  train_sizes = [loading.num_examples(shard) for shard in train]
+  sizes = processes.gather([min(train_sizes), sum(train_sizes), loading.num_examples(evaluation)])
+  steps_per_epoch = int(sizes[:, 0].min()) // (config.batch_size // num_shards)
+  if steps_per_epoch == 0:
+    raise UsageError(f"The batch of {config.batch_size} is larger than the "
+                     f"{int(sizes[:, 1].sum())} training examples of {config.dataset}: use "
+                     "a smaller --config.batch_size.")
+  process_batch = config.batch_size // jax.process_count()
+  realised = None
+  if noise is not None:
+    changed, count = processes.gather(noise).sum(axis=0)
+    realised = float(changed / count)
+  logging.info("%s", processes.describe(
+      f"training shards {shards.start}-{shards.stop - 1} of {num_shards} "
+      f"({sum(train_sizes)} examples), {loading.num_examples(evaluation)} evaluation examples"))
+  return RunData(train, shards, num_shards, evaluation, steps_per_epoch,
+                 -(-int(sizes[:, 2].max()) // process_batch), realised)
 
 
 def noisy_labels(config: ml_collections.ConfigDict, info: DatasetInfo, examples):

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -43,13 +43,8 @@ class SetUp:
   mesh: jax.sharding.Mesh
   model: nn.Module
   image_size: int | None
-  train_examples: Any
-  eval_examples: Any
-  realised_noise: float | None
-  shards: range  # this process's shards of the training split (train_examples: theirs)
-  num_shards: int  # of the training split (`config.data_shards`)
+  data: experiment.RunData
   process_batch: int  # this process's share of the global batch
-  eval_steps: int  # batches per evaluation, the same on every process
   steps_per_epoch: int
   total_steps: int
   tx: optax.GradientTransformationExtraArgs
@@ -72,38 +67,15 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> SetUp:
   replicas.check_group_size(layout, config.sam.sync_group_size)
   mesh = replicas.make_mesh(layout.num_devices)
   model = experiment.build_model(config, info.num_classes)
-  num_shards = config.data_shards or jax.process_count()
-  shards = loading.process_shards(num_shards)
-  if config.batch_size % num_shards:
-    raise UsageError(f"The batch of {config.batch_size} does not split over data_shards="
-                     f"{num_shards}: use a multiple of {num_shards}.")
-  train_examples, noise = experiment.load_train_shards(config, info, shards, num_shards)
-  eval_examples, _ = experiment.load_examples(config, info, "eval")
-  process_batch = config.batch_size // jax.process_count()
-  # Every process must take the same number of steps: the smallest shard sets the epoch.
-  sizes = processes.gather([min(map(loading.num_examples, train_examples)),
-                            loading.num_examples(eval_examples)])
-  steps_per_epoch = int(sizes[:, 0].min()) // (config.batch_size // num_shards)
-  eval_steps = -(-int(sizes[:, 1].max()) // process_batch)
-  if steps_per_epoch == 0:
-    total = int(processes.gather(sum(map(loading.num_examples, train_examples))).sum())
-    raise UsageError(f"The batch of {config.batch_size} is larger than the {total} training "
-                     f"examples of {config.dataset}: use a smaller --config.batch_size.")
-  realised_noise = None
-  if noise is not None:
-    changed, count = processes.gather(noise).sum(axis=0)
-    realised_noise = float(changed / count)
-  logging.info("%s", processes.describe(
-      f"training shards {shards.start}-{shards.stop - 1} of {num_shards} "
-      f"({sum(map(loading.num_examples, train_examples))} examples), "
-      f"{loading.num_examples(eval_examples)} evaluation examples"))
+  data = experiment.load_run_data(config, info)
+  steps_per_epoch = data.steps_per_epoch
   tx = optim.create_optimizer(config, steps_per_epoch, replicas.REPLICA_AXES)
   state = steps.init_train_state(
       model, tx, jax.random.key(config.seed), experiment.image_shape(config, model, info),
       ema=config.ema_decay > 0, init_from=pretrained_init(config, model, workdir))
   return SetUp(info, augmentation, layout, mesh, model,
-               experiment.input_size(config, model, info), train_examples, eval_examples,
-               realised_noise, shards, num_shards, process_batch, eval_steps, steps_per_epoch,
+               experiment.input_size(config, model, info), data,
+               config.batch_size // jax.process_count(), steps_per_epoch,
                optim.total_steps(config, steps_per_epoch), tx,
                optim.learning_rate_schedule(config, steps_per_epoch),
                replicas.replicate(state, mesh))
@@ -196,9 +168,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
                run.layout.num_devices, run.layout.virtual_replicas, run.steps_per_epoch,
                run.total_steps, start_step)
   batches = pipeline.train_batches(
-      run.info, run.train_examples, run.process_batch, seed=config.seed,
+      run.info, run.data.train, run.process_batch, seed=config.seed,
       start_step=start_step, augmentation=run.augmentation, image_size=run.image_size,
-      first_shard=run.shards.start, num_shards=run.num_shards, stop_step=run.total_steps)
+      first_shard=run.data.shards.start, num_shards=run.data.num_shards,
+      stop_step=run.total_steps)
   progress = periodic_actions.ReportProgress(num_train_steps=run.total_steps, writer=writer)
   rng = jax.random.key(config.seed)
   last_save, pending, results = time.monotonic(), [], {}
@@ -231,8 +204,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
   writer.flush()
   results = {**results, "steps": int(state.step),
              "epochs": int(state.step) / run.steps_per_epoch}
-  if run.realised_noise is not None:
-    results["realised_label_noise"] = run.realised_noise
+  if run.data.realised_noise is not None:
+    results["realised_label_noise"] = run.data.realised_noise
   return results
 
 
@@ -304,9 +277,9 @@ def evaluate_all(config: ml_collections.ConfigDict, run: SetUp, eval_step,
   With an EMA, the metrics without prefix are the EMA model's (what the original
   reported) and `raw_` ones the trained weights'.
   """
-  splits = {"test": (run.eval_examples, run.eval_steps)}
+  splits = {"test": (run.data.eval, run.data.eval_steps)}
   if config.also_eval_on_training_set:
-    train = loading.concatenate(run.train_examples)
+    train = loading.concatenate(run.data.train)
     count = processes.gather(loading.num_examples(train)).max()
     splits["train_eval"] = (train, -(-int(count) // run.process_batch))
   models = {"": state.replace(**state.ema), "raw_": state} if state.ema else {"": state}

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 
 import jax
 import numpy as np
-from absl import logging
 from jax._src import xla_bridge  # backends_are_initialized: no public equivalent
 from jax.experimental import multihost_utils
 

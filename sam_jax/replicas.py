@@ -86,9 +86,19 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
                        axis_types=(jax.sharding.AxisType.Auto,), devices=devices[:num_devices])
 
 
+def replicated(mesh: Mesh) -> NamedSharding:
+  """The sharding of what every device holds whole (the state)."""
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """The sharding of a global batch: examples split over `DEVICE_AXIS`."""
+  return NamedSharding(mesh, P(DEVICE_AXIS))
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Places a pytree on every device of the mesh (fully replicated)."""
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  return jax.device_put(tree, replicated(mesh))
 
 
 def shard_batch(batch: Any, mesh: Mesh) -> Any:
@@ -97,7 +107,7 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
   Leaves are split on their leading (example) axis over `DEVICE_AXIS`; with several
   processes each passes its own consecutive slice, in process order.
   """
-  sharding = NamedSharding(mesh, P(DEVICE_AXIS))
+  sharding = batch_sharding(mesh)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 

@@ -6,6 +6,7 @@ that the subprocesses the tests start inherit it too.
 """
 
 import atexit
+import glob
 import os
 import shutil
 import socket
@@ -132,3 +133,15 @@ def start_processes(count: int, devices: int, *args,
                        f"--heartbeat_timeout_seconds={heartbeat_timeout_seconds}",
                        devices=devices)
           for i in range(count)]
+
+
+def scalars(workdir, tag: str) -> dict[int, float]:
+  """{step: value} of a TensorBoard scalar that a run wrote into `workdir`."""
+  from sam_jax.data.tf_cpu import tf  # pylint: disable=import-outside-toplevel
+  found = {}
+  for path in glob.glob(os.path.join(workdir, "events.out.tfevents*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          found[event.step] = float(tf.make_ndarray(value.tensor))
+  return found

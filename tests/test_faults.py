@@ -8,10 +8,11 @@ import os
 import shutil
 import subprocess
 
+import jax
 import numpy as np
 import pytest
 
-from conftest import max_abs_diff, tiny_config
+from conftest import max_abs_diff, scalars, tiny_config
 from sam_jax import checkpoints, loop
 from sam_jax.errors import UsageError
 
@@ -45,7 +46,7 @@ def test_a_nan_stops_the_run_without_saving_it_or_is_skipped_when_asked(good_run
                                        r"is step 5 in .*\)\. Lower --config.learning_rate"):
     loop.train_and_evaluate(tiny_config(**diverging), str(workdir))
   step, saved = checkpoints.read(str(workdir))
-  assert step == 5 and all(np.isfinite(x).all() for x in jax_leaves(saved))
+  assert step == 5 and all(np.isfinite(x).all() for x in jax.tree.leaves(saved))
   assert (workdir / "results.json").read_text() == (good_run / "results.json").read_text()
 
   # With nonfinite=skip the same run ends: every update from step 6 on is skipped (the
@@ -59,22 +60,6 @@ def test_a_nan_stops_the_run_without_saving_it_or_is_skipped_when_asked(good_run
                        parse_constant=lambda name: pytest.fail(f"{name} in results.json"))
   assert written.keys() == results.keys()
   assert written["test_loss"] is None or np.isfinite(written["test_loss"])
-
-
-def jax_leaves(tree):
-  import jax  # noqa: PLC0415
-  return jax.tree.leaves(tree)
-
-
-def scalars(workdir, tag) -> dict[int, float]:
-  from sam_jax.data.tf_cpu import tf  # noqa: PLC0415
-  found = {}
-  for path in glob.glob(os.path.join(workdir, "events.out.tfevents*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == tag:
-          found[event.step] = float(tf.make_ndarray(value.tensor))
-  return found
 
 
 @pytest.mark.parametrize("damage", ["empty _METADATA", "truncated arrays"])
@@ -100,14 +85,11 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_one_before_used(good_r
 
 
 def test_random_bytes_in_a_data_file_are_one_line(tmp_path, digits):
-  from sam_jax.data.tf_cpu import tf  # noqa: PLC0415
-  import tensorflow_datasets as tfds  # noqa: PLC0415
   shutil.copytree(os.path.join(os.environ["TFDS_DATA_DIR"], "digits"), tmp_path / "data" / "digits")
   (train_file,) = glob.glob(str(tmp_path / "data" / "digits" / "*" / "digits-train.tfrecord*"))
   with open(train_file, "r+b") as f:
     f.seek(5000)
     f.write(np.random.default_rng(0).bytes(100))
-  del tf, tfds
   with pytest.raises(UsageError, match=r"^TFDS dataset 'digits' in .*/data is damaged "
                                        r"\(DataLossError: corrupted record at \d+\): delete "):
     loop.train_and_evaluate(tiny_config(**FIELDS, data_dir=str(tmp_path / "data")),

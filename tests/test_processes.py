@@ -1,35 +1,28 @@
 """Several processes on JAX's distributed runtime, on this machine: 2 processes x 4 CPU
 devices (gloo collectives between them) train what 1 process x 8 devices trains, and a
 run survives a killed peer, SIGTERM and Ctrl-C, and changes of the number of processes
-(1 -> 2 -> 2 -> 1) to end where the uninterrupted run did."""
+(1 -> 2 -> 2 -> 1) to end where the uninterrupted run did; and the step compiles for 16
+devices in 2 processes."""
 
-import glob
-import json
 import os
+import re
 import signal
+import socket
+import sys
 import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from conftest import finish, max_abs_diff, start_processes, tiny_config
+from conftest import (finish, max_abs_diff, scalars, start_process, start_processes,
+                      tiny_config)
 from sam_jax import checkpoints, loop, replicas
 from sam_jax.errors import Stopped
 
 # A short digits run (1,437 training examples: 22 steps of 64 per epoch), every step logged.
-FIELDS = dict(dataset="digits", batch_size=64, num_train_steps=14, log_every_steps=1)
+FIELDS = dict(dataset="digits", batch_size=64, num_train_steps=14, log_every_steps=1,
+              eval_every_steps=6)
 ARGS = ["--config=configs/smoke.py", *(f"--config.{k}={v}" for k, v in FIELDS.items())]
-
-
-def train_losses(workdir) -> dict[int, float]:
-  losses = {}
-  for path in glob.glob(os.path.join(workdir, "events.out.tfevents*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == "train_loss":
-          losses[event.step] = float(tf.make_ndarray(value.tensor))
-  return losses
 
 
 def saved_steps(workdir) -> list[int]:
@@ -52,26 +45,9 @@ def test_two_processes_train_as_one_and_survive_a_dead_peer_sigterm_and_ctrl_c(t
   # is how 2 processes read it (config.data_shards defaults to the process count).
   one = loop.train_and_evaluate(tiny_config(**FIELDS, data_shards=2), str(tmp_path / "one"))
 
-  two = [finish(p) for p in start_processes(2, 4, *ARGS, f"--workdir={tmp_path / 'two'}")]
-  assert [p.returncode for p in two] == [0, 0], [p.stderr[-3000:] for p in two]
-  for p in two:  # one line per process: which it is, its devices, its data
-    assert "of 2: 4 cpu devices" in p.stderr and "training shards" in p.stderr
-  # Same losses per step, parameters and test error. Tolerance: gloo sums the processes'
-  # partial gradients in another order than one process sums its devices', so float32
-  # results may differ in the last bits; 14 SGD steps keep that below 1e-5.
-  losses_one, losses_two = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
-  assert sorted(losses_two) == list(range(1, 15))
-  np.testing.assert_allclose([losses_two[s] for s in range(1, 15)],
-                             [losses_one[s] for s in range(1, 15)], rtol=1e-5)
-  params_one = checkpoints.read(str(tmp_path / "one"))[1]["params"]
-  params_two = checkpoints.read(str(tmp_path / "two"))[1]["params"]
-  assert max_abs_diff(params_one, params_two) < 1e-5
-  results_two = json.loads((tmp_path / "two" / "results.json").read_text())
-  assert results_two["test_examples"] == one["test_examples"] == 360  # each example once
-  assert results_two["test_error"] == one["test_error"]
-
-  # One process of 8 devices starts a run and is stopped (SIGTERM) after 3 steps ...
-  chain = tmp_path / "chain"
+  # The run under test goes 1 -> 2 -> 2 -> 1 processes. One process of 8 devices starts
+  # it and is stopped (SIGTERM) after 3 steps ...
+  run = tmp_path / "run"
   calls = []
   shard_batch = replicas.shard_batch
   def shard_and_signal(batch, mesh):
@@ -82,27 +58,29 @@ def test_two_processes_train_as_one_and_survive_a_dead_peer_sigterm_and_ctrl_c(t
   monkeypatch.setattr(replicas, "shard_batch", shard_and_signal)
   config = tiny_config(**FIELDS, data_shards=2, save_progress_seconds=0)
   with pytest.raises(Stopped, match="at step 3 of 14"):
-    loop.train_and_evaluate(config, str(chain))
+    loop.train_and_evaluate(config, str(run))
+  monkeypatch.setattr(replicas, "shard_batch", shard_batch)
 
-  # ... 2 processes go on from its checkpoint; one is killed (SIGKILL): the other stops
-  # within a bounded time with JAX's line, and the last checkpoint it finished is intact
-  # (here a checkpoint every step) ...
-  args = [*ARGS, "--config.save_progress_seconds=0", f"--workdir={chain}"]
+  # ... 2 processes x 4 devices go on from its checkpoint, evaluate at step 6, and one of
+  # them is killed (SIGKILL) after step 7: the other stops within a bounded time with
+  # JAX's line, and the last checkpoint it finished is intact (one at every step here) ...
+  args = [*ARGS, "--config.save_progress_seconds=0", f"--workdir={run}"]
   processes = start_processes(2, 4, *args, heartbeat_timeout_seconds=5)
-  wait_for_checkpoint(chain, 5, processes)
+  wait_for_checkpoint(run, 7, processes)
   processes[1].kill()
   killed_at = time.monotonic()
   survivor = finish(processes[0], timeout=120)
   assert time.monotonic() - killed_at < 45  # the heartbeat timeout, 5 s, and the abort
   assert survivor.returncode != 0 and "another task died" in survivor.stderr
+  assert "process 0 of 2: 4 cpu devices (0-3) of 8; training shards 0-0 of 2" in survivor.stderr
   finish(processes[1])
-  killed_step = checkpoints.read(str(chain))[0]
-  assert killed_step >= 5
+  killed_step = checkpoints.read(str(run))[0]
+  assert killed_step >= 7
 
   # ... restarted, SIGTERM to process 0 and Ctrl-C to process 1 mid-epoch: both save the
   # same step (JAX's preemption sync point) and exit 0 with one line ...
   processes = start_processes(2, 4, *args)
-  wait_for_checkpoint(chain, killed_step + 2, processes)
+  wait_for_checkpoint(run, killed_step + 2, processes)
   processes[0].send_signal(signal.SIGTERM)
   processes[1].send_signal(signal.SIGINT)
   stopped = [finish(p, timeout=120) for p in processes]
@@ -110,12 +88,61 @@ def test_two_processes_train_as_one_and_survive_a_dead_peer_sigterm_and_ctrl_c(t
   lines = [p.stderr.strip().splitlines()[-1] for p in stopped]
   step = int(lines[0].split(" at step ")[1].split()[0])
   assert lines == [f"sam_jax.train: stopped by {name} at step {step} of 14, saved in "
-                   f"{chain}/checkpoints; the same command resumes from there."
+                   f"{run}/checkpoints; the same command resumes from there."
                    for name in ("SIGTERM", "SIGINT")]
-  assert killed_step + 2 <= step < 14 and saved_steps(chain)[-1] == step
+  assert killed_step + 2 <= step < 14 and saved_steps(run)[-1] == step
 
-  # ... and one process finishes from the 2 processes' checkpoint where the uninterrupted
-  # 2-process run ended.
-  monkeypatch.setattr(replicas, "shard_batch", shard_batch)
-  assert loop.train_and_evaluate(config, str(chain))["test_error"] == one["test_error"]
-  assert max_abs_diff(checkpoints.read(str(chain))[1]["params"], params_two) < 1e-5
+  # ... and one process finishes from the 2 processes' checkpoint.
+  results = loop.train_and_evaluate(config, str(run))
+
+  # What 2 processes computed equals what 1 process computed: the loss of every step
+  # they took, the evaluation at step 6 (every test example once), and through them the
+  # final parameters. Tolerance: gloo sums the processes' partial gradients in another
+  # order than one process sums its devices', so float32 results may differ in the last
+  # bits; 14 SGD steps keep that below 1e-5.
+  two_process_steps = range(4, step + 1)
+  losses_one, losses_run = (scalars(tmp_path / name, "train_loss") for name in ("one", "run"))
+  np.testing.assert_allclose([losses_run[s] for s in two_process_steps],
+                             [losses_one[s] for s in two_process_steps], rtol=1e-5)
+  for name in ("test_error", "test_examples"):
+    assert scalars(run, name)[6] == scalars(tmp_path / "one", name)[6], name
+  assert scalars(run, "test_examples")[6] == 360
+  assert max_abs_diff(checkpoints.read(str(run))[1]["params"],
+                      checkpoints.read(str(tmp_path / "one"))[1]["params"]) < 1e-5
+  assert results["test_error"] == one["test_error"]
+
+
+COMPILE_ON_16_DEVICES = """
+import sys, jax, jax.numpy as jnp
+from configs import default
+from sam_jax import optim, processes, replicas, steps
+from sam_jax.models import get_model
+processes.initialize(sys.argv[1], 2, int(sys.argv[2]))
+layout = replicas.make_layout(256, 4)  # 16 devices x 4 virtual replicas x m = 4
+mesh = replicas.make_mesh()
+model = get_model("WideResnet10x1", 10)
+tx = optim.create_optimizer(default.get_config(), 100, replicas.REPLICA_AXES)
+state = jax.eval_shape(lambda: steps.init_train_state(model, tx, jax.random.key(0), (32, 32, 3)))
+state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                    sharding=replicas.replicated(mesh)), state)
+batch = {"image": jax.ShapeDtypeStruct((256, 32, 32, 3), jnp.float32,
+                                       sharding=replicas.batch_sharding(mesh)),
+         "label": jax.ShapeDtypeStruct((256,), jnp.int32, sharding=replicas.batch_sharding(mesh))}
+step = steps.make_train_step(model, tx, mesh, layout)
+step.lower(state, batch, jax.random.key(1)).compile()
+print(processes.describe(f"{layout.num_replicas} replicas, per device {layout.per_device_batch}"))
+"""
+
+
+@pytest.mark.slow
+def test_the_step_compiles_for_16_devices_in_2_processes():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    address = f"localhost:{s.getsockname()[1]}"
+  started = [start_process([sys.executable, "-c", COMPILE_ON_16_DEVICES, address, str(i)],
+                           devices=8) for i in range(2)]
+  runs = [finish(p, timeout=300) for p in started]
+  assert [r.returncode for r in runs] == [0, 0], [r.stderr[-3000:] for r in runs]
+  for i, run in enumerate(runs):
+    assert re.fullmatch(rf"process {i} of 2: 8 cpu devices \(\d+-\d+\) of 16; 64 replicas, "
+                        r"per device 16", run.stdout.strip()), run.stdout
