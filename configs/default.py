@@ -90,6 +90,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 0  # > 0: every this many steps instead (finetuning)
   config.also_eval_on_training_set = False
   config.compute_top_5_error_rate = False
+  # A checkpoint once this long has passed since the last (looked at every log step), and
+  # at the end, at SIGTERM and at `additional_checkpoints_at_epochs`.
   config.save_progress_seconds = 3600
   config.keep_checkpoints = 2
   config.additional_checkpoints_at_epochs = ()

@@ -13,5 +13,5 @@ def get_config():
   config.batch_size = 16
   config.learning_rate = 0.05
   config.log_every_steps = 2
-  config.save_progress_seconds = 0  # a checkpoint every step
+  config.save_progress_seconds = 0  # a checkpoint at every log step
   return config

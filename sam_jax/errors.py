@@ -1,10 +1,12 @@
 """The one error type for bad input: what a user asked for cannot run, and why; and
 `Stopped`, a run that stopped on a signal (not an error: its binary exits 0).
 
-Raised only by validation (config values, the replica layout, datasets and the data
-on disk, checkpoints that must fit the model, `init_from`), before a run writes
-anything. The binaries print it as one line and exit with status 2; every other
-exception is a bug or an environment failure and keeps its traceback.
+Raised by validation (config values, the replica layout, datasets and the data on
+disk, checkpoints that must fit the model, `init_from`, a writable workdir), before a
+run writes anything; and by the faults a run is expected to meet, once it has made sure
+no good checkpoint is lost (NaN/Inf in a step, a checkpoint that could not be written).
+The binaries print it as one line and exit with status 2; every other exception is a
+bug or an environment failure and keeps its traceback.
 """
 
 import sys

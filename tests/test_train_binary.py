@@ -31,7 +31,7 @@ def final_state(workdir):
 @pytest.mark.usefixtures("digits")  # prepared once, not by two processes at the same time
 def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_parameters(tmp_path):
   # With cutout and an EMA (averaging from step 5), whose state must resume too; a
-  # checkpoint every step.
+  # checkpoint every 2 steps (at smoke.py's log steps).
   def args(workdir):
     return digits_args(workdir, "--config.batch_level_augmentations=cutout",
                        "--config.cutout_length=3", "--config.ema_decay=0.9",
