@@ -61,11 +61,11 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 
 def describe(data_share: str) -> str:
   """The line each process logs at start: which it is, its devices, its data."""
-  local = jax.local_devices()
-  ids = [d.id for d in local]
-  span = f"{ids[0]}-{ids[-1]}" if ids == list(range(ids[0], ids[-1] + 1)) else ids
-  return (f"process {jax.process_index()} of {jax.process_count()}: {len(local)} "
-          f"{local[0].platform} devices ({span}) of {jax.device_count()}; {data_share}")
+  mine = [i for i, d in enumerate(jax.devices()) if d.process_index == jax.process_index()]
+  span = f"{mine[0]}-{mine[-1]}" if mine == list(range(mine[0], mine[-1] + 1)) else mine
+  return (f"process {jax.process_index()} of {jax.process_count()}: {len(mine)} "
+          f"{jax.devices()[mine[0]].platform} devices ({span} of {jax.device_count()}); "
+          f"{data_share}")
 
 
 @contextlib.contextmanager
