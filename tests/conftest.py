@@ -9,6 +9,7 @@ import atexit
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -145,3 +146,18 @@ def scalars(workdir, tag: str) -> dict[int, float]:
         if value.tag == tag:
           found[event.step] = float(tf.make_ndarray(value.tensor))
   return found
+
+
+def sigterm_at_call(monkeypatch, call: int) -> None:
+  """Sends this process SIGTERM (a scheduler's preemption notice) from inside the loop, as
+  it places its `call`-th batch from now on the devices (that is, during a step)."""
+  from sam_jax import replicas  # pylint: disable=import-outside-toplevel
+  calls = []
+  shard_batch = replicas.shard_batch
+
+  def shard_and_signal(batch, mesh):
+    calls.append(1)
+    if len(calls) == call:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return shard_batch(batch, mesh)
+  monkeypatch.setattr(replicas, "shard_batch", shard_and_signal)

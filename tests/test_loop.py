@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from conftest import max_abs_diff, tiny_config
-from sam_jax import checkpoints, loop, replicas
+from conftest import max_abs_diff, sigterm_at_call, tiny_config
+from sam_jax import checkpoints, loop
 from sam_jax.data import label_noise
 from sam_jax.data.tf_cpu import tf
 from sam_jax.errors import Stopped, UsageError
@@ -73,14 +73,7 @@ def test_a_digits_run_with_label_noise_finished_stopped_resumed_then_another_mod
 
   # SIGTERM (a scheduler's preemption notice) during step 10: the loop saves step 10 and
   # stops; the same call resumes there and ends where the uninterrupted run did.
-  calls = []
-  shard_batch = replicas.shard_batch
-  def shard_and_signal(batch, mesh):
-    calls.append(1)
-    if len(calls) == 10:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return shard_batch(batch, mesh)
-  monkeypatch.setattr(replicas, "shard_batch", shard_and_signal)
+  sigterm_at_call(monkeypatch, 10)
   stopped = tmp_path / "stopped"
   with pytest.raises(Stopped, match=r"stopped by SIGTERM at step 10 of 22, saved in .*; the "
                                     "same command resumes from there"):

@@ -13,14 +13,16 @@ import time
 import numpy as np
 import pytest
 
-from conftest import (finish, max_abs_diff, scalars, start_process, start_processes,
-                      tiny_config)
-from sam_jax import checkpoints, loop, replicas
+from conftest import (finish, max_abs_diff, scalars, sigterm_at_call, start_process,
+                      start_processes, tiny_config)
+from sam_jax import checkpoints, loop
 from sam_jax.errors import Stopped
 
-# A short digits run (1,437 training examples: 22 steps of 64 per epoch), every step logged.
+# A short digits run (1,437 training examples: 22 steps of 64 per epoch), every step logged,
+# with cutout and an EMA (averaging from step 5): their randomness and state must resume too.
 FIELDS = dict(dataset="digits", batch_size=64, num_train_steps=14, log_every_steps=1,
-              eval_every_steps=6)
+              eval_every_steps=6, batch_level_augmentations="cutout", cutout_length=3,
+              ema_decay=0.9, ema_warmup_steps=5)
 ARGS = ["--config=configs/smoke.py", *(f"--config.{k}={v}" for k, v in FIELDS.items())]
 
 
@@ -47,18 +49,11 @@ def test_two_processes_train_as_one_and_survive_a_dead_peer_sigterm_and_ctrl_c(t
   # The run under test goes 1 -> 2 -> 2 -> 1 processes. One process of 8 devices starts
   # it and is stopped (SIGTERM) after 3 steps ...
   run = tmp_path / "run"
-  calls = []
-  shard_batch = replicas.shard_batch
-  def shard_and_signal(batch, mesh):
-    calls.append(1)
-    if len(calls) == 3:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return shard_batch(batch, mesh)
-  monkeypatch.setattr(replicas, "shard_batch", shard_and_signal)
+  sigterm_at_call(monkeypatch, 3)
   config = tiny_config(**FIELDS, data_shards=2, save_progress_seconds=0)
   with pytest.raises(Stopped, match="at step 3 of 14"):
     loop.train_and_evaluate(config, str(run))
-  monkeypatch.setattr(replicas, "shard_batch", shard_batch)
+  monkeypatch.undo()
 
   # ... 2 processes x 4 devices go on from its checkpoint, evaluate at step 6, and one of
   # them is killed (SIGKILL) after step 7: the other stops within a bounded time with
@@ -106,8 +101,9 @@ def test_two_processes_train_as_one_and_survive_a_dead_peer_sigterm_and_ctrl_c(t
   for name in ("test_error", "test_examples"):
     assert scalars(run, name)[6] == scalars(tmp_path / "one", name)[6], name
   assert scalars(run, "test_examples")[6] == 360
-  assert max_abs_diff(checkpoints.read(str(run))[1]["params"],
-                      checkpoints.read(str(tmp_path / "one"))[1]["params"]) < 1e-5
+  (_, final), (_, reference) = checkpoints.read(str(run)), checkpoints.read(str(tmp_path / "one"))
+  assert max_abs_diff(final["params"], reference["params"]) < 1e-5
+  assert max_abs_diff(final["ema"], reference["ema"]) < 1e-5
   assert results["test_error"] == one["test_error"]
 
 

@@ -1,16 +1,10 @@
 """The training binary: flags, the exit-status contract, resume after SIGKILL, --helpfull."""
 
-import glob
-import json
-import os
-import signal
-import time
 
-import orbax.checkpoint as ocp
 import pytest
 from absl import flags
 
-from conftest import ROOT, finish, max_abs_diff, parse_run, run_binary, start_binary
+from conftest import ROOT, parse_run, run_binary
 from sam_jax import original_flags, train
 from sam_jax.errors import Stopped, UsageError
 
@@ -20,50 +14,6 @@ def digits_args(workdir, *overrides):
           "--config.batch_size=64", "--config.num_epochs=1", *overrides]
 
 
-def final_state(workdir):
-  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-  step = manager.latest_step()
-  state = manager.restore(step, args=ocp.args.StandardRestore())
-  return step, {"params": state["params"], "ema": state["ema"]}
-
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("digits")  # prepared once, not by two processes at the same time
-def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_parameters(tmp_path):
-  # With cutout and an EMA (averaging from step 5), whose state must resume too; a
-  # checkpoint every 2 steps (at smoke.py's log steps).
-  def args(workdir):
-    return digits_args(workdir, "--config.batch_level_augmentations=cutout",
-                       "--config.cutout_length=3", "--config.ema_decay=0.9",
-                       "--config.ema_warmup_steps=5", "--config.save_progress_seconds=0")
-  whole = start_binary("sam_jax.train", *args(tmp_path / "whole"))
-  killed_dir = tmp_path / "killed"
-  killed = start_binary("sam_jax.train", *args(killed_dir))
-  deadline = time.time() + 240
-  while time.time() < deadline and killed.poll() is None:  # the first checkpoint, then kill
-    if [p for p in glob.glob(str(killed_dir / "checkpoints" / "*" / "_CHECKPOINT_METADATA"))
-        if os.path.basename(os.path.dirname(p)).isdigit()]:  # not Orbax's tmp folders
-      break
-    time.sleep(0.05)
-  killed.send_signal(signal.SIGKILL)
-  finish(killed)
-  assert not (killed_dir / "results.json").exists(), "the run ended before it was killed"
-  done = finish(whole)
-  assert done.returncode == 0, done.stderr[-3000:]
-
-  resumed = run_binary("sam_jax.train", *args(killed_dir))
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "Resumed from the checkpoint at step" in resumed.stderr
-  (step_a, state_a), (step_b, state_b) = final_state(tmp_path / "whole"), final_state(killed_dir)
-  assert step_a == step_b == 1437 // 64
-  assert max_abs_diff(state_a, state_b) < 1e-6
-  assert max_abs_diff(state_a["ema"], state_b["ema"]) < 1e-6
-  assert max_abs_diff(state_a["ema"]["params"], state_a["params"]) > 1e-4  # an average
-  results = json.loads((killed_dir / "results.json").read_text())
-  assert {"test_error", "raw_test_error"} <= set(results)  # the EMA's, then the weights'
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("argv, message", [
     (["--config.sam.m=3"], "m=3 examples per replica does not divide the per-device batch of "
                            "32 (global batch 64 over 2 devices): choose m among the divisors "
