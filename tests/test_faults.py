@@ -62,6 +62,7 @@ def test_a_nan_stops_the_run_without_saving_it_or_is_skipped_when_asked(good_run
   assert written["test_loss"] is None or np.isfinite(written["test_loss"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["empty _METADATA", "truncated arrays"])
 def test_a_damaged_newest_checkpoint_is_set_aside_and_the_one_before_used(good_run, tmp_path,
                                                                           damage, caplog):
@@ -116,6 +117,7 @@ def fill(disk, leave: int) -> None:
     f.write(b"\0" * max(free - leave, 0))
 
 
+@pytest.mark.slow
 def test_a_full_or_read_only_workdir_is_one_line(small_disk, good_run):
   # Read-only, holding a run: one line before training, the run as it was.
   shutil.copytree(good_run / "checkpoints" / "2", small_disk / "run" / "checkpoints" / "2")
