@@ -42,6 +42,10 @@ def test_bad_input_is_one_line_on_stderr_exit_status_2_and_nothing_written(argv,
      "Unknown experiment cell 'cifar10,autoaug,sam'"),
     ([f"--config={ROOT}/configs/nothing.py"], "configs/nothing.py"),
     (["--num_epochs=ten"], "--num_epochs"),
+    (["--num_processes=2"], "Several processes need all of --coordinator_address=HOST:PORT, "
+                            "--num_processes and --process_id"),
+    (["--coordinator_address=localhost:1", "--num_processes=2", "--process_id=2"],
+     "--process_id=2 is not in [0, 2) (--num_processes=2)."),
 ])
 def test_bad_flags_are_one_line_and_exit_status_2(argv, message, capsys):
   with pytest.raises(SystemExit) as exit_:
