@@ -131,7 +131,8 @@ def restore_latest(manager: ocp.CheckpointManager, state: Any) -> Any:
       continue
     problems = shape_mismatches(metadata, state)
     if problems:
-      shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
+      more = f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
+      shown = "; ".join(problems[:4]) + more
       raise UsageError(
           f"The checkpoint at step {step} in {manager.directory} does not fit this model and "
           f"optimizer ({len(problems)} arrays: {shown}); use another --workdir or the config "

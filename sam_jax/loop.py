@@ -183,8 +183,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
     log_due = step % config.log_every_steps == 0 or step == run.total_steps
     eval_due = step == run.total_steps or evaluation_due(config, step, run.steps_per_epoch)
     stop = stop_at(step)
-    save_due = (stop or step in keep_steps or step == run.total_steps or (log_due and processes.agree(
-        time.monotonic() - last_save >= config.save_progress_seconds)))
+    save_due = (stop or step in keep_steps or step == run.total_steps or (
+        log_due and processes.agree(time.monotonic() - last_save >= config.save_progress_seconds)))
     if log_due or eval_due or save_due:  # nothing non-finite is evaluated or saved
       check_finite(config, pending, step, run.total_steps, manager)
     if log_due:

@@ -151,6 +151,6 @@ def concatenate(splits: list):
   if len(splits) == 1:
     return splits[0]
   if isinstance(splits[0], StreamedSplit):
-    return StreamedSplit(splits[0].builder, functools.reduce(operator.add, [s.split for s in splits]),
-                         sum(s.num_examples for s in splits))
+    joined = functools.reduce(operator.add, [s.split for s in splits])
+    return StreamedSplit(splits[0].builder, joined, sum(s.num_examples for s in splits))
   return {key: np.concatenate([s[key] for s in splits]) for key in splits[0]}
