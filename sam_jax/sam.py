@@ -175,7 +175,9 @@ def sam(
     del params
     if aux_init is None:
       return optax.EmptyState()
-    return SamState(jax.tree.map(jnp.asarray, aux_init))
+    # Strongly typed (a Python 0.0 would be weak): the aux the update returns has the same
+    # type, so a jitted step is compiled once, not again at its second call.
+    return SamState(jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), aux_init))
 
   def update_fn(grads, state, params=None, *, grad_fn: GradFn | None = None, **extra_args):
     del extra_args

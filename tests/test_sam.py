@@ -259,3 +259,22 @@ def test_a_traced_rho_is_the_python_rho_inside_jit():
     np.testing.assert_allclose(step(jnp.float32(rho))["kernel"], expected["kernel"], rtol=1e-6)
   clean = {"kernel": params["kernel"] - LR * grad_fn(params)["kernel"]}
   np.testing.assert_allclose(step(jnp.float32(0.0))["kernel"], clean["kernel"], rtol=1e-6)
+
+
+def test_a_jitted_step_with_aux_is_compiled_once():
+  """aux_init of Python floats is kept strongly typed, as the aux the update returns, so
+  that the state a step returns is a cache hit for the next call (not a second compile)."""
+  a, b, w = quadratic(seed=9)
+  params = {"kernel": jnp.asarray(w, jnp.float32)}
+  grad = quadratic_grad_fn(a, b)
+  tx = sam_jax.sam(RHO, aux_init={"loss": 0.0})
+
+  @jax.jit
+  def step(params, state):
+    updates, state = tx.update(grad(params), state, params,
+                               grad_fn=lambda p: (grad(p), {"loss": jnp.sum(p["kernel"])}))
+    return optax.apply_updates(params, updates), state
+  state = tx.init(params)
+  for _ in range(3):
+    params, state = step(params, state)
+  assert step._cache_size() == 1
