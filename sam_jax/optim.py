@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sam_jax.errors import UsageError
 from sam_jax.sam import cross_replica_mean, sam
 
 if TYPE_CHECKING:  # configs need ml_collections ([train]); the optimizer itself does not
@@ -50,10 +49,8 @@ def learning_rate_schedule(config: "ml_collections.ConfigDict",
     main = optax.cosine_decay_schedule(lr, max(total - warmup, 1))
   elif name == "exponential":
     main = optax.exponential_decay(lr, max(total - warmup, 1), END_OF_EXPONENTIAL)
-  elif name == "constant":
+  else:  # constant (validation.CHOICES)
     main = optax.constant_schedule(lr)
-  else:
-    raise UsageError(f"Unknown lr_schedule '{name}': choose cosine, exponential or constant.")
   if warmup == 0:
     return main
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
@@ -117,8 +114,6 @@ def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
   (SGDW, Loshchilov & Hutter 2019), outside SAM.
   """
   sam_config = config.sam
-  if not 1.0 <= sam_config.p <= float("inf"):
-    raise UsageError(f"sam.p must be a norm in [1, inf], not {sam_config.p}: 2 is the paper's.")
   sync = tuple(replica_axes) if sam_config.sync_perturbations else None
   parts = [
       sam(sam_config.rho, adaptive=sam_config.adaptive, eta=sam_config.eta, p=sam_config.p,
@@ -138,8 +133,5 @@ def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
     parts.append(optax.add_decayed_weights(
         config.weight_decay,
         mask=lambda p: weight_decay_mask(p, config.no_weight_decay_on_bn)))
-  elif config.weight_decay_type not in ("l2", "decoupled"):
-    raise UsageError(f"Unknown weight_decay_type '{config.weight_decay_type}': "
-                     "choose l2 (in the loss, the original) or decoupled.")
   parts.append(optax.scale_by_learning_rate(learning_rate_schedule(config, steps_per_epoch)))
   return optax.chain(*parts)

@@ -106,7 +106,5 @@ def test_bad_augmentation_choices_are_one_line_errors():
   with pytest.raises(UsageError, match="No AutoAugment policy was learned on fashion_mnist"):
     Augmentation(image="autoaugment").check(fashion)
   Augmentation(image="autoaugment", autoaugment_policy="svhn").check(fashion)
-  with pytest.raises(UsageError, match="Unknown batch_level_augmentations 'mixcat'"):
-    Augmentation(batch="mixcat").check(fashion)
   with pytest.raises(UsageError, match="Unknown dataset 'imagenet21k'"):
     get_dataset_info("imagenet21k")

@@ -10,7 +10,6 @@ import pytest
 
 from conftest import max_abs_diff, tiny_config
 from sam_jax import checkpoints, optim, replicas, steps
-from sam_jax.errors import UsageError
 
 STEPS_PER_EPOCH = 10
 
@@ -57,10 +56,8 @@ def test_exponential_schedule_after_a_warmup_runs_over_the_remaining_steps():
   np.testing.assert_allclose(values[5:], 0.4 * 0.012 ** (np.arange(46) / 45), rtol=1e-5)
 
 
-def test_no_schedule_is_constant_and_unknown_schedule_is_clear():
+def test_no_schedule_is_constant():
   np.testing.assert_allclose(schedule_values(use_learning_rate_schedule=False), 0.4)
-  with pytest.raises(UsageError, match="Unknown lr_schedule 'step'"):
-    schedule_values(lr_schedule="step")
 
 
 PARAMS = {"conv": {"kernel": jnp.full((3, 3), 2.0), "bias": jnp.full((3,), 4.0)},
@@ -97,11 +94,6 @@ def test_l2_weight_decay_is_half_wd_squared_norm_over_the_mask():
   assert float(optim.l2_penalty(PARAMS, 0.1, mask)) == pytest.approx(0.5 * 0.1 * 9 * 4.0)
   mask = optim.weight_decay_mask(PARAMS, no_weight_decay_on_bn=False)
   assert float(optim.l2_penalty(PARAMS, 0.1, mask)) == pytest.approx(0.05 * (36 + 48 + 3))
-
-
-def test_unknown_weight_decay_type_is_a_clear_error():
-  with pytest.raises(UsageError, match="Unknown weight_decay_type 'adamw'"):
-    one_update(make_config(weight_decay=0.1, weight_decay_type="adamw"))
 
 
 class BatchNormMLP(nn.Module):
@@ -182,8 +174,3 @@ def test_num_train_steps_sets_the_run_and_schedule_length():
   schedule = optim.learning_rate_schedule(config, STEPS_PER_EPOCH)
   np.testing.assert_allclose([float(schedule(t)) for t in (0, 10, 20)], [0.4, 0.2, 0.0],
                              atol=1e-6)
-
-
-def test_a_norm_outside_one_to_infinity_is_a_clear_error():
-  with pytest.raises(UsageError, match=r"sam.p must be a norm in \[1, inf\], not 0.5"):
-    optim.create_optimizer(make_config(sam=dict(rho=0.05, p=0.5)), STEPS_PER_EPOCH, ("r",))

@@ -14,9 +14,6 @@ from sam_jax.data.image_ops import FLIP, POLICY, fold_in
 from sam_jax.data.policies import POLICIES, magnitudes
 from sam_jax.errors import UsageError
 
-IMAGE_AUGMENTATIONS = ("none", "basic", "autoaugment", "aa-only", "randaugment")
-BATCH_AUGMENTATIONS = ("none", "cutout", "mixup", "mixcut")
-
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
@@ -50,19 +47,12 @@ class Augmentation:
     return self.autoaugment_policy or info.autoaugment_policy
 
   def check(self, info: DatasetInfo) -> None:
-    """Raises a one-line UsageError for a choice the pipeline does not offer."""
-    for value, choices, what in [
-        (self.image, IMAGE_AUGMENTATIONS, "image_level_augmentations"),
-        (self.batch, BATCH_AUGMENTATIONS, "batch_level_augmentations"),
-        (self.cutout_mask, ("batch", "example"), "cutout_mask")]:
-      if value not in choices:
-        raise UsageError(f"Unknown {what} '{value}': choose one of {', '.join(choices)}.")
+    """Raises a one-line UsageError for an AutoAugment without a policy for `info`'s
+    dataset (the choices themselves are checked with the config, `validation.py`)."""
     if self.image in ("autoaugment", "aa-only") and self.policy(info) not in POLICIES:
       raise UsageError(
           f"No AutoAugment policy was learned on {info.tfds_name}: set "
           f"--config.autoaugment_policy to one of {', '.join(POLICIES)} to use one.")
-    if self.batch in ("mixup", "mixcut") and self.mixup_alpha <= 0:
-      raise UsageError(f"mixup_alpha must be positive, not {self.mixup_alpha}.")
 
 
 def _policy_ops(image, key, info: DatasetInfo, aug: Augmentation, size: int):

@@ -1,0 +1,83 @@
+"""Config validation (sam_jax/validation.py): every ranged field refuses the value just past
+its range with one line naming it, and accepts the value at its edge."""
+
+import math
+
+import pytest
+
+from conftest import tiny_config
+from sam_jax import validation
+from sam_jax.errors import UsageError
+
+# field: (a value just outside its range, a value at its edge that is fine)
+EDGES = {
+    "image_size": (0, 8),
+    "num_epochs": (0, 1),
+    "num_train_steps": (0, 1),
+    "batch_size": (0, 1),
+    "cutout_length": (-1, 0),
+    "mixup_alpha": (0.0, 1e-3),
+    "randaug_num_layers": (-1, 0),
+    "randaug_magnitude": (-1, 0),
+    "label_noise": (1.5, 1.0),
+    "data_shards": (0, 1),
+    "learning_rate": (0.0, 1e-6),
+    "warmup_epochs": (-0.5, 0.0),
+    "momentum": (1.0, 0.0),
+    "weight_decay": (-1e-4, 0.0),
+    "gradient_clipping": (-1.0, 0.0),
+    "label_smoothing": (1.0, 0.0),
+    "ema_decay": (1.0, 0.0),
+    "ema_warmup_steps": (-1, 0),
+    "sam.rho": (-1.0, 0.0),
+    "sam.m": (0, 1),
+    "sam.sync_group_size": (0, 1),
+    "sam.eta": (-0.01, 0.0),
+    "sam.p": (0.5, math.inf),
+    "log_every_steps": (0, 1),
+    "evaluate_every": (0, 1),
+    "eval_every_steps": (-1, 0),
+    "save_progress_seconds": (-1, 0),
+    "keep_checkpoints": (0, 1),
+    "additional_checkpoints_at_epochs": ((0,), (1,)),
+}
+
+
+def with_value(field: str, value):
+  config = tiny_config()
+  *parents, name = field.split(".")
+  node = config
+  for parent in parents:
+    node = node[parent]
+  node[name] = value
+  return config
+
+
+def test_every_ranged_field_is_covered_here():
+  assert set(EDGES) == set(validation.RANGES)
+
+
+@pytest.mark.parametrize("field", sorted(EDGES))
+def test_a_value_past_the_range_is_one_line_naming_the_field(field):
+  bad, edge = EDGES[field]
+  with pytest.raises(UsageError, match=rf"^--config\.{field}=.* is out of range: {field} must "
+                                       r"be ") as error:
+    validation.check(with_value(field, bad))
+  assert "\n" not in str(error.value)
+  validation.check(with_value(field, edge))
+
+
+@pytest.mark.parametrize("field", sorted(validation.CHOICES))
+def test_a_value_outside_the_choices_lists_them(field):
+  with pytest.raises(UsageError, match=rf"^Unknown {field} 'nonsense': choose one of "):
+    validation.check(with_value(field, "nonsense"))
+  for choice in validation.CHOICES[field]:
+    validation.check(with_value(field, choice))
+
+
+def test_warmup_must_leave_epochs_and_model_names_are_checked():
+  with pytest.raises(UsageError, match=r"warmup_epochs=2.0 leaves nothing of the 2 epochs"):
+    validation.check(with_value("warmup_epochs", 2.0))
+  validation.check(tiny_config(warmup_epochs=2.0, num_train_steps=10))  # steps, not epochs
+  with pytest.raises(UsageError, match="Unknown model 'WideResnet29x10'"):
+    validation.check(tiny_config(model_name="WideResnet29x10"))
