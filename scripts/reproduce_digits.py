@@ -44,6 +44,7 @@ _LANCZOS_STEPS = flags.DEFINE_integer("lanczos_steps", 20, "Lanczos steps of the
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Override the config's epochs (quick checks).")
 _JOBS = flags.DEFINE_integer("jobs", 2, "Runs trained side by side (processes).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS's).")
+_MEASURED_RHO = 0.05  # the radius of every run's m-sharpness, whatever rho it was trained with
 
 
 def run_list(seeds, noise_levels, m_sweep) -> list[dict]:
@@ -80,7 +81,7 @@ def train_and_analyse(run: dict, out: str, sharpness_m: list[int], lanczos_steps
     config, info, model, variables, step = report.load_run(workdir)
     examples = report.training_examples(config, info, model)
     numbers, _ = report.analyze(
-        model, variables, examples, m_values=sharpness_m, rho=0.05, top_k=5,
+        model, variables, examples, m_values=sharpness_m, rho=_MEASURED_RHO, top_k=5,
         lanczos_steps=lanczos_steps, slq_vectors=1, hutchinson_probes=0)
     numbers = {**report.describe_run(workdir, config, step), **numbers,
                "seconds": {"train": train_seconds,
@@ -97,6 +98,7 @@ def summarise_run(run: dict, analysis: dict) -> dict:
   return {
       **run, "noise": int(noise), "optimizer": optimizer,
       "m": int(m[0]) if m else analysis["trained_with"]["m"],
+      "rho": analysis["trained_with"]["rho"],
       "test_error": analysis["results"]["test_error"],
       "train_error": analysis["train_error"],  # on the (noisy) labels it was trained on
       "gap": analysis["results"]["test_error"] - analysis["train_error"],
@@ -113,8 +115,8 @@ def select(runs, **where):
 
 def m_sweep_table(clean: list[dict], ms: list[int]) -> list[str]:
   """Rows of the clean-label runs: SGD, then SAM for each m it was trained with."""
-  lines = ["", "**m sweep** (clean labels; SGD is rho = 0; m-sharpness at rho = 0.05 over "
-            "the training set):", "",
+  lines = ["", "**m sweep** (clean labels; SGD is rho = 0; m-sharpness measured at rho = "
+            f"{_MEASURED_RHO} over the training set):", "",
             "| run | test error % | lambda_max | " + " | ".join(f"{m}-sharpness" for m in ms) + " |",
             "| --- | --- | --- | " + " | ".join("---" for _ in ms) + " |"]
   groups = [("SGD", select(clean, optimizer="sgd"))] + [
@@ -173,8 +175,9 @@ def figures(runs: list[dict], out: str) -> None:
   spectra = {}
   for optimizer in ("sgd", "sam"):
     for r in select(runs, noise=noise, optimizer=optimizer, m=16, seed=seed):
-      spectra[optimizer.upper()] = (np.asarray(r["density"]["grid"]),
-                                    np.asarray(r["density"]["density"]), r["lambda_max"])
+      spectra[plots.trained_with(r["rho"])] = (np.asarray(r["density"]["grid"]),
+                                               np.asarray(r["density"]["density"]),
+                                               r["lambda_max"])
   if spectra:
     plots.spectral_densities(spectra, os.path.join(out, "hessian_spectrum.png"),
                              f"Hessian of the training loss, {labels}, seed {seed}")
@@ -184,11 +187,11 @@ def figures(runs: list[dict], out: str) -> None:
     if group:
       ms = sorted(group[0]["m_sharpness"])
       stats_ = [interval([r["m_sharpness"][m] for r in group]) for m in ms]
-      curves[optimizer.upper()] = (ms, [s[0] for s in stats_],
-                                   [0 if math.isnan(s[1]) else s[1] for s in stats_])
+      curves[plots.trained_with(group[0]["rho"])] = (
+          ms, [s[0] for s in stats_], [0 if math.isnan(s[1]) else s[1] for s in stats_])
   if curves:
-    plots.m_sharpness(curves, os.path.join(out, "m_sharpness.png"),
-                      f"m-sharpness (rho = 0.05), {labels}")
+    plots.m_sharpness(curves, os.path.join(out, "m_sharpness.png"), _MEASURED_RHO,
+                      f"{labels}, mean and 95% interval over the seeds")
   figure, axes = plt.subplots(figsize=(6, 4))
   for optimizer in ("sgd", "sam"):
     levels = sorted({r["noise"] for r in select(runs, optimizer=optimizer, m=16)})

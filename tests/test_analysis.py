@@ -1,5 +1,5 @@
 """Hessian analyses and m-sharpness against exact oracles: jax.hessian + numpy.linalg.eigh,
-closed forms in float64."""
+closed forms in float64; a run's TensorBoard scalars read back and drawn."""
 
 import flax.linen as nn
 import jax
@@ -10,8 +10,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 from sklearn.datasets import load_digits
 
-from sam_jax import replicas
-from sam_jax.analysis import hessian, loss, sharpness
+from sam_jax import events, replicas
+from sam_jax.analysis import hessian, loss, plots, report, sharpness
 
 NUM_EXAMPLES = 250  # two batches of 128 over 8 devices, the last padded with 6 masked rows
 
@@ -175,3 +175,34 @@ def test_m_sharpness_refuses_a_count_that_does_not_split_into_subsets():
   examples = {"image": np.zeros((100, 5), np.float32), "label": np.zeros(100, np.float32)}
   with pytest.raises(ValueError, match="m=16 over 8 devices needs a multiple of 128"):
     sharpness.m_sharpness(squared_loss, {"w": jnp.zeros(5)}, examples, 16, 0.1)
+
+
+def test_scalars_are_read_back_a_later_file_winning_and_drawn_as_training_curves(tmp_path):
+  # pylint: disable=import-outside-toplevel
+  from clu import metric_writers
+  from tensorboard.compat.proto import event_pb2, summary_pb2
+  from sam_jax.data.tf_cpu import tf
+  assert report.write_training_curves(str(tmp_path), str(tmp_path / "out"), "none") is None
+  first = metric_writers.create_default_writer(str(tmp_path), asynchronous=False)
+  first.write_scalars(1, {"train_loss": 2.0, "learning_rate": 0.5})
+  first.write_scalars(2, {"train_loss": 1.0, "test_error": 0.75})
+  first.write_texts(2, {"note": "not a scalar"})
+  first.close()
+  resumed = metric_writers.create_default_writer(str(tmp_path), asynchronous=False)  # from 1
+  resumed.write_scalars(2, {"train_loss": 0.25, "test_loss": 1.5})
+  resumed.close()
+  # A TF1-style event (value.simple_value), in a file whose name sorts last.
+  value = summary_pb2.Summary.Value(tag="learning_rate", simple_value=0.125)
+  with tf.io.TFRecordWriter(str(tmp_path / "events.out.tfevents.9999999999.simple")) as f:
+    f.write(event_pb2.Event(step=1, summary=summary_pb2.Summary(value=[value]))
+            .SerializeToString())
+  scalars = events.read_scalars(str(tmp_path))
+  assert scalars == {"train_loss": {1: 2.0, 2: 0.25}, "learning_rate": {1: 0.125},
+                     "test_error": {2: 0.75}, "test_loss": {2: 1.5}}
+  path = tmp_path / "curves.png"
+  plots.training_curves(scalars, str(path), "a run")
+  assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+  assert report.write_training_curves(str(tmp_path), str(tmp_path / "out"), "a run") == str(
+      tmp_path / "out" / "training_curves.png")
+  assert plots.trained_with(0.0) == "trained with SGD (rho = 0)"
+  assert plots.trained_with(0.05) == "trained with SAM rho = 0.05"

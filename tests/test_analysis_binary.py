@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from scipy import stats
 
 from conftest import ROOT, finish, run_binary, start_process, tiny_config
+from sam_jax import events
 from sam_jax.analysis import intervals, report
 from sam_jax.data.datasets import get_dataset_info
 from sam_jax.errors import UsageError
@@ -82,8 +83,12 @@ def test_the_reproduction_script_then_the_cli_on_one_of_its_runs(tmp_path):
   assert hessian["trace"]["estimate"] > hessian["lambda_max"]  # PSD-ish: the trace dominates
   sharpness = analysis["m_sharpness"]["values"]
   assert sharpness["16"] > sharpness["64"] > 0  # smaller subsets: sharper
-  for name in ("hessian_spectrum.png", "m_sharpness.png"):
+  for name in ("hessian_spectrum.png", "m_sharpness.png", "training_curves.png"):
     assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  # The curves of every tag the loop wrote: three panels, not an empty figure.
+  assert {"train_loss", "test_loss", "train_error", "test_error",
+          "learning_rate"} <= events.read_scalars(str(workdir)).keys()
+  assert (out / "training_curves.png").stat().st_size > 20_000
   with pytest.raises(UsageError, match="kept no EMA .ema_decay 0.: drop --use_ema"):
     report.load_run(str(workdir), use_ema=True)
 

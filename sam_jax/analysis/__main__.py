@@ -6,18 +6,22 @@ reads the run's config.json and latest checkpoint, rebuilds its model and traini
 (the labels it was trained on, label noise included; no augmentation), and writes to
 WORKDIR/analysis/ (or --out):
 
+- training_curves.png: train and test loss, train and test error and the learning rate
+  against step, from the run's TensorBoard scalars (written first, as the analyses take
+  minutes; skipped with a warning when the workdir has no such scalars);
 - analysis.json: training loss and error, the Hessian's top eigenvalues (Lanczos),
   lambda_max / lambda_k, the Hutchinson trace, the SLQ spectral density, and the
   m-sharpness for each --m;
 - hessian_spectrum.png: the density on a log scale with lambda_max marked (Fig. 3 left);
-- m_sharpness.png: m-sharpness against m.
+- m_sharpness.png: m-sharpness against m, measured at --rho (the title's rho; the legend's
+  is the rho the run was trained with).
 """
 
 import os
 
 from absl import app, flags, logging
 
-from sam_jax.analysis import report as analysis
+from sam_jax import console
 from sam_jax.errors import UsageError, exit_with_usage_error
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (config.json + checkpoints/).")
@@ -43,6 +47,8 @@ _M = flags.DEFINE_list("m", ["1", "4", "16", "64", "256"], "m values of the m-sh
 _RHO = flags.DEFINE_float("rho", None, "Radius of the m-sharpness (default: the run's "
                           "sam.rho, or 0.05 for a run without SAM).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random Lanczos and probe vectors.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show every library's INFO lines too, not only "
+                             "sam_jax's lines and everyone's warnings.")
 
 
 def m_values() -> list[int]:
@@ -61,19 +67,28 @@ def main(argv):
     if not workdir:
       raise UsageError("Say which run to analyse: --workdir=DIR (a python -m sam_jax.train "
                        "workdir).")
+    ms = m_values()
+    console.quiet_logs(_VERBOSE.value)
+    with console.native_noise_filtered(_VERBOSE.value):
+      # pylint: disable-next=import-outside-toplevel  (JAX, TF: after the flags)
+      from sam_jax.analysis import plots, report as analysis
     config, info, model, variables, step = analysis.load_run(workdir, _STEP.value, _USE_EMA.value)
+    out = _OUT.value or os.path.join(workdir, "analysis")
+    analysis.write_training_curves(workdir, out, f"{config.model_name} on {config.dataset}, "
+                                   f"{plots.trained_with(config.sam.rho)}")
     examples = analysis.training_examples(config, info, model, _NUM_EXAMPLES.value)
+    logging.info("Analysing %s at step %d (%s on %s) over %d training examples, into %s.",
+                 workdir, step, config.model_name, config.dataset, len(examples["label"]), out)
     rho = _RHO.value if _RHO.value is not None else (config.sam.rho or 0.05)
     report, density = analysis.analyze(
-        model, variables, examples, m_values=m_values(), rho=rho,
+        model, variables, examples, m_values=ms, rho=rho,
         batch_size=_BATCH_SIZE.value, train_batch_norm=_BATCH_NORM.value == "train",
         top_k=_TOP_K.value, lanczos_steps=_LANCZOS_STEPS.value, slq_vectors=_SLQ_VECTORS.value,
         hutchinson_probes=_PROBES.value, power_iterations=_POWER.value, seed=_SEED.value)
   except UsageError as e:
     exit_with_usage_error("sam_jax.analysis", str(e))
   report = {**analysis.describe_run(workdir, config, step), **report}
-  out = _OUT.value or os.path.join(workdir, "analysis")
-  analysis.write(report, density, out, f"{config.model_name}, rho = {config.sam.rho}")
+  analysis.write(report, density, out, config.model_name)
   hessian_report = report.get("hessian", {})
   logging.info("Wrote %s: lambda_max %s, m-sharpness %s.", out,
                hessian_report.get("lambda_max"), report.get("m_sharpness", {}).get("values"))

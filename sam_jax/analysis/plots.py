@@ -1,4 +1,9 @@
-"""Figures of the analyses (matplotlib, written as PNG files), after the SAM paper's Fig. 3."""
+"""Figures of the analyses (matplotlib, written as PNG files), after the SAM paper's Fig. 3,
+and a run's training curves.
+
+Two rhos meet in the m-sharpness figures: the radius the sharpness is *measured* at (in the
+title) and the one each run was *trained* with (in the legend, `trained_with`).
+"""
 
 import matplotlib
 
@@ -33,11 +38,18 @@ def spectral_densities(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], 
   _save(figure, path)
 
 
+def trained_with(rho: float) -> str:
+  """A run's legend label: how it was trained, worded apart from a measurement's rho."""
+  return f"trained with SAM rho = {rho:g}" if rho else "trained with SGD (rho = 0)"
+
+
 def m_sharpness(curves: dict[str, tuple[list[int], list[float], list[float] | None]],
-                path: str, title: str = "m-sharpness") -> None:
+                path: str, rho: float, about: str = "") -> None:
   """m-sharpness against m (log scale), one curve per label: {label: (ms, values, errors)}.
 
-  `errors` (half-widths of an interval) may be None.
+  `rho` is the radius of the measurement (Foret et al. 2021, Sec. 4.1), named in the title
+  with `about`; label the curves with `trained_with`. `errors` (half-widths of an interval)
+  may be None.
   """
   figure, axes = plt.subplots(figsize=(6, 4))
   for label, (ms, values, errors) in curves.items():
@@ -45,6 +57,33 @@ def m_sharpness(curves: dict[str, tuple[list[int], list[float], list[float] | No
   axes.set_xscale("log", base=2)
   axes.set_xlabel("m (examples per subset)")
   axes.set_ylabel("m-sharpness (loss increase per example)")
-  axes.set_title(title)
+  axes.set_title(f"m-sharpness measured at rho = {rho:g}" + (f"\n{about}" if about else ""))
   axes.legend()
+  _save(figure, path)
+
+
+# The panels of `training_curves`: (y label, the scalar tags the training loop writes).
+CURVE_PANELS = (("loss", ("train_loss", "test_loss")), ("error", ("train_error", "test_error")),
+                ("learning rate", ("learning_rate",)))
+
+
+def training_curves(scalars: dict[str, dict[int, float]], path: str, title: str) -> None:
+  """Train and test loss, train and test error, and the learning rate against step.
+
+  `scalars` is {tag: {step: value}}, a run's TensorBoard scalars (`events.read_scalars`);
+  a tag it lacks is not drawn. With an EMA, test_* are the EMA model's (raw_test_* are
+  left out).
+  """
+  figure, panels = plt.subplots(1, len(CURVE_PANELS), figsize=(13, 3.8))
+  for axes, (name, tags) in zip(panels, CURVE_PANELS):
+    for tag in tags:
+      steps = sorted(scalars.get(tag, {}))
+      if steps:
+        axes.plot(steps, [scalars[tag][s] for s in steps], label=tag.replace("_", " "),
+                  marker="o" if len(steps) <= 50 else None, markersize=3)
+    axes.set_xlabel("step")
+    axes.set_ylabel(name)
+    if axes.lines:
+      axes.legend()
+  figure.suptitle(title)
   _save(figure, path)

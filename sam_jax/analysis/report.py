@@ -2,8 +2,9 @@
 
 `load_run` rebuilds a workdir's model, variables and training set (the labels it was
 trained on, label noise included; no augmentation); `analyze` measures the Hessian
-spectrum and the m-sharpness; `write` saves analysis.json and the PNG plots.
-`python -m sam_jax.analysis` (`__main__.py`) runs the three.
+spectrum and the m-sharpness; `write` saves analysis.json and the PNG plots, and
+`write_training_curves` the run's TensorBoard curves. `python -m sam_jax.analysis`
+(`__main__.py`) runs them.
 """
 
 import json
@@ -14,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 
-from sam_jax import checkpoints, experiment, replicas, steps
+from sam_jax import checkpoints, console, events, experiment, replicas, steps
 from sam_jax.analysis import hessian, loss, plots, sharpness
 from sam_jax.data import pipeline
 from sam_jax.data.datasets import get_dataset_info
@@ -117,27 +119,13 @@ def analyze(model, variables, examples, *, m_values=(1, 4, 16, 64, 256), rho: fl
             "train_loss": train_loss, "train_error": train_error}
   density = None
   if slq_vectors:
-    per_call = batch_size * mesh.size
-    hvp, dim = hessian.dataset_hvp(loss_fn, variables["params"],
-                                   loss.padded_batches(examples, per_call), mesh)
-    density = hessian.spectral_density(hvp, dim, key, slq_vectors, lanczos_steps)
-    top = np.sort(density.nodes[0])[::-1][:top_k]  # the first vector's Ritz values
-    report["hessian"] = {
-        "num_parameters": dim, "lanczos_steps": lanczos_steps, "slq_vectors": slq_vectors,
-        "top_eigenvalues": top.tolist(), "lambda_max": float(top[0]),
-        f"lambda_max/lambda_{len(top)}": float(top[0] / top[-1]),
-        "density": {"grid": density.grid.tolist(), "density": density.density.tolist(),
-                    "sigma": density.sigma},
-    }
-    if hutchinson_probes:
-      trace, error = hessian.hutchinson_trace(hvp, dim, jax.random.fold_in(key, 1),
-                                              hutchinson_probes)
-      report["hessian"]["trace"] = {"estimate": trace, "standard_error": error,
-                                    "probes": hutchinson_probes}
-    if power_iterations:
-      values, _ = hessian.power_iteration(hvp, dim, top_k, jax.random.fold_in(key, 2),
-                                          power_iterations)
-      report["hessian"]["power_iteration_top_eigenvalues"] = values.tolist()
+    products = slq_vectors * lanczos_steps + hutchinson_probes + power_iterations * top_k
+    with console.tally("Hessian-vector products", products, "products") as counted:
+      report["hessian"], density = hessian_report(
+          loss_fn, variables["params"], loss.padded_batches(examples, batch_size * mesh.size),
+          mesh, key, counted.advance, top_k=top_k, lanczos_steps=lanczos_steps,
+          slq_vectors=slq_vectors, hutchinson_probes=hutchinson_probes,
+          power_iterations=power_iterations)
   if m_values:
     unit = math.lcm(*m_values) * mesh.size
     used = count // unit * unit
@@ -145,22 +133,79 @@ def analyze(model, variables, examples, *, m_values=(1, 4, 16, 64, 256), rho: fl
       raise UsageError(f"m-sharpness for m in {list(m_values)} over {mesh.size} devices needs "
                        f"at least {unit} examples, and there are {count}: use smaller m.")
     subset = {k: examples[k][:used] for k in ("image", "label")}
-    report["m_sharpness"] = {"rho": rho, "num_examples": used, "values": {
-        str(m): sharpness.m_sharpness(loss_fn, variables["params"], subset, m, rho, mesh,
-                                      batch_size * mesh.size) for m in m_values}}
+    values = {}
+    with console.tally("m-sharpness", len(m_values), "values of m") as counted:
+      for m in m_values:
+        values[str(m)] = sharpness.m_sharpness(loss_fn, variables["params"], subset, m, rho,
+                                               mesh, batch_size * mesh.size)
+        counted.advance()
+    report["m_sharpness"] = {"rho": rho, "num_examples": used, "values": values}
   return report, density
 
 
-def write(report, density, out: str, title: str) -> None:
-  """analysis.json, and hessian_spectrum.png / m_sharpness.png for what was computed."""
+def hessian_report(loss_fn, params, batches, mesh, key: jax.Array, advance, *, top_k: int,
+                   lanczos_steps: int, slq_vectors: int, hutchinson_probes: int,
+                   power_iterations: int):
+  """The Hessian's part of analysis.json, and its spectral density; `advance()` is called
+  after each Hessian-vector product (the progress display)."""
+  dataset_hvp, dim = hessian.dataset_hvp(loss_fn, params, batches, mesh)
+
+  def hvp(vectors):
+    product = dataset_hvp(vectors)
+    advance()
+    return product
+  density = hessian.spectral_density(hvp, dim, key, slq_vectors, lanczos_steps)
+  top = np.sort(density.nodes[0])[::-1][:top_k]  # the first vector's Ritz values
+  found = {
+      "num_parameters": dim, "lanczos_steps": lanczos_steps, "slq_vectors": slq_vectors,
+      "top_eigenvalues": top.tolist(), "lambda_max": float(top[0]),
+      f"lambda_max/lambda_{len(top)}": float(top[0] / top[-1]),
+      "density": {"grid": density.grid.tolist(), "density": density.density.tolist(),
+                  "sigma": density.sigma},
+  }
+  if hutchinson_probes:
+    trace, error = hessian.hutchinson_trace(hvp, dim, jax.random.fold_in(key, 1),
+                                            hutchinson_probes)
+    found["trace"] = {"estimate": trace, "standard_error": error, "probes": hutchinson_probes}
+  if power_iterations:
+    values, _ = hessian.power_iteration(hvp, dim, top_k, jax.random.fold_in(key, 2),
+                                        power_iterations)
+    found["power_iteration_top_eigenvalues"] = values.tolist()
+  return found, density
+
+
+def write(report, density, out: str, name: str) -> None:
+  """analysis.json, and hessian_spectrum.png / m_sharpness.png for what was computed.
+
+  `name` is the run's in the legends, which add the rho it was trained with (its
+  "trained_with", from `describe_run`); the m-sharpness title gives the measurement's rho.
+  """
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "analysis.json"), "w") as f:
     json.dump(report, f, indent=2)
+  if "trained_with" in report:
+    name = f"{name}, {plots.trained_with(report['trained_with']['rho'])}"
   if density is not None:
-    plots.spectral_densities({title: (density.grid, density.density, density.lambda_max)},
+    plots.spectral_densities({name: (density.grid, density.density, density.lambda_max)},
                              os.path.join(out, "hessian_spectrum.png"))
   if "m_sharpness" in report:
     values = report["m_sharpness"]["values"]
-    plots.m_sharpness({title: ([int(m) for m in values], list(values.values()), None)},
-                      os.path.join(out, "m_sharpness.png"),
-                      f"m-sharpness, rho = {report['m_sharpness']['rho']}")
+    plots.m_sharpness({name: ([int(m) for m in values], list(values.values()), None)},
+                      os.path.join(out, "m_sharpness.png"), report["m_sharpness"]["rho"])
+
+
+def write_training_curves(workdir: str, out: str, title: str) -> str | None:
+  """training_curves.png in `out` from the TensorBoard scalars of the run in `workdir`.
+
+  Returns its path, or None (with a warning) when the workdir has none of the curves' tags.
+  """
+  scalars = events.read_scalars(workdir)
+  tags = [tag for _, panel in plots.CURVE_PANELS for tag in panel]
+  if not any(scalars.get(tag) for tag in tags):
+    logging.warning("No training curves: %s has no TensorBoard scalars %s.", workdir,
+                    ", ".join(tags))
+    return None
+  os.makedirs(out, exist_ok=True)
+  path = os.path.join(out, "training_curves.png")
+  plots.training_curves(scalars, path, title)
+  return path
