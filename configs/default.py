@@ -14,28 +14,28 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset = "cifar10"
   config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir
   config.use_test_set = True  # False: evaluate on the tail of train (10%; SVHN: train[65929:])
-  config.model_name = "WideResnet28x10"
+  config.model_name = "WideResnet28x10"  # sam_jax/models: WideResnet28x10, Pyramid_ShakeDrop, ...
   config.use_additional_skip_connections = False  # WideResNet: AutoAugment's group shortcuts
   # Input side in pixels; unset: the model's resolution (EfficientNet), else the dataset's
   # (224 for the JPEG datasets).
   config.image_size = ml_collections.config_dict.placeholder(int)
   config.dtype = "float32"  # computation dtype: float32 or bfloat16
   config.sync_batch_norm = False  # BatchNorm statistics over all replicas
-  config.num_epochs = 200
+  config.num_epochs = 200  # the run's length, unless num_train_steps is set
   config.num_train_steps = ml_collections.config_dict.placeholder(int)  # unset: num_epochs
   config.batch_size = 128  # global batch, all replicas together
-  # Augmentations (pipeline.Augmentation): none, basic, autoaugment, aa-only, randaugment.
-  config.image_level_augmentations = "basic"
+  # == Augmentations (sam_jax/data/augmentation.py) ==
+  config.image_level_augmentations = "basic"  # none, basic, autoaugment, aa-only, randaugment
   config.batch_level_augmentations = "none"  # none, cutout, mixup, mixcut
-  config.cutout_length = 16
-  config.mixup_alpha = 1.0
+  config.cutout_length = 16  # side of the cutout square, pixels
+  config.mixup_alpha = 1.0  # mixup weights ~ Beta(alpha, alpha)
   # AutoAugment policy: cifar, svhn or imagenet; unset: the dataset's own.
   config.autoaugment_policy = ml_collections.config_dict.placeholder(str)
   # True: the original's AutoAugment, op for op (250-px translates at every image size);
   # False: magnitudes scaled to the image (data/policies.py). Paper configs: True.
   config.autoaugment_faithful = False
-  config.randaug_num_layers = 2
-  config.randaug_magnitude = 9
+  config.randaug_num_layers = 2  # RandAugment: ops per image (N)
+  config.randaug_magnitude = 9  # RandAugment: their magnitude (M)
   config.label_noise = 0.0  # fraction of training labels replaced by another class (Table 4)
   config.label_noise_seed = 0  # which labels, independent of the run's seed
   # True: the redrawn label is uniform over all classes, so it may stay the true one
@@ -46,19 +46,19 @@ def get_config() -> ml_collections.ConfigDict:
   # original. Set it to another run's process count to see that run's batches.
   config.data_shards = ml_collections.config_dict.placeholder(int)
   config.cutout_mask = "batch"  # one square per batch (the original) or per "example"
-  # Optimizer (sam_jax/optim.py).
-  config.learning_rate = 0.1
-  config.use_learning_rate_schedule = True
+  # == Optimizer (sam_jax/optim.py) ==
+  config.learning_rate = 0.1  # peak learning rate
+  config.use_learning_rate_schedule = True  # False: constant learning_rate
   config.lr_schedule = "cosine"  # cosine, exponential, constant
-  config.warmup_epochs = 0.0
-  config.momentum = 0.9
+  config.warmup_epochs = 0.0  # linear warmup from 0, in epochs
+  config.momentum = 0.9  # 0 = none
   config.use_rmsprop = False  # TF1 RMSProp (decay 0.9, eps 1e-3) before the momentum
-  config.nesterov = True
-  config.weight_decay = 0.001
+  config.nesterov = True  # Nesterov momentum (ignored with use_rmsprop)
+  config.weight_decay = 0.001  # see weight_decay_type
   config.weight_decay_type = "l2"  # l2: 0.5 wd ||w||^2 in the loss (original); decoupled
-  config.no_weight_decay_on_bn = False
+  config.no_weight_decay_on_bn = False  # no weight decay on BatchNorm scales and biases
   config.gradient_clipping = 5.0  # global norm, after the cross-replica mean; 0 = off
-  config.label_smoothing = 0.0
+  config.label_smoothing = 0.0  # in [0, 1): targets (1 - s) one-hot + s / K
   config.ema_decay = 0.0  # 0 = off; else report an EMA of params and BN statistics
   config.ema_warmup_steps = 1560  # the EMA copies the weights until then (the original's)
   # Finetuning (sam_jax/pretrained/, checkpoints/README.md): a published EfficientNet
@@ -67,11 +67,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.init_from = ml_collections.config_dict.placeholder(str)
   config.init_from_ema = True  # TF checkpoints: the EMA copies (else the raw variables)
   config.freeze_batch_norm = False  # EfficientNet: normalise with the running statistics
-  # SAM (sam_jax/sam.py).
+  # == SAM (sam_jax/sam.py) ==
   config.sam = ml_collections.ConfigDict()
-  config.sam.rho = 0.05  # 0 = plain SGD
-  config.sam.m = ml_collections.config_dict.placeholder(int)  # examples per perturbation
-  config.sam.sync_perturbations = False
+  config.sam.rho = 0.05  # the neighbourhood's radius; 0 = the base optimizer (SGD)
+  # Examples per perturbation (m-sharpness); unset: one device's batch (the original).
+  config.sam.m = ml_collections.config_dict.placeholder(int)
+  config.sam.sync_perturbations = False  # one perturbation from g averaged over replicas
   # With sync_perturbations: replicas per shared perturbation (the original's
   # --inner_group_size); None = all of them.
   config.sam.sync_group_size = ml_collections.config_dict.placeholder(int)
@@ -79,22 +80,22 @@ def get_config() -> ml_collections.ConfigDict:
   # shared masks (False) estimate the sharpness gradient with less noise.
   config.sam.redraw_masks = False
   config.sam.adaptive = False  # ASAM
-  config.sam.eta = 0.01
-  config.sam.p = 2.0
+  config.sam.eta = 0.01  # ASAM's offset
+  config.sam.p = 2.0  # the norm of the perturbation (paper eq. 2), in [1, inf]
   # Shake models: ascent gradient with the same gates forward and backward (the original).
   config.sam.true_gradient_ascent = True
-  # Run.
-  config.seed = 0
-  config.log_every_steps = 50
-  config.evaluate_every = 1  # epochs
+  # == Run ==
+  config.seed = 0  # parameters, data order, augmentations and dropout
+  config.log_every_steps = 50  # train metrics to TensorBoard and the console
+  config.evaluate_every = 1  # evaluate every this many epochs, and at the end
   config.eval_every_steps = 0  # > 0: every this many steps instead (finetuning)
-  config.also_eval_on_training_set = False
-  config.compute_top_5_error_rate = False
+  config.also_eval_on_training_set = False  # train_eval_* metrics over the training split
+  config.compute_top_5_error_rate = False  # also test_top5_error
   # A checkpoint once this long has passed since the last (looked at every log step), and
   # at the end, at SIGTERM and at `additional_checkpoints_at_epochs`.
   config.save_progress_seconds = 3600
-  config.keep_checkpoints = 2
-  config.additional_checkpoints_at_epochs = ()
+  config.keep_checkpoints = 2  # the latest this many checkpoints are kept
+  config.additional_checkpoints_at_epochs = ()  # also kept: checkpoints at these epochs
   # A step whose loss or gradient is NaN/Inf: "stop" the run (nothing non-finite is
   # saved), or "skip" its update (counted; for bfloat16 runs that overflow now and then).
   config.nonfinite = "stop"

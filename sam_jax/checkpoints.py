@@ -30,12 +30,6 @@ def make_manager(workdir: str, keep: int = 2,
   return ocp.CheckpointManager(f"{workdir}/checkpoints", options=options)
 
 
-def has_checkpoint(workdir: str) -> bool:
-  """Whether `workdir/checkpoints` holds a finished checkpoint (looks, creates nothing)."""
-  folder = os.path.join(workdir, "checkpoints")
-  return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
-
-
 def check_writable(workdir: str) -> None:
   """Creates `workdir` and writes (then removes) a small file there.
 

@@ -24,10 +24,12 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from absl import logging
-from clu import metric_writers, periodic_actions
+from clu import metric_writers
 
-from sam_jax import checkpoints, experiment, optim, pretrained, processes, replicas, steps
-from sam_jax.data import loading, pipeline
+from sam_jax import (checkpoints, console, evaluation, events, experiment, optim, pretrained,
+                     processes, replicas, steps, validation)
+from sam_jax import workdir as run_files
+from sam_jax.data import pipeline
 from sam_jax.data.augmentation import Augmentation
 from sam_jax.data.datasets import DatasetInfo, get_dataset_info
 from sam_jax.errors import Stopped, UsageError
@@ -58,9 +60,8 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> SetUp:
   Raises:
     UsageError: one line for anything the run cannot use; nothing has been written.
   """
+  validation.check(config)
   info = get_dataset_info(config.dataset)
-  if config.nonfinite not in ("stop", "skip"):
-    raise UsageError(f"Unknown nonfinite '{config.nonfinite}': choose stop or skip.")
   augmentation = Augmentation.from_config(config)
   augmentation.check(info)
   layout = replicas.make_layout(config.batch_size, config.sam.m)
@@ -90,7 +91,7 @@ def pretrained_init(config: ml_collections.ConfigDict, model: nn.Module,
   """
   if not config.init_from:
     return None
-  if checkpoints.has_checkpoint(workdir):
+  if run_files.latest_checkpoint_step(workdir) is not None:
     logging.info("Resuming from %s; init_from %s is not read.", workdir, config.init_from)
     return None
   if not isinstance(model, EfficientNet):
@@ -123,6 +124,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     with processes.stop_signals() as stop_at:
       state = checkpoints.restore_latest(manager, run.state)
+      record_start(config, workdir, int(state.step), run.total_steps)
       results = train(config, workdir, run, state, manager, keep_steps, stop_at)
   finally:
     checkpoints.close(manager)  # waits for the last save
@@ -130,6 +132,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump({k: v if np.isfinite(v) else None for k, v in results.items()}, f, indent=2)
   return results
+
+
+def record_start(config: ml_collections.ConfigDict, workdir: str, step: int,
+                 total_steps: int) -> None:
+  """What the workdir says of a run starting (`step` 0) or resuming at `step`: config.json
+  for a run from scratch, the changes of a resumed one in config_changes.json; and
+  TensorBoard points after `step` (at it, the evaluation's, if it is evaluated again)
+  dropped, so that the curves show each step once.
+
+  Raises:
+    UsageError: for a checkpoint past the config's last step.
+  """
+  if step > total_steps:
+    raise UsageError(f"The checkpoint in {workdir} is at step {step}, past the {total_steps} "
+                     "steps this config asks for: ask for more (--config.num_epochs or "
+                     "--config.num_train_steps), or analyse it (python -m sam_jax.analysis).")
+  if jax.process_index() > 0:
+    return
+  if step == 0:
+    run_files.write_config(config, workdir)
+  elif changed := run_files.changes(config, workdir):
+    run_files.record_changes(workdir, step, changed)
+  dropped = events.drop_points(workdir, lambda tag, at: at > step or (
+      at == step == total_steps and tag.startswith(evaluation.EVALUATED)))
+  if dropped:
+    logging.info("Dropped %d TensorBoard points after step %d: this run computes them again.",
+                 dropped, step)
 
 
 def train_step_options(config: ml_collections.ConfigDict, model: nn.Module) -> dict[str, Any]:
@@ -158,9 +187,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
   eval_step = steps.make_eval_step(run.model, run.mesh, config.label_smoothing)
   param_norm = jax.jit(optax.tree_utils.tree_norm)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
   start_step = int(state.step)
   logging.info("%s on %s: %d replicas of m=%d (%d devices x %d virtual), %d steps/epoch, "
                "%d steps, starting at %d.", config.model_name, config.dataset,
@@ -172,35 +198,41 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
       start_step=start_step, augmentation=run.augmentation, image_size=run.image_size,
       first_shard=run.data.shards.start, num_shards=run.data.num_shards,
       stop_step=run.total_steps)
-  progress = periodic_actions.ReportProgress(num_train_steps=run.total_steps, writer=writer)
   rng = jax.random.key(config.seed)
   last_save, pending, results = time.monotonic(), [], {}
-  for step in range(start_step + 1, run.total_steps + 1):
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      state, metrics = train_step(state, replicas.shard_batch(next(batches), run.mesh), rng)
-    pending.append(metrics)
-    progress(step)
-    log_due = step % config.log_every_steps == 0 or step == run.total_steps
-    eval_due = step == run.total_steps or evaluation_due(config, step, run.steps_per_epoch)
-    stop = stop_at(step)
-    save_due = (stop or step in keep_steps or step == run.total_steps or (
-        log_due and processes.agree(time.monotonic() - last_save >= config.save_progress_seconds)))
-    if log_due or eval_due or save_due:  # nothing non-finite is evaluated or saved
-      check_finite(config, pending, step, run.total_steps, manager)
-    if log_due:
-      write_train_metrics(writer, step, pending, param_norm(state.params), run.schedule(step - 1))
-      pending = []
-    if eval_due:
-      results = evaluate_all(config, run, eval_step, state, step, writer)
-    if save_due:
-      checkpoints.save(manager, state)
-      last_save = time.monotonic()
-    if stop and step < run.total_steps:
-      raise Stopped(f"stopped by {stop} at step {step} of {run.total_steps}, "
-                    f"saved in {os.path.join(workdir, 'checkpoints')}; the same command "
-                    "resumes from there.")
+  with console.progress(run.total_steps, run.steps_per_epoch, start_step,
+                        enabled=jax.process_index() == 0) as progress:
+    for step in range(start_step + 1, run.total_steps + 1):
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        state, metrics = train_step(state, replicas.shard_batch(next(batches), run.mesh), rng)
+      pending.append(metrics)
+      progress.update(step)
+      log_due = step % config.log_every_steps == 0 or step == run.total_steps
+      eval_due = step == run.total_steps or evaluation.evaluation_due(
+          config, step, run.steps_per_epoch)
+      stop = stop_at(step)
+      save_due = (stop or step in keep_steps or step == run.total_steps or (log_due and (
+          processes.agree(time.monotonic() - last_save >= config.save_progress_seconds))))
+      if log_due or eval_due or save_due:  # nothing non-finite is evaluated or saved
+        check_finite(config, pending, step, run.total_steps, manager)
+      if log_due:
+        scalars = train_scalars(step, pending, param_norm(state.params), run.schedule(step - 1))
+        if rate := progress.report(step, scalars):
+          scalars["steps_per_sec"] = rate
+        writer.write_scalars(step, scalars)
+        pending = []
+      if eval_due:
+        results = evaluation.evaluate_all(config, run, eval_step, state, step, writer)
+        progress.show(results)
+      if save_due:
+        checkpoints.save(manager, state)
+        last_save = time.monotonic()
+      if stop and step < run.total_steps:
+        raise Stopped(f"stopped by {stop} at step {step} of {run.total_steps}, "
+                      f"saved in {os.path.join(workdir, 'checkpoints')}; the same command "
+                      "resumes from there.")
   if not results:  # resumed after the last step: evaluate what was restored
-    results = evaluate_all(config, run, eval_step, state, int(state.step), writer)
+    results = evaluation.evaluate_all(config, run, eval_step, state, int(state.step), writer)
   writer.flush()
   results = {**results, "steps": int(state.step),
              "epochs": int(state.step) / run.steps_per_epoch}
@@ -233,8 +265,8 @@ def check_finite(config: ml_collections.ConfigDict, pending: list[dict[str, jax.
                    "--config.nonfinite=skip.")
 
 
-def write_train_metrics(writer, step: int, pending: list[dict[str, jax.Array]],
-                        param_norm: jax.Array, learning_rate: jax.Array) -> None:
+def train_scalars(step: int, pending: list[dict[str, jax.Array]], param_norm: jax.Array,
+                  learning_rate: jax.Array) -> dict[str, float]:
   """Means over the pending steps whose update was applied; how many were skipped."""
   pending = jax.device_get(pending)
   kept = [m for m in pending if not m["nonfinite"]]
@@ -244,55 +276,7 @@ def write_train_metrics(writer, step: int, pending: list[dict[str, jax.Array]],
   if skipped:
     logging.warning("Skipped %d of the %d updates up to step %d: NaN/Inf loss or gradient "
                     "(config.nonfinite=skip).", skipped, len(pending), step)
-  writer.write_scalars(step, {
-      **{f"train_{name}": value for name, value in means.items() if "norm" not in name},
-      **{name: value for name, value in means.items() if "norm" in name},
-      "skipped_steps": skipped, "param_norm": float(param_norm),
-      "learning_rate": float(learning_rate)})
-
-
-def evaluation_due(config: ml_collections.ConfigDict, step: int, steps_per_epoch: int) -> bool:
-  """Every `eval_every_steps` steps when set, else every `evaluate_every` epochs."""
-  if config.eval_every_steps:
-    return step % config.eval_every_steps == 0
-  epoch, epoch_done = divmod(step, steps_per_epoch)
-  return epoch_done == 0 and epoch % config.evaluate_every == 0
-
-
-def evaluate(eval_step, state: steps.TrainState, batches, mesh) -> dict[str, float]:
-  """Mean loss, error and top-5 error over every (unpadded) example of `batches`."""
-  totals = None
-  for batch in batches:
-    sums = eval_step(state, replicas.shard_batch(batch, mesh))
-    totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-  totals = jax.tree.map(float, totals)
-  count = totals.pop("count")
-  return {**{name: value / count for name, value in totals.items()}, "count": count}
-
-
-def evaluate_all(config: ml_collections.ConfigDict, run: SetUp, eval_step,
-                 state: steps.TrainState, step: int, writer) -> dict[str, float]:
-  """The test split (and the training set, if asked).
-
-  With an EMA, the metrics without prefix are the EMA model's (what the original
-  reported) and `raw_` ones the trained weights'.
-  """
-  splits = {"test": (run.data.eval, run.data.eval_steps)}
-  if config.also_eval_on_training_set:
-    train = loading.concatenate(run.data.train)
-    count = processes.gather(loading.num_examples(train)).max()
-    splits["train_eval"] = (train, -(-int(count) // run.process_batch))
-  models = {"": state.replace(**state.ema), "raw_": state} if state.ema else {"": state}
-  names = (("loss", "error") + (("top5_error",) if config.compute_top_5_error_rate else ())
-           + (("smoothed_loss",) if config.label_smoothing else ()))
-  results = {}
-  for split, (examples, num_batches) in splits.items():
-    for prefix, evaluated in models.items():
-      batches = pipeline.eval_batches(run.info, examples, run.process_batch, run.image_size,
-                                      num_batches)
-      metrics = evaluate(eval_step, evaluated, batches, run.mesh)
-      results.update({f"{prefix}{split}_{name}": metrics[name] for name in names})
-    results[f"{split}_examples"] = metrics["count"]  # examples scored: the split's size
-  writer.write_scalars(step, results)
-  logging.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
-  return results
+  return {**{f"train_{name}": value for name, value in means.items() if "norm" not in name},
+          **{name: value for name, value in means.items() if "norm" in name},
+          "skipped_steps": skipped, "param_norm": float(param_norm),
+          "learning_rate": float(learning_rate)}

@@ -20,7 +20,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from sam_jax import original_flags
+from sam_jax import config_files, console, original_flags, validation
+from sam_jax import workdir as run_files
 from sam_jax.errors import Stopped, UsageError, exit_with_usage_error
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,13 +50,6 @@ def _unknown_field(error: Exception) -> str:
           f"{hint} (python -m sam_jax.train --helpfull lists the fields).")
 
 
-try:  # ml_collections applies --config.FIELD overrides from sys.argv right here
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", _DEFAULT_CONFIG, "Experiment config file (configs/*.py, optionally "
-      "path.py:ARGUMENT); fields can be overridden with --config.FIELD=VALUE.",
-      lock_config=True)
-except (AttributeError, KeyError) as e:
-  _fail(_unknown_field(e))
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Folder for checkpoints, TensorBoard events and results.json; a run "
     "restarted with the same workdir resumes from its latest checkpoint.")
@@ -70,23 +64,55 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 
 _HEARTBEAT = flags.DEFINE_integer(
     "heartbeat_timeout_seconds", 100, "With several processes: the others stop this long "
     "after one of them died.")
+_ALLOW_CHANGES = flags.DEFINE_bool(
+    "allow_config_changes", False, "Resume a workdir with a config that computes something "
+    "else than the one its checkpoints were trained with (the changes are recorded in "
+    "WORKDIR/config_changes.json; config.json keeps the original).")
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "Show every library's INFO lines too (Orbax, TFDS, JAX, clu, "
+    "TensorFlow's start-up), not only sam_jax's lines and everyone's warnings.")
 _DEFINE = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float,
            bool: flags.DEFINE_bool, list: flags.DEFINE_list}
 for _name, _flag in original_flags.ORIGINAL_FLAGS.items():
   _DEFINE[_flag.type](_name, None, f"[original flag] {_flag.help}")
 
 
+_CONFIG = None  # the --config flag: defined by parse_flags, from the config file it names
+_CONFIG_HELP = ("Experiment config file, configs/NAME.py or configs/NAME.py:ARGUMENT. Its "
+                "fields, each settable with --config.FIELD=VALUE (default: this config "
+                "file's value):")
+
+
+def _config_spec(argv: list[str]) -> tuple[str, list[str]]:
+  """The --config=FILE[:ARGUMENT] of `argv` (default configs/default.py), and `argv`
+  without it: the flag that absl parses is the loaded ConfigDict, with its overrides."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg[len("--config="):], argv[:i] + argv[i + 1:]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1], argv[:i] + argv[i + 2:]
+  return _DEFAULT_CONFIG, argv
+
+
+def _define_config_flag(spec: str, argv: list[str]) -> None:
+  """--config as the ConfigDict of `spec`, its help listing every field (--helpfull)."""
+  for name in [name for name in flags.FLAGS if name.split(".")[0] == "config"]:
+    delattr(flags.FLAGS, name)  # a second parse (tests): the previous config's flags
+  config = config_files.load(spec)
+  described = config_files.describe(config, config_files.field_help(_DEFAULT_CONFIG))
+  global _CONFIG  # pylint: disable=global-statement
+  _CONFIG = config_flags.DEFINE_config_dict("config", config, f"{_CONFIG_HELP}\n\n{described}",
+                                            lock_config=True, sys_argv=argv)
+  flags.FLAGS["config"].default_as_str = repr(spec)  # not the whole config again
+
+
 def config_from_flags():
   """The config file with --config.* overrides, then the original flags that were set.
 
   Raises:
-    UsageError: for a config file that could not be loaded, or original flags that do
-      not make sense together.
+    UsageError: for original flags that do not make sense together.
   """
-  try:
-    config = copy.deepcopy(_CONFIG.value)  # the flag's own value stays as parsed
-  except OSError as e:  # ml_collections reports a config file it could not load only here
-    raise UsageError(f"{_last_line(e)} (see --helpfull)") from e
+  config = copy.deepcopy(_CONFIG.value)  # the flag's own value stays as parsed
   original_flags.apply(config, {name: flags.FLAGS[name].value
                                 for name in original_flags.ORIGINAL_FLAGS})
   return config
@@ -99,24 +125,17 @@ def workdir_from_flags() -> str:
   return workdir
 
 
-def _configs_importable(argv: list[str]) -> None:
-  """Config files import their siblings as `configs.NAME` (`from configs import default`):
-  put the folder that holds the config's folder first on the path, from any directory."""
-  for i, arg in enumerate(argv):
-    path = arg[len("--config="):] if arg.startswith("--config=") else (
-        argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
-    if path:
-      sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(path.split(":")[0]))))
-
-
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with any error (a config file's included) shown as one line."""
-  _configs_importable(argv)
   try:
+    spec, argv = _config_spec(argv)
+    _define_config_flag(spec, argv)
     return flags.FLAGS(argv)
+  except UsageError as e:  # a config file that is not there, or refuses its argument
+    _fail(str(e))
   except (AttributeError, KeyError) as e:  # from ml_collections' override parsing
     _fail(_unknown_field(e))
-  except (flags.Error, OSError) as e:  # a bad flag value, a config file refusing its argument
+  except flags.Error as e:  # a bad flag value
     _fail(f"{_last_line(e)} (see --helpfull)")
 
 
@@ -126,8 +145,19 @@ def main(argv):
       raise UsageError(f"Unexpected arguments: {' '.join(argv[1:])} (flags take the form "
                        "--name=value; a config file is --config=FILE).")
     config, workdir = config_from_flags(), workdir_from_flags()
-    # pylint: disable-next=import-outside-toplevel  (JAX, TF: after the flags)
-    from sam_jax import loop, processes
+    console.quiet_logs(_VERBOSE.value)
+    validation.check(config)
+    if (results := run_files.finished_results(config, workdir)) is not None:
+      print(f"sam_jax.train: {workdir} has finished ({results['steps']} steps): "
+            f"{_shown(results)}; nothing to do (results.json; another --workdir starts a "
+            "new run).", file=sys.stderr, flush=True)
+      return
+    if changed := run_files.check_resume(config, workdir, _ALLOW_CHANGES.value):
+      logging.warning("Resuming %s with changes: %s (recorded in %s).", workdir,
+                      run_files.describe(changed), run_files.CHANGES)
+    with console.native_noise_filtered(_VERBOSE.value):
+      # pylint: disable-next=import-outside-toplevel  (JAX, TF: after the checks)
+      from sam_jax import loop, processes
     processes.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          _HEARTBEAT.value)
     results = loop.train_and_evaluate(config, workdir)
@@ -136,7 +166,14 @@ def main(argv):
   except Stopped as e:  # SIGTERM or Ctrl-C: saved, and not an error (exit status 0)
     print(f"sam_jax.train: {e}", file=sys.stderr, flush=True)
     return
-  logging.info("Results: %s", results)
+  logging.info("Finished: %s (in %s).", _shown(results), workdir_from_flags())
+
+
+def _shown(results: dict) -> str:
+  """The results worth a line: test (and raw/EMA) loss and error, steps, epochs."""
+  return ", ".join(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+                   for name, value in results.items()
+                   if name.endswith(("_loss", "_error")) or name in ("steps", "epochs"))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ that the subprocesses the tests start inherit it too.
 """
 
 import atexit
-import glob
 import os
 import shutil
 import signal
@@ -138,14 +137,21 @@ def start_processes(count: int, devices: int, *args,
 
 def scalars(workdir, tag: str) -> dict[int, float]:
   """{step: value} of a TensorBoard scalar that a run wrote into `workdir`."""
-  from sam_jax.data.tf_cpu import tf  # pylint: disable=import-outside-toplevel
-  found = {}
-  for path in glob.glob(os.path.join(workdir, "events.out.tfevents*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == tag:
-          found[event.step] = float(tf.make_ndarray(value.tensor))
-  return found
+  from sam_jax import events  # pylint: disable=import-outside-toplevel
+  return events.read_scalars(workdir).get(tag, {})
+
+
+def repeated_points(workdir) -> dict[tuple[str, int], int]:
+  """{(tag, step): count} of the scalar points written more than once into `workdir`'s
+  event files (all files together: what TensorBoard draws)."""
+  import collections  # pylint: disable=import-outside-toplevel
+  from tensorboard.compat.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  from sam_jax import events  # pylint: disable=import-outside-toplevel
+  counts = collections.Counter(
+      (value.tag, event.step) for path in events.event_files(workdir)
+      for event in map(event_pb2.Event.FromString, events.records(path))
+      for value in event.summary.value)
+  return {point: count for point, count in counts.items() if count > 1}
 
 
 def sigterm_at_call(monkeypatch, call: int) -> None:

@@ -1,30 +1,25 @@
 """The training run in-process: every model family end to end on mock data, and every bad
 input refused with one line before anything is written."""
 
-import glob
 import json
 import os
+import shutil
 import signal
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from conftest import max_abs_diff, sigterm_at_call, tiny_config
-from sam_jax import checkpoints, loop
+from conftest import max_abs_diff, repeated_points, scalars, sigterm_at_call, tiny_config
+from sam_jax import checkpoints, events, loop
 from sam_jax.data import label_noise
-from sam_jax.data.tf_cpu import tf
 from sam_jax.errors import Stopped, UsageError
 
 MOCK_EXAMPLES = 32
 
 
 def event_tags(workdir):
-  tags = set()
-  for path in glob.glob(os.path.join(workdir, "events.out.tfevents*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      tags.update(value.tag for value in event.summary.value)
-  return tags
+  return set(events.read_scalars(workdir))
 
 
 @pytest.mark.slow
@@ -80,9 +75,24 @@ def test_a_digits_run_with_label_noise_finished_stopped_resumed_then_another_mod
     loop.train_and_evaluate(config, str(stopped))
   assert checkpoints.read(str(stopped))[0] == 10 and not (stopped / "results.json").exists()
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
-  assert loop.train_and_evaluate(config, str(stopped)) == results
+  resumed_config = tiny_config(**{**config.to_dict(), "save_progress_seconds": 0})
+  assert loop.train_and_evaluate(resumed_config, str(stopped)) == results
   (step, resumed), (_, whole) = checkpoints.read(str(stopped)), checkpoints.read(str(tmp_path))
   assert step == 22 and max_abs_diff(resumed["params"], whole["params"]) < 1e-6
+  # config.json keeps what the checkpoints were trained with; the change is recorded.
+  assert json.loads((stopped / "config.json").read_text())["save_progress_seconds"] == 60
+  assert json.loads((stopped / "config_changes.json").read_text()) == [
+      {"step": 10, "changes": {"save_progress_seconds": [60, 0]}}]
+  # Killed after step 22's metrics were written, before its checkpoint was: the rerun
+  # resumes at step 20 and its curves show every step once (the finished run's too, which
+  # evaluated its last step again).
+  shutil.rmtree(stopped / "checkpoints" / "22")
+  (stopped / "results.json").unlink()
+  assert loop.train_and_evaluate(resumed_config, str(stopped)) == results
+  assert repeated_points(stopped) == {} and repeated_points(tmp_path) == {}
+  assert sorted(scalars(stopped, "train_loss")) == list(range(2, 23, 2))
+  assert scalars(stopped, "train_loss") == pytest.approx(scalars(tmp_path, "train_loss"),
+                                                         rel=1e-5)
   config.model_name = "WideResnet10x2"
   with pytest.raises(UsageError, match=r"The checkpoint at step 22 in .* does not fit this "
                                        r"model and optimizer \(\d+ arrays: .*\); use another"):

@@ -1,11 +1,15 @@
 """The training binary: flags, the exit-status contract, resume after SIGKILL, --helpfull."""
 
+import json
+import re
+import shutil
+import sys
 
 import pytest
 from absl import flags
 
-from conftest import ROOT, parse_run, run_binary
-from sam_jax import original_flags, train
+from conftest import ROOT, finish, parse_run, run_binary, start_process
+from sam_jax import config_files, original_flags, train, validation, workdir
 from sam_jax.errors import Stopped, UsageError
 
 
@@ -87,11 +91,90 @@ def test_a_config_file_imports_its_siblings_from_any_directory(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_helpfull_documents_every_original_flag():
-  out = run_binary("sam_jax.train", "--helpfull", timeout=120).stdout
+def test_helpfull_documents_every_original_flag_and_config_field():
+  out = run_binary("sam_jax.train", f"--config={ROOT}/configs/digits_demo.py", "--helpfull",
+                   timeout=120).stdout
   for name in original_flags.ORIGINAL_FLAGS:
     assert f"--{name}" in out or f"--[no]{name}" in out, name  # absl shows bools as --[no]x
-  assert "--config" in out and "--workdir" in out
+  assert "--config" in out and "--workdir" in out and "--[no]allow_config_changes" in out
+  words = " ".join(out.split())  # absl wraps the help at 80 columns
+  demo = config_files.load(f"{ROOT}/configs/digits_demo.py")  # its values are the defaults
+  helps = config_files.field_help(f"{ROOT}/configs/default.py")
+  fields = list(workdir.flat(demo.to_dict()))
+  assert len(fields) > 50 and all(helps.get(field) for field in fields)  # and a comment
+  for field in fields:
+    value = validation.get(demo, field)
+    kind = type(value).__name__ if value is not None else None
+    assert re.search(rf"--config\.{re.escape(field)} \((\w+), default "
+                     rf"{re.escape(repr(value))}\): \S", words), field
+    assert kind is None or f"--config.{field} ({kind}," in words
+  assert "--config.sam.rho (float, default 0.05): the neighbourhood's radius" in words
+  assert "--config.num_epochs (int, default 30)" in words  # the demo's, not default.py's 200
+
+
+def finished_workdir(path, *overrides):
+  """What a finished run leaves for the checks made before any training (they do not
+  open checkpoints): config.json of these flags, checkpoints/22 and results.json."""
+  config, _ = parse_run(digits_args(path, *overrides))
+  (path / "checkpoints" / "22").mkdir(parents=True)
+  workdir.write_config(config, str(path))
+  (path / "results.json").write_text(json.dumps(
+      {"test_loss": 0.1, "test_error": 0.025, "test_examples": 360, "steps": 22, "epochs": 1.0}))
+  return path
+
+
+def run_main(argv, monkeypatch):
+  """train.main on `argv` in-process, with the training replaced: whether it was reached."""
+  from sam_jax import loop, processes  # pylint: disable=import-outside-toplevel
+  trained = []
+  monkeypatch.setattr(processes, "initialize", lambda *args: None)
+  monkeypatch.setattr(loop, "train_and_evaluate",
+                      lambda config, path: trained.append(config) or {"steps": 22})
+  try:
+    train.main(train.parse_flags(["train", *argv]))
+  finally:
+    flags.FLAGS.unparse_flags()
+  return bool(trained)
+
+
+def test_a_finished_run_says_so_and_changes_need_a_flag(tmp_path, monkeypatch, capsys, caplog):
+  path = finished_workdir(tmp_path / "run")
+  saved = (path / "config.json").read_text()
+  for same in ([], ["--config.log_every_steps=5"]):  # bookkeeping does not change results
+    assert not run_main(digits_args(path, *same), monkeypatch)
+    assert capsys.readouterr().err == (
+        f"sam_jax.train: {path} has finished (22 steps): test_loss 0.1, test_error 0.025, "
+        "steps 22, epochs 1; nothing to do (results.json; another --workdir starts a new "
+        "run).\n")
+  with pytest.raises(SystemExit) as exit_:
+    run_main(digits_args(path, "--config.sam.rho=0.1", "--config.seed=3"), monkeypatch)
+  assert exit_.value.code == 2
+  assert capsys.readouterr().err == (
+      f"sam_jax.train: error: {path} was trained with another config (sam.rho 0.05 -> 0.1, "
+      "seed 0 -> 3): give another --workdir for a new run, or --allow_config_changes to "
+      "continue this one with them (recorded in config_changes.json).\n")
+  assert run_main(digits_args(path, "--config.sam.rho=0.1", "--allow_config_changes"),
+                  monkeypatch)
+  assert "Resuming" in caplog.text and "sam.rho 0.05 -> 0.1 (recorded in config_changes" in (
+      caplog.text)
+  assert run_main(digits_args(path, "--config.compute_top_5_error_rate=True"), monkeypatch)
+  shutil.rmtree(path / "checkpoints")  # no checkpoint: any config starts afresh
+  caplog.clear()
+  assert run_main(digits_args(path, "--config.sam.rho=0.2"), monkeypatch)
+  assert "Resuming" not in caplog.text
+  assert (path / "config.json").read_text() == saved  # the training (replaced) writes it
+
+
+def test_a_bad_config_value_is_refused_before_jax_and_tensorflow_load(tmp_path):
+  done = finish(start_process([sys.executable, "-X", "importtime", "-m", "sam_jax.train",
+                               *digits_args(tmp_path / "run", "--config.sam.rho=-1")]))
+  assert done.returncode == 2 and not (tmp_path / "run").exists()
+  assert done.stderr.strip().splitlines()[-1] == (
+      "sam_jax.train: error: --config.sam.rho=-1.0 is out of range: sam.rho must be a radius "
+      ">= 0 (0: the base optimizer; the paper's is 0.05).")
+  imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()
+              if line.startswith("import time:")}
+  assert "ml_collections" in imported and not imported & {"tensorflow", "flax", "orbax"}
 
 
 def test_a_stopped_run_is_one_line_and_exit_status_0(monkeypatch, capsys):

@@ -14,6 +14,7 @@ import operator
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from sam_jax.data import digits  # noqa: F401  (registers the offline `digits` builder)
 from sam_jax.data import tf_cpu  # noqa: F401  (TF without GPUs, before TFDS runs anything)
@@ -132,6 +133,8 @@ def load_split(info: DatasetInfo, split, data_dir: str | None):
 def prepare_digits(builder) -> None:
   """Writes the offline digits (from scikit-learn) where TFDS reads them; several processes
   sharing a data_dir may do it at once: the first one's copy is kept."""
+  logging.info("Writing the offline digits (scikit-learn's, no download) to %s, once.",
+               builder.data_dir)
   try:
     builder.download_and_prepare()
   except FileExistsError:  # another process renamed its copy into place first

@@ -1,0 +1,118 @@
+"""What a training workdir holds, read without JAX: the config its checkpoints were trained
+with (config.json), the changes made on resuming (config_changes.json), results.json and
+the latest checkpoint's step.
+
+config.json is written when a run starts from scratch and kept when it resumes, so that
+the analyses label a run by what it trained. The training binary refuses to resume with
+a config that computes something else (`check_resume`) unless `--allow_config_changes`;
+allowed changes are appended to config_changes.json with the step they start at.
+"""
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from sam_jax.errors import UsageError
+
+CONFIG, CHANGES, RESULTS = "config.json", "config_changes.json", "results.json"
+# Fields that change what is logged, saved or evaluated, or how a fault is met, but not
+# the weights a run trains: a resumed run may change them freely.
+BOOKKEEPING = frozenset({
+    "data_dir", "log_every_steps", "evaluate_every", "eval_every_steps",
+    "also_eval_on_training_set", "compute_top_5_error_rate", "save_progress_seconds",
+    "keep_checkpoints", "additional_checkpoints_at_epochs", "nonfinite", "init_from",
+    "init_from_ema"})
+# ...and of those, the ones a finished run's results do not depend on.
+NOT_IN_RESULTS = BOOKKEEPING - {"evaluate_every", "eval_every_steps",
+                                "also_eval_on_training_set", "compute_top_5_error_rate"}
+
+
+def latest_checkpoint_step(workdir: str) -> int | None:
+  """The step of the newest finished checkpoint in `workdir/checkpoints`, or None."""
+  folder = os.path.join(workdir, "checkpoints")
+  steps = [int(name) for name in os.listdir(folder) if name.isdigit()] if os.path.isdir(
+      folder) else []
+  return max(steps, default=None)
+
+
+def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """{"sam.rho": 0.05, ...} of a nested dict."""
+  out = {}
+  for name, value in tree.items():
+    if isinstance(value, dict):
+      out.update(flat(value, f"{prefix}{name}."))
+    else:
+      out[f"{prefix}{name}"] = value
+  return out
+
+
+def as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config's fields as config.json holds them (tuples as lists)."""
+  return flat(json.loads(config.to_json_best_effort()))
+
+
+def read_json(workdir: str, name: str) -> Any:
+  path = os.path.join(workdir, name)
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def changes(config: ml_collections.ConfigDict, workdir: str) -> dict[str, tuple[Any, Any]]:
+  """{field: (value in config.json, value now)} for every field that differs."""
+  saved = read_json(workdir, CONFIG)
+  if saved is None:
+    return {}
+  saved, now = flat(saved), as_json(config)
+  return {field: (saved.get(field), now.get(field)) for field in sorted(saved.keys() | now.keys())
+          if saved.get(field) != now.get(field)}
+
+
+def describe(changed: dict[str, tuple[Any, Any]]) -> str:
+  return ", ".join(f"{field} {old!r} -> {new!r}" for field, (old, new) in changed.items())
+
+
+def check_resume(config: ml_collections.ConfigDict, workdir: str,
+                 allow_changes: bool) -> dict[str, tuple[Any, Any]]:
+  """The changes from the config `workdir`'s checkpoints were trained with (none for a
+  run that has no checkpoint yet: it starts afresh).
+
+  Raises:
+    UsageError: for changes to what the run computes, unless `allow_changes`.
+  """
+  if latest_checkpoint_step(workdir) is None:
+    return {}
+  changed = changes(config, workdir)
+  computed = {field: values for field, values in changed.items() if field not in BOOKKEEPING}
+  if computed and not allow_changes:
+    raise UsageError(
+        f"{workdir} was trained with another config ({describe(computed)}): give another "
+        "--workdir for a new run, or --allow_config_changes to continue this one with them "
+        f"(recorded in {CHANGES}).")
+  return changed
+
+
+def finished_results(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
+  """results.json of a run that finished with this config (up to bookkeeping), else None."""
+  results = read_json(workdir, RESULTS)
+  if not results or results.get("steps") != latest_checkpoint_step(workdir):
+    return None
+  if any(field not in NOT_IN_RESULTS for field in changes(config, workdir)):
+    return None
+  return results
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  with open(os.path.join(workdir, CONFIG), "w", encoding="utf-8") as f:
+    f.write(config.to_json_best_effort(indent=2))
+
+
+def record_changes(workdir: str, step: int, changed: dict[str, tuple[Any, Any]]) -> None:
+  """Appends {"step": step, "changes": {field: [old, new]}} to config_changes.json."""
+  history = read_json(workdir, CHANGES) or []
+  history.append({"step": step, "changes": {k: list(v) for k, v in changed.items()}})
+  with open(os.path.join(workdir, CHANGES), "w", encoding="utf-8") as f:
+    json.dump(history, f, indent=2)
