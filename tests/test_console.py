@@ -26,7 +26,7 @@ def test_the_quiet_filter_keeps_our_lines_and_everyones_warnings():
 def test_a_log_file_gets_one_plain_line_per_report(monkeypatch, caplog):
   clock = iter([100.0, 110.0, 120.0])
   monkeypatch.setattr(console.time, "monotonic", lambda: next(clock))
-  caplog.set_level(python_logging.INFO)
+  caplog.set_level(python_logging.INFO, logger="absl")
   shown = console.Progress(total_steps=44, steps_per_epoch=22, start_step=0,
                            stream=io.StringIO())  # not a terminal
   shown.update(1)  # compiled at t = 100

@@ -58,7 +58,9 @@ def test_two_processes_train_as_one_and_survive_a_dead_peer_sigterm_and_ctrl_c(t
   # ... 2 processes x 4 devices go on from its checkpoint, evaluate at step 6, and one of
   # them is killed (SIGKILL) after step 7: the other stops within a bounded time with
   # JAX's line, and the last checkpoint it finished is intact (one at every step here) ...
-  args = [*ARGS, "--config.save_progress_seconds=0", f"--workdir={run}"]
+  # (data_shards=2 is their default; said here, as the run's config.json has it.)
+  args = [*ARGS, "--config.data_shards=2", "--config.save_progress_seconds=0",
+          f"--workdir={run}"]
   processes = start_processes(2, 4, *args, heartbeat_timeout_seconds=5)
   wait_for_checkpoint(run, 7, processes)
   processes[1].kill()
