@@ -20,8 +20,9 @@ import time
 import tqdm
 from absl import logging
 
-# Warnings that are not news: Orbax on every resume of a checkpoint it wrote itself.
-_EXPECTED_WARNINGS = ("Metadata file does not exist",)
+# Warnings that are not news: Orbax on every resume of a checkpoint it wrote itself, TFDS
+# before the offline digits are written the first time.
+_EXPECTED_WARNINGS = ("Metadata file does not exist", "has no dataset_info.json")
 _OURS = f"{os.sep}sam_jax{os.sep}"
 # What TensorFlow's C++ prints as it loads, whatever TF_CPP_MIN_LOG_LEVEL says (TF 2.21).
 _NATIVE_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)|"

@@ -65,14 +65,14 @@ def test_the_reproduction_script_then_the_cli_on_one_of_its_runs(tmp_path):
 
   workdir = reproduction / "runs" / "20_sam_s0"
   out = tmp_path / "analysis"
-  done = analysis_cli(f"--workdir={workdir}", f"--out={out}", "--num_examples=512",
-                      "--lanczos_steps=12", "--slq_vectors=2", "--hutchinson_probes=20",
+  done = analysis_cli(f"--workdir={workdir}", f"--out={out}", "--num_examples=256",
+                      "--lanczos_steps=12", "--slq_vectors=2", "--hutchinson_probes=10",
                       "--power_iterations=30", "--top_k=2", "--m=16,64")
   assert done.returncode == 0, done.stderr[-3000:]
   analysis = json.load(open(out / "analysis.json"))
   assert analysis["trained_with"] == {"rho": 0.1, "m": 16, "label_noise": 0.2, "seed": 0}
   assert analysis["results"] == json.load(open(workdir / "results.json"))
-  assert analysis["num_examples"] == 512 and analysis["m_sharpness"]["num_examples"] == 512
+  assert analysis["num_examples"] == 256 and analysis["m_sharpness"]["num_examples"] == 256
   hessian = analysis["hessian"]
   assert hessian["num_parameters"] == 75002  # Resnet8, 10 classes
   density = hessian["density"]

@@ -5,7 +5,9 @@ numpy arrays; JPEG datasets (ImageNet, the finetuning sets) become a `StreamedSp
 the pipeline reads as it goes. Each process reads only its own slice of every split.
 """
 
+import contextlib
 import dataclasses
+import io
 import os
 import re
 import functools
@@ -135,8 +137,10 @@ def prepare_digits(builder) -> None:
   sharing a data_dir may do it at once: the first one's copy is kept."""
   logging.info("Writing the offline digits (scikit-learn's, no download) to %s, once.",
                builder.data_dir)
+  tfds.disable_progress_bar()  # and TFDS's "Downloading and preparing ... Unknown size":
   try:
-    builder.download_and_prepare()
+    with contextlib.redirect_stdout(io.StringIO()):
+      builder.download_and_prepare()
   except FileExistsError:  # another process renamed its copy into place first
     if not builder.is_prepared():
       raise
