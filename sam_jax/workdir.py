@@ -61,12 +61,24 @@ def read_json(workdir: str, name: str) -> Any:
     return json.load(f)
 
 
-def changes(config: ml_collections.ConfigDict, workdir: str) -> dict[str, tuple[Any, Any]]:
-  """{field: (value in config.json, value now)} for every field that differs."""
+def trained_config(workdir: str) -> dict[str, Any] | None:
+  """The fields the run was last continued with: config.json, then its recorded changes."""
   saved = read_json(workdir, CONFIG)
   if saved is None:
+    return None
+  saved = flat(saved)
+  for record in read_json(workdir, CHANGES) or []:
+    saved.update({field: new for field, (_, new) in record["changes"].items()})
+  return saved
+
+
+def changes(config: ml_collections.ConfigDict, workdir: str) -> dict[str, tuple[Any, Any]]:
+  """{field: (value the run was last continued with, value now)} for every field that
+  differs."""
+  saved = trained_config(workdir)
+  if saved is None:
     return {}
-  saved, now = flat(saved), as_json(config)
+  now = as_json(config)
   return {field: (saved.get(field), now.get(field)) for field in sorted(saved.keys() | now.keys())
           if saved.get(field) != now.get(field)}
 
@@ -106,8 +118,11 @@ def finished_results(config: ml_collections.ConfigDict, workdir: str) -> dict[st
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """config.json of a run starting from scratch (any earlier attempt's changes go)."""
   with open(os.path.join(workdir, CONFIG), "w", encoding="utf-8") as f:
     f.write(config.to_json_best_effort(indent=2))
+  if os.path.exists(os.path.join(workdir, CHANGES)):
+    os.remove(os.path.join(workdir, CHANGES))
 
 
 def record_changes(workdir: str, step: int, changed: dict[str, tuple[Any, Any]]) -> None:

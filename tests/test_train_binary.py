@@ -158,6 +158,10 @@ def test_a_finished_run_says_so_and_changes_need_a_flag(tmp_path, monkeypatch, c
   assert "Resuming" in caplog.text and "sam.rho 0.05 -> 0.1 (recorded in config_changes" in (
       caplog.text)
   assert run_main(digits_args(path, "--config.compute_top_5_error_rate=True"), monkeypatch)
+  # An allowed change, recorded (as the training does): the run is compared with it after.
+  workdir.record_changes(str(path), 22, {"sam.rho": (0.05, 0.1)})
+  assert not run_main(digits_args(path, "--config.sam.rho=0.1"), monkeypatch)  # finished
+  assert "has finished (22 steps)" in capsys.readouterr().err
   shutil.rmtree(path / "checkpoints")  # no checkpoint: any config starts afresh
   caplog.clear()
   assert run_main(digits_args(path, "--config.sam.rho=0.2"), monkeypatch)
