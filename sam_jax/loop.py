@@ -4,8 +4,10 @@
 (dataset, data on disk, model, replica layout, optimizer, `init_from`) and builds what
 the loop needs, writing nothing; a bad input is a `UsageError` before anything exists.
 Then the checkpoint manager resumes the workdir's latest checkpoint (one that does not
-fit is refused and kept), and `train` runs the steps from there: metrics to TensorBoard
-every `log_every_steps`, evaluation, checkpoints, and results.json at the end.
+fit is refused and kept), `record_start` writes config.json (a run from scratch) or the
+changes of a resumed one and drops the TensorBoard points it will compute again, and
+`train` runs the steps from there: metrics to TensorBoard and the progress display every
+`log_every_steps`, evaluation, checkpoints, and results.json at the end.
 SIGTERM (what schedulers send before preempting) and Ctrl-C stop the loop after the
 current step with a checkpoint of it (`Stopped`); the same command resumes from there.
 """
