@@ -114,36 +114,35 @@ class Progress:
                                "[{elapsed}<{remaining}, {rate_fmt}{postfix}]"))
       handler = logging.get_absl_handler().python_handler
       self._stream, handler.stream = handler.stream, _AboveTheBar(handler.stream)
-    self._describe()
-
-  def _describe(self) -> None:
-    if self.bar is not None:
-      self.bar.set_description_str(f"epoch {self.step / self.per_epoch:.1f}/"
-                                   f"{self.total / self.per_epoch:.4g}", refresh=False)
-      self.bar.set_postfix_str(self._latest(), refresh=False)
 
   def _latest(self) -> str:
     return "; ".join(filter(None, (_metrics(split, self.latest) for split in ("train", "test"))))
 
   def update(self, step: int) -> None:
-    """After each step (cheap: no device synchronisation)."""
+    """After each step (cheap: no device synchronisation, no metrics formatted)."""
     if self.window is None:  # the first step returns once compiled: time from there
       self.window = (step, time.monotonic())
     self.step = step
     if self.bar is not None:
-      self._describe()
+      self.bar.set_description_str(f"epoch {step / self.per_epoch:.1f}/"
+                                   f"{self.total / self.per_epoch:.4g}", refresh=False)
       self.bar.update(step - self.bar.n)
+
+  def show(self, metrics: dict[str, float]) -> None:
+    """New metrics (an evaluation's) for the display, without a line of their own."""
+    self.latest.update(metrics)
+    if self.bar is not None:
+      self.bar.set_postfix_str(self._latest(), refresh=False)
 
   def report(self, step: int, metrics: dict[str, float]) -> float | None:
     """New metrics at `step`; returns the steps/s since the previous report (None right
     after the first step). Without a terminal, logs one line: step/total, epoch, steps/s,
     ETA and the latest metrics."""
+    self.show(metrics)
     self.update(step)
     (last_step, last_time), now = self.window, time.monotonic()
     rate = (step - last_step) / max(now - last_time, 1e-9) if step > last_step else None
     self.window = (step, now)
-    self.latest.update(metrics)
-    self._describe()
     if self.enabled and self.bar is None:
       speed = (f"{rate:.2f} steps/s, ETA {_duration((self.total - step) / max(rate, 1e-9))}"
                if rate else "compiled")
@@ -152,11 +151,6 @@ class Progress:
                    100 * step // self.total, step / self.per_epoch, self.total / self.per_epoch,
                    speed, f": {shown}" if shown else "")
     return rate
-
-  def show(self, metrics: dict[str, float]) -> None:
-    """New metrics (an evaluation's) for the display, without a line of their own."""
-    self.latest.update(metrics)
-    self.update(self.step)
 
   def close(self) -> None:
     if self.bar is not None:
