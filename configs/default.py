@@ -20,7 +20,11 @@ def get_config() -> ml_collections.ConfigDict:
   # (224 for the JPEG datasets).
   config.image_size = ml_collections.config_dict.placeholder(int)
   config.dtype = "float32"  # computation dtype: float32 or bfloat16
-  config.sync_batch_norm = False  # BatchNorm statistics over all replicas
+  config.sync_batch_norm = False  # BatchNorm statistics over all replicas (maps them by vmap)
+  # How a device runs its virtual replicas' gradient passes: "loop" (unrolled; fastest on
+  # CPU), "scan" (one after another: gradient accumulation, one replica's activations in
+  # memory at a time) or "vmap" (batched; grouped convolutions).
+  config.replica_mapping = "loop"
   config.num_epochs = 200  # the run's length, unless num_train_steps is set
   config.num_train_steps = ml_collections.config_dict.placeholder(int)  # unset: num_epochs
   config.batch_size = 128  # global batch, all replicas together
@@ -84,6 +88,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.sam.p = 2.0  # the norm of the perturbation (paper eq. 2), in [1, inf]
   # Shake models: ascent gradient with the same gates forward and backward (the original).
   config.sam.true_gradient_ascent = True
+  # The SAM family (sam_jax/family.py): sam (SAM, or ASAM with adaptive), gsam, looksam,
+  # esam, gcsam, msam (Momentum-SAM: one pass; the authors use rho 3) or wsam.
+  config.sam.variant = "sam"
+  config.sam.every = 1  # SAM on every k-th step only, plain steps between (Composer's interval)
+  config.sam.probability = 1.0  # SAM on a step with this probability (randomized SAM)
+  config.sam.gsam_alpha = 0.01  # GSAM: weight of the clean gradient's part across g_sam
+  # GSAM: rho follows the learning rate from rho (at the peak) down to this; unset: constant.
+  config.sam.gsam_rho_min = ml_collections.config_dict.placeholder(float)
+  config.sam.looksam_every = 5  # LookSAM: the SAM gradient every k steps, reused between
+  config.sam.looksam_alpha = 0.7  # LookSAM: weight of the reused orthogonal part
+  config.sam.esam_beta = 0.5  # ESAM: probability that a parameter tensor is perturbed
+  config.sam.esam_gamma = 0.5  # ESAM: fraction of the examples the SAM pass sees
+  config.sam.wsam_gamma = 0.9  # WSAM: weight of sharpness, gamma / (1 - gamma); 0.5 = SAM
+  config.sam.wsam_decoupled = True  # WSAM: sharpness as its own plain step (the authors')
   # == Run ==
   config.seed = 0  # parameters, data order, augmentations and dropout
   config.log_every_steps = 50  # train metrics to TensorBoard and the console

@@ -12,6 +12,7 @@ import ml_collections
 from absl import logging
 
 from sam_jax import processes, replicas, steps
+from sam_jax.family import unperturbed
 from sam_jax.data import loading, pipeline
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ def evaluate_all(config: ml_collections.ConfigDict, run: "loop.SetUp", eval_step
     train = loading.concatenate(run.data.train)
     count = processes.gather(loading.num_examples(train)).max()
     splits["train_eval"] = (train, -(-int(count) // run.process_batch))
+  state = state.replace(params=unperturbed(state.params, state.opt_state))  # Momentum-SAM
   models = {"": state.replace(**state.ema), "raw_": state} if state.ema else {"": state}
   names = (("loss", "error") + (("top5_error",) if config.compute_top_5_error_rate else ())
            + (("smoothed_loss",) if config.label_smoothing else ()))

@@ -170,8 +170,9 @@ def train_step_options(config: ml_collections.ConfigDict, model: nn.Module) -> d
       no_weight_decay_on_bn=config.no_weight_decay_on_bn,
       label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
       ema_warmup_steps=config.ema_warmup_steps, redraw_masks=config.sam.redraw_masks,
-      replica_by_replica=not config.sync_batch_norm,
-      true_gradient_ascent=(config.sam.rho > 0 and hasattr(model, "true_gradient")
+      replica_mapping="vmap" if config.sync_batch_norm else config.replica_mapping,
+      true_gradient_ascent=(config.sam.rho > 0 and config.sam.variant != "msam"
+                            and hasattr(model, "true_gradient")
                             and config.sam.true_gradient_ascent),
       skip_nonfinite=config.nonfinite == "skip")
 

@@ -4,6 +4,8 @@ The chain, applied per replica, is (Foret et al. 2021, Algorithm 1 and the origi
 
     sam(rho) -> cross_replica_mean -> clip_by_global_norm -> record_global_norm
              -> [rmsprop] -> momentum -> [decoupled weight decay] -> learning-rate schedule
+
+where sam(rho) is `config.sam.variant`, one of the SAM family (`family.py`).
 """
 
 from collections.abc import Sequence
@@ -13,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sam_jax import family
 from sam_jax.sam import cross_replica_mean, sam
 
 if TYPE_CHECKING:  # configs need ml_collections ([train]); the optimizer itself does not
@@ -105,22 +108,57 @@ def record_global_norm() -> optax.GradientTransformation:
           updates, NormState(optax.tree_utils.tree_norm(updates).astype(jnp.float32))))
 
 
+def sam_transformation(config: "ml_collections.ConfigDict", schedule: optax.Schedule,
+                       replica_axes: Sequence[str]) -> optax.GradientTransformationExtraArgs:
+  """The front of the chain: `config.sam.variant` (sam.py, family.py), maybe on some steps.
+
+  MSAM and decoupled WSAM are not front transformations: see `create_optimizer`.
+  """
+  s = config.sam
+  perturb = dict(adaptive=s.adaptive, eta=s.eta, p=s.p)
+  if s.variant == "sam":
+    sync = tuple(replica_axes) if s.sync_perturbations else None
+    tx = sam(s.rho, sync_axis_name=sync, sync_group_size=s.sync_group_size,
+             aux_init=PERTURBED_METRICS if s.rho else None, **perturb)
+  elif s.variant == "gsam":
+    rho = s.rho if s.gsam_rho_min is None else family.rho_following(
+        schedule, s.rho, s.gsam_rho_min, config.learning_rate, final_learning_rate(config))
+    tx = family.gsam(rho, alpha=s.gsam_alpha, aux_init=PERTURBED_METRICS, **perturb)
+  elif s.variant == "looksam":
+    tx = family.looksam(s.rho, every=s.looksam_every, alpha=s.looksam_alpha,
+                        axis_name=tuple(replica_axes), aux_init=PERTURBED_METRICS, **perturb)
+  elif s.variant == "esam":
+    tx = family.esam(s.rho, beta=s.esam_beta, gamma=s.esam_gamma, seed=config.seed,
+                     aux_init=PERTURBED_METRICS)
+  elif s.variant == "gcsam":
+    tx = family.gcsam(s.rho, aux_init=PERTURBED_METRICS)
+  else:  # wsam, coupled (validation.CHOICES)
+    tx = family.wsam(s.rho, gamma=s.wsam_gamma, aux_init=PERTURBED_METRICS, **perturb)
+  if s.every > 1 or s.probability < 1:
+    tx = family.sometimes(tx, every=s.every, probability=s.probability, seed=config.seed)
+  return tx
+
+
+def final_learning_rate(config: "ml_collections.ConfigDict") -> float:
+  """The schedule's last value: 0 (cosine), 1.2% of lr (exponential) or lr (constant)."""
+  name = config.lr_schedule if config.use_learning_rate_schedule else "constant"
+  return {"cosine": 0.0, "exponential": config.learning_rate * END_OF_EXPONENTIAL}.get(
+      name, config.learning_rate)
+
+
 def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
                      replica_axes: Sequence[str]) -> optax.GradientTransformationExtraArgs:
   """The per-replica optimizer chain described in the module docstring.
 
   Weight decay of type "l2" lives in the loss (see `l2_penalty`), so both SAM passes see
   it; type "decoupled" adds wd * w to the momentum direction before the learning rate
-  (SGDW, Loshchilov & Hutter 2019), outside SAM.
+  (SGDW, Loshchilov & Hutter 2019), outside SAM. Momentum-SAM ends the chain with
+  `family.momentum_perturbation` instead of starting it with SAM; decoupled WSAM wraps
+  the whole chain (`family.decoupled_wsam`).
   """
-  sam_config = config.sam
-  sync = tuple(replica_axes) if sam_config.sync_perturbations else None
-  parts = [
-      sam(sam_config.rho, adaptive=sam_config.adaptive, eta=sam_config.eta, p=sam_config.p,
-          sync_axis_name=sync, sync_group_size=sam_config.sync_group_size,
-          aux_init=PERTURBED_METRICS if sam_config.rho else None),
-      cross_replica_mean(tuple(replica_axes)),
-  ]
+  schedule = learning_rate_schedule(config, steps_per_epoch)
+  variant = config.sam.variant
+  parts = [cross_replica_mean(tuple(replica_axes))]
   if config.gradient_clipping > 0:
     parts.append(optax.clip_by_global_norm(config.gradient_clipping))
   parts.append(record_global_norm())
@@ -133,5 +171,12 @@ def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
     parts.append(optax.add_decayed_weights(
         config.weight_decay,
         mask=lambda p: weight_decay_mask(p, config.no_weight_decay_on_bn)))
-  parts.append(optax.scale_by_learning_rate(learning_rate_schedule(config, steps_per_epoch)))
-  return optax.chain(*parts)
+  parts.append(optax.scale_by_learning_rate(schedule))
+  if variant == "msam":
+    return optax.chain(*parts, family.momentum_perturbation(config.sam.rho))
+  if variant == "wsam" and config.sam.wsam_decoupled:
+    return family.decoupled_wsam(
+        config.sam.rho, optax.chain(*parts), schedule, gamma=config.sam.wsam_gamma,
+        axis_name=tuple(replica_axes), aux_init=PERTURBED_METRICS,
+        adaptive=config.sam.adaptive, eta=config.sam.eta, p=config.sam.p)
+  return optax.chain(sam_transformation(config, schedule, replica_axes), *parts)

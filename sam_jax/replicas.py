@@ -117,30 +117,48 @@ def replica_index() -> jax.Array:
   return jax.lax.axis_index(REPLICA_AXES)
 
 
-def one_replica_at_a_time(fn: Callable[..., Any]) -> Callable[..., Any]:
-  """`fn`, but evaluated replica by replica (an unrolled loop) when vmapped.
+MAPPINGS = ("loop", "scan", "vmap")
+
+
+def one_replica_at_a_time(fn: Callable[..., Any], mapping: str = "loop") -> Callable[..., Any]:
+  """`fn`, but evaluated replica by replica when vmapped: an unrolled loop or a scan.
 
   Under vmap, per-replica convolution kernels (w + eps_r in the SAM pass) and
   per-replica kernel gradients become grouped convolutions, which XLA:CPU runs 3-4x
-  slower than V ordinary convolutions over m examples each. Wrapping the two gradient
+  slower than V ordinary convolutions over m examples each. Wrapping the gradient
   passes of the step in this keeps the step vmapped (and its collectives named) while
   the convolutions stay ordinary. `fn` itself must not use collectives over
   `VIRTUAL_AXIS` (e.g. BatchNorm synchronised across replicas): map those with plain
-  vmap. Compile time grows with the number of virtual replicas.
+  vmap (`mapping="vmap"` returns `fn` unchanged).
+
+  mapping="loop" unrolls the V replicas (compile time grows with V; XLA may run them
+  side by side); "scan" runs them one after another in a `lax.map`, so only one
+  replica's activations are alive at a time: gradient accumulation over V micro-batches
+  of m examples, with each micro-batch its own SAM perturbation.
   """
+  if mapping not in MAPPINGS:
+    raise ValueError(f"Unknown replica mapping {mapping!r}: use one of {MAPPINGS}.")
+  if mapping == "vmap":
+    return fn
+
   @jax.custom_batching.custom_vmap
-  def unrolled(*args):
+  def one_by_one(*args):
     return fn(*args)
 
-  @unrolled.def_vmap
-  def loop_rule(axis_size, in_batched, *args):
-    outs = [unrolled(*jax.tree.map(lambda x, batched: x[i] if batched else x,
-                                   args, tuple(in_batched)))
-            for i in range(axis_size)]
-    out = jax.tree.map(lambda *xs: jax.numpy.stack(xs), *outs)
+  def replica(i, args, in_batched):
+    return one_by_one(*jax.tree.map(lambda x, batched: x[i] if batched else x,
+                                    args, tuple(in_batched)))
+
+  @one_by_one.def_vmap
+  def rule(axis_size, in_batched, *args):
+    if mapping == "scan":
+      out = jax.lax.map(lambda i: replica(i, args, in_batched), jax.numpy.arange(axis_size))
+    else:
+      outs = [replica(i, args, in_batched) for i in range(axis_size)]
+      out = jax.tree.map(lambda *xs: jax.numpy.stack(xs), *outs)
     return out, jax.tree.map(lambda _: True, out)
 
-  return unrolled
+  return one_by_one
 
 
 def map_replicas(step: Callable[..., Any], mesh: Mesh, virtual_replicas: int = 1,

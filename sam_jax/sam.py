@@ -107,6 +107,25 @@ def group_mean(tree: Any, axis_name: AxisName, group_size: int | None = None) ->
   return jax.tree.map(leaf, tree)
 
 
+def perturb(params: optax.Params, grads: optax.Updates, rho: float | jax.Array, *,
+            adaptive: bool = False, eta: float = 0.01, p: float = 2.0, eps: float = 1e-12,
+            adaptive_mask: Any | Callable[[optax.Params], Any] = not_bias) -> optax.Params:
+  """w + eps(g): the worst point of the rho-ball around w to first order (see `sam`).
+
+  SAM: eps = rho * dual_direction(g, p); ASAM (`adaptive`): eps = rho * T_w
+  dual_direction(T_w g, p) with T_w = |w| + eta where `adaptive_mask` is True, else 1.
+  """
+  if adaptive:
+    mask = adaptive_mask(params) if callable(adaptive_mask) else adaptive_mask
+    scale = jax.tree.map(
+        lambda w, m: jnp.where(m, jnp.abs(w) + eta, jnp.ones_like(w)), params, mask)
+    direction = jax.tree.map(
+        jnp.multiply, scale, dual_direction(jax.tree.map(jnp.multiply, scale, grads), p, eps))
+  else:
+    direction = dual_direction(grads, p, eps)
+  return jax.tree.map(lambda w, d: w + (rho * d).astype(w.dtype), params, direction)
+
+
 class SamState(NamedTuple):
   """What `sam(..., aux_init=...)` keeps: the latest aux of `grad_fn` (e.g. the loss at w + eps)."""
   aux: Any
@@ -189,16 +208,8 @@ def sam(
           "tx.update(grads, state, params, grad_fn=grad_fn), where grad_fn(p) is the "
           "gradient of the same loss on the same batch at parameters p.")
     g = grads if sync_axis_name is None else group_mean(grads, sync_axis_name, sync_group_size)
-    if adaptive:
-      mask = adaptive_mask(params) if callable(adaptive_mask) else adaptive_mask
-      scale = jax.tree.map(
-          lambda w, m: jnp.where(m, jnp.abs(w) + eta, jnp.ones_like(w)), params, mask)
-      direction = jax.tree.map(
-          jnp.multiply, scale, dual_direction(jax.tree.map(jnp.multiply, scale, g), p, eps))
-    else:
-      direction = dual_direction(g, p, eps)
-    perturbed = jax.tree.map(
-        lambda w, d: w + (rho * d).astype(w.dtype), params, direction)
+    perturbed = perturb(params, g, rho, adaptive=adaptive, eta=eta, p=p, eps=eps,
+                        adaptive_mask=adaptive_mask)
     if aux_init is None:
       return grad_fn(perturbed), state
     grads, aux = grad_fn(perturbed)

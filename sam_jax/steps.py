@@ -16,6 +16,7 @@ import optax
 from flax import struct
 
 from sam_jax import optim, replicas
+from sam_jax.family import unperturbed
 from sam_jax.models.layers import train_rngs
 
 
@@ -71,11 +72,36 @@ def error_rate(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jnp.mean(jnp.argmax(logits, -1) != hard_labels(labels))
 
 
+def gradient_passes(model: nn.Module, label_smoothing: float, l2_weight_decay: float,
+                    decay_mask: Any, replica_mapping: str, ascent_model: nn.Module):
+  """The train step's passes over one replica's batch, mapped by `replica_mapping`.
+
+  clean: (loss, (per-example losses, logits, BatchNorm statistics)), gradient at w, of
+  `ascent_model`; sam: the same gradient and aux at another point; losses: the
+  per-example losses (forward only; ESAM's data selection). Arguments of each:
+  (params, batch_stats, batch, rngs).
+  """
+  def forward(params, batch_stats, batch, rngs, model=model):
+    logits, mutated = model.apply(
+        {"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
+        rngs=rngs, mutable=["batch_stats"])
+    return cross_entropy(logits, batch["label"], label_smoothing), logits, mutated
+
+  def loss_fn(params, batch_stats, batch, rngs, model=model):
+    example_losses, logits, mutated = forward(params, batch_stats, batch, rngs, model)
+    loss = jnp.mean(example_losses) + optim.l2_penalty(params, l2_weight_decay, decay_mask)
+    return loss, (example_losses, logits, mutated.get("batch_stats", {}))
+
+  passes = (jax.value_and_grad(functools.partial(loss_fn, model=ascent_model), has_aux=True),
+            jax.grad(loss_fn, has_aux=True), lambda *args: forward(*args)[0])
+  return tuple(replicas.one_replica_at_a_time(f, replica_mapping) for f in passes)
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                model: nn.Module, tx: optax.GradientTransformationExtraArgs,
                l2_weight_decay: float = 0.0, no_weight_decay_on_bn: bool = False,
                label_smoothing: float = 0.0, ema_decay: float = 0.0,
-               ema_warmup_steps: int = 0, redraw_masks: bool = False, replica_by_replica: bool = True,
+               ema_warmup_steps: int = 0, redraw_masks: bool = False, replica_mapping: str = "loop",
                true_gradient_ascent: bool = False,
                skip_nonfinite: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SAM step for one replica; call it through `replicas.map_replicas`.
@@ -100,9 +126,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
       average whose decay grows to `ema_decay`.
     redraw_masks: new dropout / ShakeDrop / stochastic-depth masks in the SAM pass, the
       shake coefficients shared (`models.layers.train_rngs`); the original's behaviour.
-    replica_by_replica: evaluate the two gradient passes one virtual replica at a time
-      (`replicas.one_replica_at_a_time`, fast); must be False when the model
-      synchronises BatchNorm across replicas.
+    replica_mapping: how the gradient passes run over the virtual replicas
+      (`replicas.one_replica_at_a_time`): "loop" (unrolled, fast on CPU), "scan" (one
+      after another: gradient accumulation, one replica's activations in memory) or
+      "vmap" (needed when the model synchronises BatchNorm across replicas).
     true_gradient_ascent: take the clean (ascent) gradient of a shake model with the same
       gates forward and backward (`true_gradient=True`), so the perturbation follows the
       gradient of the function actually computed, as the original code did; the update
@@ -123,35 +150,31 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), replicas.replica_index())
   decay_mask = optim.weight_decay_mask(state.params, no_weight_decay_on_bn)
 
-  ascent_model = model.clone(true_gradient=True) if true_gradient_ascent else model
-
-  def loss_fn(params, batch_stats, batch, rngs, model=model):
-    logits, mutated = model.apply(
-        {"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
-        rngs=rngs, mutable=["batch_stats"])
-    data_loss = jnp.mean(cross_entropy(logits, batch["label"], label_smoothing))
-    loss = data_loss + optim.l2_penalty(params, l2_weight_decay, decay_mask)
-    return loss, (data_loss, logits, mutated.get("batch_stats", {}))
-
-  clean_pass = jax.value_and_grad(functools.partial(loss_fn, model=ascent_model), has_aux=True)
-  sam_pass = jax.grad(loss_fn, has_aux=True)
-  if replica_by_replica:
-    clean_pass, sam_pass = map(replicas.one_replica_at_a_time, (clean_pass, sam_pass))
-  (_, (data_loss, logits, batch_stats)), grads = clean_pass(
+  clean_pass, sam_pass, losses_pass = gradient_passes(
+      model, label_smoothing, l2_weight_decay, decay_mask, replica_mapping,
+      model.clone(true_gradient=True) if true_gradient_ascent else model)
+  (_, (example_losses, logits, batch_stats)), grads = clean_pass(
       state.params, state.batch_stats, batch, train_rngs(rng))
   keeps_perturbed = optax.tree_utils.tree_get(state.opt_state, "aux") is not None
 
-  def grad_fn(params):
-    grads, (loss, logits, _) = sam_pass(params, state.batch_stats, batch,
-                                        train_rngs(rng, redraw_masks))
+  def grad_fn(params, examples=None):
+    """The gradient at `params`, on `examples` (indices) of the batch or all of it."""
+    chosen = batch if examples is None else jax.tree.map(lambda x: x[examples], batch)
+    grads, (losses, logits, _) = sam_pass(params, state.batch_stats, chosen,
+                                          train_rngs(rng, redraw_masks))
     if not keeps_perturbed:
       return grads
-    perturbed = {"loss": loss, "error": error_rate(logits, batch["label"])}
+    perturbed = {"loss": jnp.mean(losses), "error": error_rate(logits, chosen["label"])}
     return grads, jax.lax.pmean(perturbed, replicas.REPLICA_AXES)  # the same on every replica
 
-  updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
+  def example_losses_fn(params):
+    return losses_pass(params, state.batch_stats, batch, train_rngs(rng, redraw_masks))
+
+  updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn,
+                                 example_losses=example_losses,
+                                 example_losses_fn=example_losses_fn)
   params = optax.apply_updates(state.params, updates)
-  metrics = {"loss": data_loss, "error": error_rate(logits, batch["label"]),
+  metrics = {"loss": jnp.mean(example_losses), "error": error_rate(logits, batch["label"]),
              "clean_grad_norm": optax.tree_utils.tree_norm(grads)}
   if keeps_perturbed:
     perturbed = optax.tree_utils.tree_get(opt_state, "aux")
@@ -163,17 +186,23 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   finite = jnp.stack([jnp.isfinite(metrics["loss"]), jnp.isfinite(metrics["clean_grad_norm"]),
                       *(jnp.isfinite(u).all() for u in jax.tree.leaves(updates))]).all()
   metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
-  ema = state.ema
-  if ema:
-    decay = optim.ema_decay(state.step + 1, ema_decay, ema_warmup_steps)
-    ema = jax.tree.map(lambda old, new: decay * old + (1.0 - decay) * new,
-                       ema, {"params": params, "batch_stats": batch_stats})
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state, ema=ema)
+                            opt_state=opt_state)
+  new_state = new_state.replace(ema=updated_ema(new_state, ema_decay, ema_warmup_steps))
   if skip_nonfinite:
     kept = state.replace(step=new_state.step)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
   return new_state, metrics
+
+
+def updated_ema(state: TrainState, decay: float, warmup_steps: int) -> Any:
+  """state.ema moved towards the new params (without Momentum-SAM's perturbation) and
+  BatchNorm statistics, with the decay of `optim.ema_decay`; {} when there is no EMA."""
+  if not state.ema:
+    return state.ema
+  decay = optim.ema_decay(state.step, decay, warmup_steps)
+  new = {"params": unperturbed(state.params, state.opt_state), "batch_stats": state.batch_stats}
+  return jax.tree.map(lambda old, new: decay * old + (1.0 - decay) * new, state.ema, new)
 
 
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *,

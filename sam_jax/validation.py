@@ -19,6 +19,7 @@ from sam_jax.errors import UsageError
 CHOICES = {
     "dataset": tuple(datasets.DATASETS),
     "dtype": ("float32", "bfloat16"),
+    "replica_mapping": ("loop", "scan", "vmap"),  # replicas.MAPPINGS
     "image_level_augmentations": ("none", "basic", "autoaugment", "aa-only", "randaugment"),
     "batch_level_augmentations": ("none", "cutout", "mixup", "mixcut"),
     "autoaugment_policy": (None, *policies.POLICIES),
@@ -26,6 +27,7 @@ CHOICES = {
     "lr_schedule": ("cosine", "exponential", "constant"),
     "weight_decay_type": ("l2", "decoupled"),
     "nonfinite": ("stop", "skip"),
+    "sam.variant": ("sam", "gsam", "looksam", "esam", "gcsam", "msam", "wsam"),
 }
 
 
@@ -74,6 +76,15 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sam.sync_group_size": (_unset_or_positive, "a positive number of replicas, or unset"),
     "sam.eta": (_at_least_zero, ">= 0 (ASAM's offset)"),
     "sam.p": (lambda p: 1 <= p <= math.inf, "a norm in [1, inf]: 2 is the paper's"),
+    "sam.every": (_positive, "a positive number of steps (1: SAM at every step)"),
+    "sam.probability": (lambda p: 0 < p <= 1, "a probability in (0, 1]"),
+    "sam.gsam_alpha": (_at_least_zero, ">= 0 (0: SAM)"),
+    "sam.gsam_rho_min": (lambda r: r is None or r >= 0, "a radius >= 0, or unset"),
+    "sam.looksam_every": (_positive, "a positive number of steps (1: SAM)"),
+    "sam.looksam_alpha": (_at_least_zero, ">= 0 (the paper's is 0.7)"),
+    "sam.esam_beta": (lambda b: 0 < b <= 1, "a probability in (0, 1] (1: every tensor)"),
+    "sam.esam_gamma": (lambda g: 0 < g <= 1, "a fraction in (0, 1] (1: every example)"),
+    "sam.wsam_gamma": (_below_one, "in [0, 1) (0.5: SAM)"),
     "log_every_steps": (_positive, "a positive number of steps"),
     "evaluate_every": (_positive, "a positive number of epochs"),
     "eval_every_steps": (_at_least_zero, "a number of steps, >= 0 (0: every evaluate_every "
@@ -105,6 +116,17 @@ def check(config: ml_collections.ConfigDict) -> None:
   if not config.num_train_steps and config.warmup_epochs >= config.num_epochs:
     raise UsageError(f"--config.warmup_epochs={config.warmup_epochs} leaves nothing of the "
                      f"{config.num_epochs} epochs: use fewer warmup epochs or more epochs.")
+  check_variant(config.sam)
   # pylint: disable-next=import-outside-toplevel  (Flax: only when the rest is valid)
   from sam_jax.models import get_model
   get_model(config.model_name, num_classes=1)  # an unknown name: its own one line
+
+
+def check_variant(sam: ml_collections.ConfigDict) -> None:
+  """Options that only some SAM variants have."""
+  if sam.variant != "sam" and sam.sync_perturbations:
+    raise UsageError(f"--config.sam.sync_perturbations is SAM's (variant sam), not "
+                     f"{sam.variant}'s: turn it off or use --config.sam.variant=sam.")
+  if sam.variant in ("looksam", "msam") and (sam.every > 1 or sam.probability < 1):
+    raise UsageError(f"{sam.variant} has no SAM steps to skip: leave --config.sam.every=1 and "
+                     f"--config.sam.probability=1 (LookSAM: use --config.sam.looksam_every).")

@@ -33,7 +33,7 @@ def batches(num=3, seed=0, size=64):
            "label": rng.integers(0, 10, size).astype(np.int32)} for _ in range(num)]
 
 
-def train(model, config, num_devices, m, data, replica_by_replica=True, **step_options):
+def train(model, config, num_devices, m, data, replica_mapping="loop", **step_options):
   """Runs len(data) steps; returns the initial and final states (numpy), the last metrics."""
   layout = replicas.make_layout(len(data[0]["label"]), m, num_devices)
   mesh = replicas.make_mesh(num_devices)
@@ -41,7 +41,7 @@ def train(model, config, num_devices, m, data, replica_by_replica=True, **step_o
   state = replicas.replicate(steps.init_train_state(model, tx, jax.random.key(0), IMAGE), mesh)
   initial = jax.tree.map(np.asarray, state)  # the step donates (deletes) its input
   step = steps.make_train_step(model, tx, mesh, layout, l2_weight_decay=config.weight_decay,
-                               replica_by_replica=replica_by_replica, **step_options)
+                               replica_mapping=replica_mapping, **step_options)
   for batch in data:
     state, metrics = step(state, replicas.shard_batch(batch, mesh), jax.random.key(1))
   return initial, jax.tree.map(np.asarray, state), jax.tree.map(float, metrics)
@@ -101,8 +101,8 @@ def test_synchronised_perturbations_reproduce_m_equal_global_batch():
   # BatchNorm must see the global batch too, so it is synchronised across replicas.
   synced_bn = get_model(TINY_WRN, 10, bn_axis_name=replicas.REPLICA_AXES)
   data = batches(2, seed=1, size=16)
-  _, whole, _ = train(synced_bn, make_config(), 1, 16, data, replica_by_replica=False)
-  _, synced, _ = train(synced_bn, make_config(sync=True), 2, 4, data, replica_by_replica=False)
+  _, whole, _ = train(synced_bn, make_config(), 1, 16, data, replica_mapping="vmap")
+  _, synced, _ = train(synced_bn, make_config(sync=True), 2, 4, data, replica_mapping="vmap")
   # Without the sync, the four replicas' own perturbations would differ from the whole
   # batch's (test_layouts_of_the_same_replicas_agree_and_m_matters).
   assert max_abs_diff(synced.params, whole.params) < 1e-5
@@ -131,12 +131,15 @@ def test_group_mean_averages_consecutive_replicas_of_a_flattened_axis_tuple():
   np.testing.assert_allclose(plain, np.full(8, x.mean()))
 
 
-def test_replica_by_replica_loop_equals_plain_vmap():
-  model, config, data = get_model(TINY_WRN, 10), make_config(), batches(2, seed=2, size=16)
-  _, looped, _ = train(model, config, 1, 8, data, replica_by_replica=True)
-  _, vmapped, _ = train(model, config, 1, 8, data, replica_by_replica=False)
-  assert max_abs_diff(looped.params, vmapped.params) < 1e-5
-  assert max_abs_diff(looped.batch_stats, vmapped.batch_stats) < 1e-5
+def test_replica_mappings_loop_scan_and_vmap_agree():
+  """The unrolled loop, the scan (gradient accumulation) and plain vmap: one step."""
+  model, config, data = get_model(TINY_WRN, 10), make_config(), batches(1, seed=2, size=16)
+  runs = {mapping: train(model, config, 1, 4, data, replica_mapping=mapping)[1:]
+          for mapping in ("loop", "scan", "vmap")}
+  for mapping in ("scan", "vmap"):
+    assert max_abs_diff(runs["loop"][0].params, runs[mapping][0].params) < 1e-5, mapping
+    assert max_abs_diff(runs["loop"][0].batch_stats, runs[mapping][0].batch_stats) < 1e-5
+    assert max_abs_diff(runs["loop"][1], runs[mapping][1]) < 1e-5
 
 
 def test_batch_norm_statistics_come_from_the_clean_pass_only():

@@ -34,6 +34,15 @@ EDGES = {
     "sam.sync_group_size": (0, 1),
     "sam.eta": (-0.01, 0.0),
     "sam.p": (0.5, math.inf),
+    "sam.every": (0, 1),
+    "sam.probability": (0.0, 1.0),
+    "sam.gsam_alpha": (-0.1, 0.0),
+    "sam.gsam_rho_min": (-0.1, 0.0),
+    "sam.looksam_every": (0, 1),
+    "sam.looksam_alpha": (-0.1, 0.0),
+    "sam.esam_beta": (0.0, 1.0),
+    "sam.esam_gamma": (1.5, 1.0),
+    "sam.wsam_gamma": (1.0, 0.0),
     "log_every_steps": (0, 1),
     "evaluate_every": (0, 1),
     "eval_every_steps": (-1, 0),
@@ -81,3 +90,21 @@ def test_warmup_must_leave_epochs_and_model_names_are_checked():
   validation.check(tiny_config(warmup_epochs=2.0, num_train_steps=10))  # steps, not epochs
   with pytest.raises(UsageError, match="Unknown model 'WideResnet29x10'"):
     validation.check(tiny_config(model_name="WideResnet29x10"))
+
+
+def test_options_of_one_sam_variant_are_refused_with_another():
+  config = with_value("sam.variant", "gsam")
+  config.sam.sync_perturbations = True
+  with pytest.raises(UsageError, match=r"^--config.sam.sync_perturbations is SAM's .* not gsam's"):
+    validation.check(config)
+  config = with_value("sam.variant", "looksam")
+  config.sam.every = 5
+  with pytest.raises(UsageError, match=r"^looksam has no SAM steps to skip: .*looksam_every"):
+    validation.check(config)
+  config.sam.variant = "gsam"  # every-k wraps any front variant
+  validation.check(config)
+
+
+def test_replica_mappings_are_the_ones_replicas_knows():
+  from sam_jax import replicas  # JAX: only here, validation itself must not load it
+  assert validation.CHOICES["replica_mapping"] == replicas.MAPPINGS

@@ -1,0 +1,198 @@
+"""The cheaper members of the SAM family: fewer second passes (SAM every k steps or at
+random, LookSAM), a smaller second pass (ESAM) or none (Momentum-SAM)."""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sam_jax.family.common import FamilyState, combine, dot, gradient, init_state
+from sam_jax.sam import AxisName, GradFn, perturb
+
+def sometimes(inner: optax.GradientTransformationExtraArgs, *, every: int = 1,
+              probability: float = 1.0, seed: int = 0) -> optax.GradientTransformationExtraArgs:
+  """Runs a SAM transformation on some steps only; the others pass the clean gradient on.
+
+  `every=k`: SAM on steps t (0-based) with (t + 1) % k == 0, as MosaicML Composer's SAM
+  `interval` (composer/algorithms/sam/sam.py:92); k = 1 is SAM at every step.
+  `probability=p`: SAM with probability p at each step, a Bernoulli draw from
+  (seed, t) that every replica shares: randomized SAM (RST, Zhao et al., AAAI 2023,
+  constant schedule p(t) = p). The skipped steps are plain steps of the base optimizer
+  on the clean gradient and do not compute the second pass: a `lax.cond` on a predicate
+  that is the same on every replica stays a branch under vmap and shard_map.
+  """
+  if every < 1 or not 0.0 <= probability <= 1.0:
+    raise ValueError(f"sometimes needs every >= 1 and probability in [0, 1], got {every}, "
+                     f"{probability}.")
+
+  def init_fn(params):
+    return (jnp.zeros([], jnp.int32), inner.init(params))
+
+  def update_fn(grads, state, params=None, **extra_args):
+    count, inner_state = state
+    on = (count + 1) % every == 0
+    if probability < 1.0:
+      draw = jax.random.uniform(jax.random.fold_in(jax.random.key(seed), count))
+      on = on & (draw < probability)
+    updates, inner_state = jax.lax.cond(
+        on, lambda: inner.update(grads, inner_state, params, **extra_args),
+        lambda: (grads, inner_state))
+    return updates, (count + 1, inner_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class LookSamState(NamedTuple):
+  """LookSAM's counter, aux and g_v: the SAM gradient's part orthogonal to g."""
+  count: jax.Array
+  aux: Any
+  orthogonal: optax.Updates
+
+
+def looksam(rho: float, *, every: int = 5, alpha: float = 0.7,
+            axis_name: AxisName | None = None, eps: float = 1e-12, aux_init: Any = None,
+            **perturb_kwargs) -> optax.GradientTransformationExtraArgs:
+  """LookSAM (Liu et al., CVPR 2022, arXiv 2203.02714, Algorithm 1): SAM every k steps.
+
+  On steps t % k == 0 (the first step included), the SAM gradient g_s = grad L(w + eps)
+  and its part orthogonal to the clean gradient g are kept:
+
+      g_v = g_s - (<g, g_s> / ||g||^2) g
+
+  On the k - 1 steps between, there is no second pass: the update gradient is
+
+      g + alpha (||g|| / ||g_v||) g_v.
+
+  Norms are over the whole tree, as the paper (kozistr/pytorch_optimizer's LookSAM,
+  optimizer/sam.py:825-836, takes them per tensor). With replicas, g_v is averaged over
+  `axis_name` so that the state stays the same on every replica; each replica then adds
+  it to its own g. k = 1 is SAM. Defaults k = 5, alpha = 0.7 (LookSAM-5; the paper also
+  runs k = 10). `perturb_kwargs` go to `sam.perturb` (ASAM, p).
+  """
+  if every < 1:
+    raise ValueError(f"LookSAM needs every >= 1, got {every}.")
+
+  def init_fn(params):
+    count, aux = init_state(aux_init)
+    return LookSamState(count, aux, jax.tree.map(jnp.zeros_like, params))
+
+  def update_fn(grads, state, params=None, *, grad_fn: GradFn, **extra_args):
+    del extra_args
+    def full():
+      sam_grads, aux = gradient(grad_fn, perturb(params, grads, rho, eps=eps, **perturb_kwargs),
+                                 state)
+      along = dot(grads, sam_grads) / (dot(grads, grads) + eps)
+      orthogonal = combine(1.0, sam_grads, -along, grads)
+      if axis_name is not None:
+        orthogonal = jax.lax.pmean(orthogonal, axis_name)
+      return sam_grads, aux, orthogonal
+
+    def reuse():
+      scale = alpha * optax.tree_utils.tree_norm(grads) / (
+          optax.tree_utils.tree_norm(state.orthogonal) + eps)
+      return combine(1.0, grads, scale, state.orthogonal), state.aux, state.orthogonal
+
+    updates, aux, orthogonal = jax.lax.cond(state.count % every == 0, full, reuse)
+    return updates, LookSamState(state.count + 1, aux, orthogonal)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def esam(rho: float, *, beta: float = 0.5, gamma: float = 0.5, seed: int = 0,
+         eps: float = 1e-12, aux_init: Any = None) -> optax.GradientTransformationExtraArgs:
+  """ESAM (Du et al., ICLR 2022, arXiv 2110.03141): stochastic weight perturbation and
+  sharpness-sensitive data selection.
+
+  SWP: each parameter tensor is perturbed with probability beta (one Bernoulli draw per
+  tensor from (seed, step), shared by all replicas as the authors' equal seeds do):
+
+      eps = (rho / beta) mask * g / ||mask * g||
+
+  (dydjw9/Efficient_SAM utils/Esam.py:26-33, 60-61: the norm over the kept tensors, so
+  ||eps|| = rho / beta). SDS: the per-example loss increase l_i(w + eps) - l_i(w) is
+  measured by one forward pass, and the second backward pass sees only the
+  round(gamma m) examples where it is largest (:78-117; the authors' strict `>` against
+  the k-th value keeps k - 1); the update gradient is the mean loss's gradient on them.
+  The authors draw the mask one step ahead; here it is drawn in the step it is used.
+  beta = gamma = 1 is SAM. Defaults beta = 0.5, gamma = 0.5 (run.sh: WRN-28-10, rho 0.1;
+  ResNet-18 uses beta 0.6).
+
+  Needs `example_losses` (the clean per-example losses, [m]) and `example_losses_fn(p)`
+  (the same at p) besides `grad_fn(p, examples=indices)`.
+  """
+  if not (0 < beta <= 1 and 0 < gamma <= 1):
+    raise ValueError(f"ESAM needs beta and gamma in (0, 1], got {beta}, {gamma}.")
+
+  def init_fn(params):
+    del params
+    return init_state(aux_init)
+
+  def update_fn(grads, state, params=None, *, grad_fn: GradFn,
+                example_losses: jax.Array | None = None,
+                example_losses_fn: Callable[[optax.Params], jax.Array] | None = None,
+                **extra_args):
+    del extra_args
+    leaves, treedef = jax.tree.flatten(grads)
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), state.count), len(leaves))
+    kept = [g * jax.random.bernoulli(k, beta).astype(g.dtype) if beta < 1 else g
+            for g, k in zip(leaves, keys)]
+    kept = jax.tree.unflatten(treedef, kept)
+    scale = rho / beta / (optax.tree_utils.tree_norm(kept) + eps)
+    perturbed = jax.tree.map(lambda w, g: w + (scale * g).astype(w.dtype), params, kept)
+    if gamma == 1:
+      updates, aux = gradient(grad_fn, perturbed, state)
+      return updates, FamilyState(state.count + 1, aux)
+    if example_losses is None or example_losses_fn is None:
+      raise ValueError("ESAM's data selection (gamma < 1) needs example_losses and "
+                       "example_losses_fn: steps.train_step passes them.")
+    increase = example_losses_fn(perturbed) - example_losses
+    selected = max(1, round(gamma * increase.shape[0]))
+    _, examples = jax.lax.top_k(increase, selected)
+    updates, aux = gradient(grad_fn, perturbed, state, examples=examples)
+    return updates, FamilyState(state.count + 1, aux)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class MomentumPerturbationState(NamedTuple):
+  """Momentum-SAM's current perturbation: the stored parameters are w + perturbation."""
+  perturbation: optax.Updates
+
+
+def momentum_perturbation(rho: float, eps: float = 1e-12) -> optax.GradientTransformation:
+  """Momentum-SAM (Becker et al. 2024, arXiv 2401.12033): SAM without a second pass.
+
+  The gradient is taken at w~_t = w_t - rho v_t / ||v_t||, v the momentum buffer, i.e.
+  one step further along the descent direction (Algorithm 1), and the parameters kept
+  are w~ itself, as the authors' code (MarlonBecker/MSAM optimizer/msam.py:72-94). Put
+  this last in the chain: with u_t the chain's update of w, it returns
+
+      u_t + e_{t+1} - e_t,   e_{t+1} = rho u_t / ||u_t||,
+
+  which is -rho v/||v|| for heavy-ball SGD (u = -lr v; the authors' setting, Nesterov
+  off; with Nesterov it follows the Nesterov update). e_0 = 0: the first step is plain.
+  Evaluate `unperturbed(params, opt_state)` = w (msam.py's move_back before evaluation).
+  The authors use rho = 3 where SAM uses 0.2 (their README).
+  """
+  def init_fn(params):
+    return MomentumPerturbationState(jax.tree.map(jnp.zeros_like, params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    scale = rho / (optax.tree_utils.tree_norm(updates) + eps)
+    perturbation = jax.tree.map(lambda u: (scale * u).astype(u.dtype), updates)
+    updates = jax.tree.map(lambda u, new, old: u + new - old, updates, perturbation,
+                           state.perturbation)
+    return updates, MomentumPerturbationState(perturbation)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def unperturbed(params: optax.Params, opt_state: Any) -> optax.Params:
+  """The parameters without Momentum-SAM's perturbation (the same params without it)."""
+  perturbation = optax.tree_utils.tree_get(opt_state, "perturbation")
+  if perturbation is None:
+    return params
+  return jax.tree.map(lambda w, e: w - e, params, perturbation)

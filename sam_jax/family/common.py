@@ -1,0 +1,43 @@
+"""What the SAM family's transformations share: their state and small tree operations."""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sam_jax.sam import GradFn
+
+Schedule = Callable[[jax.Array], jax.Array]
+
+
+class FamilyState(NamedTuple):
+  """A step counter and the latest aux of `grad_fn` (see `sam(aux_init=...)`)."""
+  count: jax.Array
+  aux: Any
+
+
+def init_state(aux_init: Any) -> FamilyState:
+  """Count 0 and `aux_init`, strongly typed (a Python 0.0 is weak: the step would compile twice)."""
+  aux = None if aux_init is None else jax.tree.map(
+      lambda x: jnp.asarray(x, jnp.result_type(x)), aux_init)
+  return FamilyState(jnp.zeros([], jnp.int32), aux)
+
+
+def gradient(grad_fn: GradFn, params: optax.Params, state: FamilyState, **kwargs):
+  """grad_fn(params) and the aux to keep: (gradient, aux)."""
+  if state.aux is None:
+    return grad_fn(params, **kwargs), None
+  return grad_fn(params, **kwargs)
+
+
+def dot(a: optax.Updates, b: optax.Updates) -> jax.Array:
+  """<a, b> over the whole tree."""
+  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def combine(a: float | jax.Array, x: optax.Updates, b: float | jax.Array,
+            y: optax.Updates) -> optax.Updates:
+  """a x + b y, leaf by leaf, in the leaves' dtype."""
+  return jax.tree.map(lambda u, v: (a * u + b * v).astype(u.dtype), x, y)

@@ -1,0 +1,153 @@
+"""The members of the SAM family that change the SAM gradient itself: GSAM, GCSAM, WSAM."""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sam_jax.family.common import FamilyState, Schedule, combine, dot, gradient, init_state
+from sam_jax.sam import AxisName, GradFn, perturb
+
+def rho_following(learning_rate: Schedule, rho_max: float, rho_min: float, lr_max: float,
+                  lr_min: float) -> Schedule:
+  """GSAM's radius tied to the learning rate (Zhuang et al. 2022, Algorithm 1):
+
+      rho_t = rho_min + (rho_max - rho_min) (lr_t - lr_min) / (lr_max - lr_min),
+
+  rho_max when lr_max == lr_min (big_vision trainers/proj/gsam/gsam.py:72-75). Like
+  big_vision, not clamped: during a warmup below lr_min, rho_t falls below rho_min.
+  """
+  if lr_max == lr_min:
+    return lambda count: jnp.asarray(rho_max, jnp.float32)
+  return lambda count: rho_min + (rho_max - rho_min) * (learning_rate(count) - lr_min) / (
+      lr_max - lr_min)
+
+
+def gsam(rho: float | Schedule, *, alpha: float = 0.01, eps: float = 1e-12,
+         aux_init: Any = None, **perturb_kwargs) -> optax.GradientTransformationExtraArgs:
+  """GSAM (Zhuang et al., ICLR 2022, arXiv 2203.08065): surrogate-gap guided SAM.
+
+  With g = grad f(w) (clean) and g_p = grad f(w + eps) (the SAM gradient), g is split
+  into its part along g_p and the rest, g_perp = g - <g, g_p/||g_p||> g_p/||g_p||, and
+  the update gradient is
+
+      g_p - alpha g_perp,
+
+  which descends f_p while ascending the clean loss only across g_p, shrinking the
+  surrogate gap f_p - f. alpha = 0 is SAM. `rho` is a number or a schedule of the step
+  (`rho_following`: rho tied to the learning rate, as the paper). Per replica, then
+  averaged (big_vision trainers/proj/gsam/gsam.py:77-105 runs per worker; train.py:211
+  averages the result). Defaults: alpha 0.01 (the paper's ResNet-50 ImageNet setting;
+  0.4-1.0 for ViTs).
+  """
+  def init_fn(params):
+    del params
+    return init_state(aux_init)
+
+  def update_fn(grads, state, params=None, *, grad_fn: GradFn, **extra_args):
+    del extra_args
+    radius = rho(state.count) if callable(rho) else rho
+    robust, aux = gradient(grad_fn, perturb(params, grads, radius, eps=eps, **perturb_kwargs),
+                            state)
+    along = dot(grads, robust) / (dot(robust, robust) + eps)
+    updates = combine(1.0 + alpha * along, robust, -alpha, grads)
+    return updates, FamilyState(state.count + 1, aux)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def centralize_gradient(grads: optax.Updates) -> optax.Updates:
+  """Gradient centralization (Yong et al. 2020): each kernel (ndim > 1) minus its mean
+  over all axes but the last, the output axis in Flax's layouts ([in, out],
+  [kh, kw, in, out]); biases and norms unchanged. (`optax.centralize` averages over
+  all axes but the first: PyTorch's output axis, not Flax's.)"""
+  return jax.tree.map(
+      lambda g: g - jnp.mean(g, tuple(range(g.ndim - 1)), keepdims=True) if g.ndim > 1 else g,
+      grads)
+
+
+def gcsam(rho: float, *, eps: float = 1e-12,
+          aux_init: Any = None) -> optax.GradientTransformationExtraArgs:
+  """GCSAM (Hassan et al. 2025, arXiv 2501.11584): SAM ascending along the centralized gradient.
+
+      eps = rho GC(g) / ||g||,   update gradient = grad L(w + eps)  (not centralized)
+
+  as the authors' code does (Mohamed-Hassan22/GCSAM cifar10_gcsam_resnet50.py:124-131:
+  the norm is taken before centralizing, so ||eps|| = rho ||GC(g)|| / ||g|| <= rho; the
+  centralization of the final gradient is commented out at :143).
+  """
+  def init_fn(params):
+    del params
+    return init_state(aux_init)
+
+  def update_fn(grads, state, params=None, *, grad_fn: GradFn, **extra_args):
+    del extra_args
+    scale = rho / (optax.tree_utils.tree_norm(grads) + eps)
+    perturbed = jax.tree.map(lambda w, g: w + (scale * g).astype(w.dtype), params,
+                             centralize_gradient(grads))
+    updates, aux = gradient(grad_fn, perturbed, state)
+    return updates, FamilyState(state.count + 1, aux)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def wsam(rho: float, *, gamma: float = 0.9, eps: float = 1e-12, aux_init: Any = None,
+         **perturb_kwargs) -> optax.GradientTransformationExtraArgs:
+  """WSAM (Yue et al., KDD 2023, arXiv 2305.15817), coupled form: SAM's sharpness as a
+  weighted regularizer, L(w) + gamma / (1 - gamma) (L(w + eps) - L(w)), whose gradient is
+
+      g + a (g_s - g),   a = gamma / (1 - gamma)
+
+  with g_s = grad L(w + eps). gamma = 0.5 is SAM, gamma = 0 the base optimizer. The
+  authors' default is the decoupled form (`decoupled_wsam`); this is their
+  `decouple=False` (dlrover atorch/optimizers/wsam.py:91).
+  """
+  if not 0 <= gamma < 1:
+    raise ValueError(f"WSAM needs gamma in [0, 1), got {gamma}.")
+  weight = gamma / (1.0 - gamma)
+
+  def init_fn(params):
+    del params
+    return init_state(aux_init)
+
+  def update_fn(grads, state, params=None, *, grad_fn: GradFn, **extra_args):
+    del extra_args
+    sam_grads, aux = gradient(grad_fn, perturb(params, grads, rho, eps=eps, **perturb_kwargs),
+                               state)
+    return combine(1.0 - weight, grads, weight, sam_grads), FamilyState(state.count + 1, aux)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def decoupled_wsam(rho: float, base: optax.GradientTransformation,
+                   learning_rate: float | Schedule, *, gamma: float = 0.9,
+                   axis_name: AxisName | None = None, eps: float = 1e-12, aux_init: Any = None,
+                   **perturb_kwargs) -> optax.GradientTransformationExtraArgs:
+  """WSAM, decoupled (the authors' default): the base optimizer steps on the clean g, and
+  the sharpness term is a plain step of the current learning rate, without momentum:
+
+      w <- w + base(g) - lr_t a (g_s - g),   a = gamma / (1 - gamma)
+
+  (dlrover atorch/optimizers/wsam.py:93-103; gamma 0.9, so a = 9, with rho 0.2 in the
+  authors' CIFAR-10 example). `base` is the whole optimizer chain after SAM (replica
+  mean, clipping, momentum, learning rate); g_s - g is averaged over `axis_name`.
+  """
+  front = wsam(rho, gamma=0.5, eps=eps, aux_init=aux_init, **perturb_kwargs)  # g_s itself
+  weight = gamma / (1.0 - gamma)
+
+  def init_fn(params):
+    return (front.init(params), base.init(params))
+
+  def update_fn(grads, state, params=None, *, grad_fn: GradFn, **extra_args):
+    del extra_args
+    front_state, base_state = state
+    sam_grads, front_state = front.update(grads, front_state, params, grad_fn=grad_fn)
+    updates, base_state = base.update(grads, base_state, params)
+    sharpness = combine(1.0, sam_grads, -1.0, grads)
+    if axis_name is not None:
+      sharpness = jax.lax.pmean(sharpness, axis_name)
+    lr = learning_rate(front_state.count - 1) if callable(learning_rate) else learning_rate
+    return combine(1.0, updates, -lr * weight, sharpness), (front_state, base_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

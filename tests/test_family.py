@@ -1,0 +1,322 @@
+"""The SAM family (sam_jax/family.py) against float64 implementations of each paper's equations.
+
+The model is test_sam's tanh MLP with hand-written float64 backprop; every variant runs
+several steps with state (SGD with heavy-ball momentum behind it), each step on its own
+batch, and is compared with numpy; then the reductions that must hold (alpha = 0 is SAM,
+k = 1 is SAM, ...) and, in a real train step with virtual replicas, that the cheap steps
+do not run the second pass.
+"""
+
+import itertools
+
+import flax.linen as nn
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import sam_jax
+from conftest import max_abs_diff, tiny_config
+from sam_jax import family, optim, replicas, steps
+from test_sam import mlp_data, mlp_grads64
+
+RHO, LR, MU, STEPS = 0.3, 0.1, 0.9, 4
+
+
+def batches64(seed=7, size=12):
+  rng = np.random.default_rng(seed)
+  return [(rng.standard_normal((size, 5)), rng.integers(0, 3, size)) for _ in range(STEPS)]
+
+
+def example_losses64(p, x, y):
+  z = np.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+  z = z - z.max(1, keepdims=True)
+  return np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y]
+
+
+def dot(a, b):
+  return sum(np.sum(a[k] * b[k]) for k in a)
+
+
+def norm(a):
+  return np.sqrt(dot(a, a))
+
+
+def lin(*terms):
+  """sum of coefficient * tree."""
+  return {k: sum(c * t[k] for c, t in zip(terms[::2], terms[1::2])) for k in terms[1]}
+
+
+def oracle_run(direction, w, data):
+  """Float64 SGD with momentum on `direction(t, w, x, y, memory) -> gradient`."""
+  v = {k: np.zeros_like(a) for k, a in w.items()}
+  memory = {}
+  for t, (x, y) in enumerate(data):
+    d = direction(t, w, x, y, memory)
+    v = lin(MU, v, 1.0, d)
+    w = lin(1.0, w, -LR, v)
+  return w
+
+
+def sam_gradient64(w, x, y, rho=RHO):
+  g = mlp_grads64(w, x, y)
+  return g, mlp_grads64(lin(1.0, w, rho / norm(g), g), x, y)
+
+
+def jax_run(tx, w, data, base=None, **extra_fns):
+  """chain(tx, sgd momentum) (or tx alone when base is False), STEPS jitted steps."""
+  tx = optax.chain(tx, optax.sgd(LR, momentum=MU)) if base is None else tx
+  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), w)
+  state = tx.init(params)
+
+  @jax.jit
+  def step(params, state, x, y):
+    def losses(p, x=x, y=y):
+      z = jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+      return optax.softmax_cross_entropy_with_integer_labels(z, y)
+    def grad_fn(p, examples=None):
+      chosen = (x, y) if examples is None else (x[examples], y[examples])
+      return jax.grad(lambda q: jnp.mean(losses(q, *chosen)))(p)
+    grads = grad_fn(params)
+    updates, state = tx.update(grads, state, params, grad_fn=grad_fn,
+                               example_losses=losses(params), example_losses_fn=losses)
+    return optax.apply_updates(params, updates), state
+
+  for x, y in data:
+    params, state = step(params, state, jnp.asarray(x, jnp.float32), jnp.asarray(y))
+  return params, state
+
+
+@pytest.fixture(scope="module")
+def setup():
+  return mlp_data(seed=8)[0], batches64()
+
+
+def test_gsam_with_rho_following_the_learning_rate_matches_float64(setup):
+  w0, data = setup
+  alpha, rho_max, rho_min = 0.4, 0.5, 0.1
+  lr = optax.linear_schedule(1.0, 0.2, STEPS)  # lr_max 1.0, lr_min 0.2
+
+  def gsam64(t, w, x, y, _):
+    rho = rho_min + (rho_max - rho_min) * (float(lr(t)) - 0.2) / (1.0 - 0.2)
+    g, gp = sam_gradient64(w, x, y, rho)
+    g_perp = lin(1.0, g, -dot(g, gp) / dot(gp, gp), gp)  # g minus its part along g_p
+    return lin(1.0, gp, -alpha, g_perp)
+
+  tx = family.gsam(family.rho_following(lr, rho_max, rho_min, 1.0, 0.2), alpha=alpha)
+  got, _ = jax_run(tx, w0, data)
+  expected = oracle_run(gsam64, w0, data)
+  assert max_abs_diff(got, expected) < 2e-5
+  sam_like = oracle_run(lambda t, w, x, y, _: sam_gradient64(w, x, y, 0.5)[1], w0, data)
+  assert max_abs_diff(got, sam_like) > 1e-3  # alpha and the schedule matter
+
+
+def test_looksam_reuses_the_orthogonal_part_between_sam_steps(setup):
+  w0, data = setup
+  alpha, k = 0.7, 3
+
+  def looksam64(t, w, x, y, memory):
+    if t % k == 0:
+      g, gs = sam_gradient64(w, x, y)
+      memory["gv"] = lin(1.0, gs, -dot(g, gs) / dot(g, g), g)
+      return gs
+    g = mlp_grads64(w, x, y)
+    return lin(1.0, g, alpha * norm(g) / norm(memory["gv"]), memory["gv"])
+
+  got, state = jax_run(family.looksam(RHO, every=k, alpha=alpha), w0, data)
+  assert max_abs_diff(got, oracle_run(looksam64, w0, data)) < 2e-5
+  assert int(state[0].count) == STEPS
+
+
+def test_sam_every_k_steps_is_composers_schedule(setup):
+  w0, data = setup
+
+  def every2(t, w, x, y, _):
+    return sam_gradient64(w, x, y)[1] if (t + 1) % 2 == 0 else mlp_grads64(w, x, y)
+
+  got, _ = jax_run(family.sometimes(sam_jax.sam(RHO), every=2), w0, data)
+  assert max_abs_diff(got, oracle_run(every2, w0, data)) < 2e-5
+
+
+def test_sam_with_probability_p_is_sam_or_sgd_step_by_step(setup):
+  """Each step must be either the SAM or the plain step, and both kinds must occur."""
+  w0, data = setup
+  tx = family.sometimes(sam_jax.sam(RHO), probability=0.5, seed=3)
+  kinds = []
+  w, state = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), w0), None
+  params64 = w0
+  for t in range(8):
+    x, y = data[t % STEPS]
+    got, state = jax_run_one(tx, w, state, x, y)
+    g, gs = sam_gradient64(params64, x, y)
+    distances = [max_abs_diff(got, lin(1.0, params64, -LR, d)) for d in (g, gs)]
+    assert min(distances) < 1e-5 and max(distances) > 1e-4
+    kinds.append(int(np.argmin(distances)))
+    w, params64 = got, lin(1.0, params64, -LR, (g, gs)[kinds[-1]])
+  assert 0 < sum(kinds) < 8, kinds
+
+
+def jax_run_one(tx, params, state, x, y):
+  """One step of tx then plain SGD (no momentum), from `state` (None: init)."""
+  tx = optax.chain(tx, optax.sgd(LR))
+  state = tx.init(params) if state is None else state
+  grad_fn = jax.grad(lambda p: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+      jnp.tanh(jnp.asarray(x, jnp.float32) @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"],
+      jnp.asarray(y))))
+  updates, state = jax.jit(lambda p, s: tx.update(grad_fn(p), s, p, grad_fn=grad_fn))(
+      params, state)
+  return optax.apply_updates(params, updates), state
+
+
+def test_esam_data_selection_matches_float64(setup):
+  w0, data = setup
+  gamma = 0.5
+
+  def esam64(t, w, x, y, _):
+    g = mlp_grads64(w, x, y)
+    w_adv = lin(1.0, w, RHO / norm(g), g)
+    increase = example_losses64(w_adv, x, y) - example_losses64(w, x, y)
+    chosen = np.argsort(-increase)[:round(gamma * len(y))]
+    return mlp_grads64(w_adv, x[chosen], y[chosen])
+
+  got, _ = jax_run(family.esam(RHO, beta=1.0, gamma=gamma), w0, data)
+  assert max_abs_diff(got, oracle_run(esam64, w0, data)) < 2e-5
+
+
+def test_esam_perturbs_whole_tensors_with_probability_beta():
+  """Each step's update is the SAM step for one subset of the tensors, eps scaled to rho/beta;
+  over the steps, tensors are both kept and dropped."""
+  w0 = mlp_data(seed=9)[0]
+  x, y = batches64(seed=10)[0]
+  beta, names = 0.5, sorted(w0)
+  g = mlp_grads64(w0, x, y)
+  candidates = {}
+  for kept in itertools.product([0.0, 1.0], repeat=len(names)):
+    masked = {k: m * g[k] for k, m in zip(names, kept)}
+    if norm(masked) > 0:
+      w_adv = lin(1.0, w0, RHO / beta / norm(masked), masked)
+      candidates[kept] = lin(1.0, w0, -LR, mlp_grads64(w_adv, x, y))
+  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), w0)
+  tx, state, seen = family.esam(RHO, beta=beta, gamma=1.0, seed=1), None, set()
+  for _ in range(6):  # the same point and batch, a new mask draw at every count
+    got, state = jax_run_one(tx, params, state, x, y)
+    kept, distance = min(((k, max_abs_diff(got, c)) for k, c in candidates.items()),
+                         key=lambda item: item[1])
+    assert distance < 1e-5
+    seen.add(kept)
+  assert len(seen) > 1 and any(0.0 in kept for kept in seen)
+
+
+def test_gcsam_centralizes_the_ascent_gradient_only(setup):
+  w0, data = setup
+
+  def gcsam64(t, w, x, y, _):
+    g = mlp_grads64(w, x, y)
+    centred = {k: a - a.mean(0, keepdims=True) if a.ndim > 1 else a for k, a in g.items()}
+    return mlp_grads64(lin(1.0, w, RHO / norm(g), centred), x, y)  # norm before GC
+
+  got, _ = jax_run(family.gcsam(RHO), w0, data)
+  assert max_abs_diff(got, oracle_run(gcsam64, w0, data)) < 2e-5
+  kernel = np.random.default_rng(0).standard_normal((3, 3, 4, 8))
+  centred = family.centralize_gradient({"k": kernel, "b": np.ones(8)})
+  np.testing.assert_allclose(np.asarray(centred["k"]).mean((0, 1, 2)), 0.0, atol=1e-6)
+  np.testing.assert_array_equal(centred["b"], np.ones(8))
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_wsam_matches_float64(setup, decoupled):
+  w0, data = setup
+  gamma = 0.8
+  a = gamma / (1 - gamma)
+  v = {k: np.zeros_like(x) for k, x in w0.items()}
+  w = w0
+  for x, y in data:
+    g, gs = sam_gradient64(w, x, y)
+    if decoupled:  # momentum on g; the sharpness term a plain lr step
+      v = lin(MU, v, 1.0, g)
+      w = lin(1.0, w, -LR, v, -LR * a, lin(1.0, gs, -1.0, g))
+    else:
+      v = lin(MU, v, 1.0, lin(1.0 - a, g, a, gs))
+      w = lin(1.0, w, -LR, v)
+  if decoupled:
+    tx = family.decoupled_wsam(RHO, optax.sgd(LR, momentum=MU), LR, gamma=gamma)
+    got, _ = jax_run(tx, w0, data, base=False)
+  else:
+    got, _ = jax_run(family.wsam(RHO, gamma=gamma), w0, data)
+  assert max_abs_diff(got, w) < 2e-5
+
+
+def test_momentum_sam_follows_the_authors_algorithm(setup):
+  """MarlonBecker/MSAM msam.py: gradient at w~, move back, momentum step, perturb again."""
+  w_tilde, data = setup
+  rho = 0.5
+  v = {k: np.zeros_like(x) for k, x in w_tilde.items()}
+  inverse_norm = 0.0
+  for x, y in data:
+    g = mlp_grads64(w_tilde, x, y)
+    w = lin(1.0, w_tilde, rho * inverse_norm, v)  # move back
+    v = lin(MU, v, 1.0, g)
+    w = lin(1.0, w, -LR, v)
+    inverse_norm = 1.0 / norm(v)
+    w_tilde = lin(1.0, w, -rho * inverse_norm, v)
+  tx = optax.chain(optax.sgd(LR, momentum=MU), family.momentum_perturbation(rho))
+  got, state = jax_run(tx, setup[0], data, base=False)
+  assert max_abs_diff(got, w_tilde) < 2e-5
+  assert max_abs_diff(family.unperturbed(got, state), w) < 2e-5
+
+
+@pytest.mark.parametrize("variant", ["gsam", "looksam", "every", "esam", "wsam"])
+def test_reductions_to_sam(setup, variant):
+  """GSAM alpha = 0, LookSAM k = 1, every k = 1, ESAM beta = gamma = 1, WSAM gamma = 0.5."""
+  w0, data = setup
+  tx = {"gsam": family.gsam(RHO, alpha=0.0), "looksam": family.looksam(RHO, every=1),
+        "every": family.sometimes(sam_jax.sam(RHO), every=1),
+        "esam": family.esam(RHO, beta=1.0, gamma=1.0), "wsam": family.wsam(RHO, gamma=0.5)}
+  got, _ = jax_run(tx[variant], w0, data)
+  expected, _ = jax_run(sam_jax.sam(RHO), w0, data)
+  assert max_abs_diff(got, expected) < 1e-6
+
+
+# --- in the real train step: which forward passes run, over 2 virtual replicas ---
+
+SEEN = []  # the examples of each forward pass of CountingNet
+
+
+class CountingNet(nn.Module):
+  """A linear classifier that records the number of examples of every forward pass."""
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    jax.debug.callback(lambda first: SEEN.append(len(first)), x[:, 0, 0, 0])
+    return nn.Dense(10)(x.reshape(len(x), -1))
+
+
+@pytest.mark.parametrize("mapping", ["loop", "scan"])
+@pytest.mark.parametrize("variant,options,sam_steps,passes", [
+    ("looksam", dict(looksam_every=3), [0, 3], [4]),  # the SAM pass: 4 examples
+    ("sam", dict(every=3), [2, 5], [4]),
+    ("esam", dict(esam_beta=0.5, esam_gamma=0.5), range(6), [4, 2]),  # losses, 2 chosen
+    ("msam", dict(rho=3.0), [], []),
+])
+def test_cheap_steps_run_one_forward_backward_per_replica(mapping, variant, options, sam_steps,
+                                                          passes):
+  model = CountingNet()
+  config = tiny_config(learning_rate=0.1, num_epochs=1, sam=dict(variant=variant, **options))
+  tx = optim.create_optimizer(config, 10, replicas.REPLICA_AXES)
+  mesh = replicas.make_mesh(1)
+  state = replicas.replicate(steps.init_train_state(model, tx, jax.random.key(0), (2, 2, 1)),
+                             mesh)
+  step = steps.make_train_step(model, tx, mesh, replicas.make_layout(8, 4, 1),
+                               replica_mapping=mapping)
+  rng = np.random.default_rng(0)
+  for t in range(6):
+    SEEN.clear()
+    batch = {"image": rng.standard_normal((8, 2, 2, 1), np.float32),
+             "label": rng.integers(0, 10, 8).astype(np.int32)}
+    state, metrics = step(state, replicas.shard_batch(batch, mesh), jax.random.key(1))
+    jax.block_until_ready(metrics)
+    jax.effects_barrier()
+    per_replica = [4] + (passes if t in sam_steps else [])
+    assert sorted(SEEN) == sorted(per_replica * 2), (t, SEEN)
