@@ -23,7 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.sync_batch_norm = False  # BatchNorm statistics over all replicas (maps them by vmap)
   # How a device runs its virtual replicas' gradient passes: "loop" (unrolled; fastest on
   # CPU), "scan" (one after another: gradient accumulation, one replica's activations in
-  # memory at a time) or "vmap" (batched; grouped convolutions).
+  # memory at a time, compiled once) or "vmap" (batched; grouped convolutions).
   config.replica_mapping = "loop"
   config.num_epochs = 200  # the run's length, unless num_train_steps is set
   config.num_train_steps = ml_collections.config_dict.placeholder(int)  # unset: num_epochs
@@ -86,7 +86,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.sam.adaptive = False  # ASAM
   config.sam.eta = 0.01  # ASAM's offset
   config.sam.p = 2.0  # the norm of the perturbation (paper eq. 2), in [1, inf]
-  # Shake models: ascent gradient with the same gates forward and backward (the original).
+  # Shake models: ascent gradient with the same gates forward and backward (the original);
+  # for SAM, GCSAM and ESAM at every step, where the clean gradient only perturbs.
   config.sam.true_gradient_ascent = True
   # The SAM family (sam_jax/family.py): sam (SAM, or ASAM with adaptive), gsam, looksam,
   # esam, gcsam, msam (Momentum-SAM: one pass; the authors use rho 3) or wsam.

@@ -2,7 +2,7 @@
 
 A CIFAR-style ResNet-8 on the 1,437 training digits (8x8, no download), 20 epochs of
 batch 128, SGD or SAM, clean labels or symmetric label noise, evaluated on the 360
-clean held-out digits. Pick the cell after the colon, NOISE_PERCENT,OPTIMIZER[,M]:
+clean held-out digits. Pick the cell after the colon, NOISE_PERCENT,OPTIMIZER[,M][,VARIANT]:
 
     python -m sam_jax.train --config=configs/digits_sharpness.py:40,sam \\
         --workdir=workdirs/digits_sharpness/40_sam --config.seed=1
@@ -13,18 +13,39 @@ had 8 of 32). rho is 0.1, and 0.05 at 80% noise, as the paper's Table 4. The lab
 is drawn with the run's seed (`label_noise_seed` = `seed`), so a SAM and an SGD run of
 the same seed see the same noisy labels.
 
+VARIANT (with `sam`) is a member of the SAM family with its authors' settings where they
+carry over (`VARIANTS`), e.g. `:40,sam,variant=looksam`; `scripts/compare_variants.py`
+runs them all.
+
 `scripts/reproduce_digits.py` runs every cell over several seeds, analyses each final
 model (`python -m sam_jax.analysis`: Hessian lambda_max, m-sharpness) and writes the
 table in the README; it takes about 20 minutes on a 2-core CPU.
 """
 
 from configs import cells, default
+from sam_jax.errors import UsageError
 
 NOISE = ("0", "20", "40", "60", "80")
+# config.sam fields of each variant (rho is the cell's unless given as a multiple of it).
+VARIANTS = {
+    "sam": {},
+    "gsam": dict(variant="gsam", gsam_alpha=0.01, gsam_rho_min=0.5),  # rho 2x -> 1x (ResNet)
+    "looksam": dict(variant="looksam", looksam_every=5, looksam_alpha=0.7),
+    "every5": dict(every=5),
+    "random": dict(probability=0.2),  # SAM on 20% of the steps: the cost of every5
+    "esam": dict(variant="esam", esam_beta=0.5, esam_gamma=0.5),
+    "gcsam": dict(variant="gcsam"),
+    "msam": dict(variant="msam", rho=15.0),  # the authors' rho 3 where SAM's is 0.2
+    "wsam": dict(variant="wsam", wsam_gamma=0.9),
+}
 
 
 def get_config(arg: str = "0,sam"):
-  cell = cells.parse(arg, noise_percent=NOISE, optimizer=cells.OPTIMIZERS, m=16)
+  cell = cells.parse(arg, noise_percent=NOISE, optimizer=cells.OPTIMIZERS, m=16,
+                     variant="sam")
+  if cell.variant not in VARIANTS:
+    raise UsageError(f"Unknown SAM variant '{cell.variant}' in the cell '{arg}': choose one "
+                     f"of {', '.join(VARIANTS)}.")
   noise = int(cell.noise_percent)
   config = default.get_config()
   config.dataset = "digits"
@@ -37,6 +58,12 @@ def get_config(arg: str = "0,sam"):
   config.label_noise = noise / 100
   config.label_noise_seed = config.get_ref("seed")  # follows --config.seed
   config.sam.rho = cells.sam_rho(cell.optimizer, 0.05 if noise == 80 else 0.1)
+  variant = dict(VARIANTS[cell.variant])
+  if cell.optimizer == "sam":
+    config.sam.rho *= variant.pop("rho", 1.0)
+    if "gsam_rho_min" in variant:  # rho falls with the learning rate from 2 rho to rho
+      config.sam.rho, variant["gsam_rho_min"] = 2 * config.sam.rho, config.sam.rho
+    config.sam.update(variant)
   config.log_every_steps = 110
   config.evaluate_every = 20
   config.keep_checkpoints = 1

@@ -163,6 +163,13 @@ def record_start(config: ml_collections.ConfigDict, workdir: str, step: int,
                  dropped, step)
 
 
+def ascent_only(sam: ml_collections.ConfigDict) -> bool:
+  """Whether the clean gradient serves only to perturb (SAM, GCSAM, ESAM at every step),
+  not in the update too (GSAM, LookSAM, WSAM, skipped steps; Momentum-SAM has no ascent)."""
+  return (sam.rho > 0 and sam.variant in ("sam", "gcsam", "esam") and sam.every == 1
+          and sam.probability == 1)
+
+
 def train_step_options(config: ml_collections.ConfigDict, model: nn.Module) -> dict[str, Any]:
   """The loss and step options of `steps.train_step` that the config sets."""
   return dict(
@@ -171,10 +178,17 @@ def train_step_options(config: ml_collections.ConfigDict, model: nn.Module) -> d
       label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
       ema_warmup_steps=config.ema_warmup_steps, redraw_masks=config.sam.redraw_masks,
       replica_mapping="vmap" if config.sync_batch_norm else config.replica_mapping,
-      true_gradient_ascent=(config.sam.rho > 0 and config.sam.variant != "msam"
-                            and hasattr(model, "true_gradient")
-                            and config.sam.true_gradient_ascent),
+      true_gradient_ascent=(config.sam.true_gradient_ascent and hasattr(model, "true_gradient")
+                            and ascent_only(config.sam)),
       skip_nonfinite=config.nonfinite == "skip")
+
+
+def log_start(config: ml_collections.ConfigDict, run: SetUp, start_step: int) -> None:
+  logging.info("%s on %s: %d replicas of m=%d (%d devices x %d virtual), %d steps/epoch, "
+               "%d steps, starting at %d.", config.model_name, config.dataset,
+               run.layout.num_replicas, run.layout.examples_per_replica,
+               run.layout.num_devices, run.layout.virtual_replicas, run.steps_per_epoch,
+               run.total_steps, start_step)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: steps.TrainState,
@@ -191,23 +205,20 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
   param_norm = jax.jit(optax.tree_utils.tree_norm)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   start_step = int(state.step)
-  logging.info("%s on %s: %d replicas of m=%d (%d devices x %d virtual), %d steps/epoch, "
-               "%d steps, starting at %d.", config.model_name, config.dataset,
-               run.layout.num_replicas, run.layout.examples_per_replica,
-               run.layout.num_devices, run.layout.virtual_replicas, run.steps_per_epoch,
-               run.total_steps, start_step)
+  log_start(config, run, start_step)
   batches = pipeline.train_batches(
       run.info, run.data.train, run.process_batch, seed=config.seed,
       start_step=start_step, augmentation=run.augmentation, image_size=run.image_size,
       first_shard=run.data.shards.start, num_shards=run.data.num_shards,
       stop_step=run.total_steps)
-  rng = jax.random.key(config.seed)
+  rng, sam_schedule = jax.random.key(config.seed), optim.sam_schedule(config)
   last_save, pending, results = time.monotonic(), [], {}
   with console.progress(run.total_steps, run.steps_per_epoch, start_step,
                         enabled=jax.process_index() == 0) as progress:
     for step in range(start_step + 1, run.total_steps + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        state, metrics = train_step(state, replicas.shard_batch(next(batches), run.mesh), rng)
+        state, metrics = train_step(state, replicas.shard_batch(next(batches), run.mesh), rng,
+                                    sam_step=sam_schedule(step - 1))
       pending.append(metrics)
       progress.update(step)
       log_due = step % config.log_every_steps == 0 or step == run.total_steps

@@ -8,7 +8,7 @@ The chain, applied per replica, is (Foret et al. 2021, Algorithm 1 and the origi
 where sam(rho) is `config.sam.variant`, one of the SAM family (`family.py`).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
@@ -137,6 +137,19 @@ def sam_transformation(config: "ml_collections.ConfigDict", schedule: optax.Sche
   if s.every > 1 or s.probability < 1:
     tx = family.sometimes(tx, every=s.every, probability=s.probability, seed=config.seed)
   return tx
+
+
+def sam_schedule(config: "ml_collections.ConfigDict") -> Callable[[int], bool | None]:
+  """Update number t (0-based) -> whether its SAM pass runs, for the variants that skip it
+  on some steps (`steps.train_step`'s `sam_step`); None for the others. The training loop
+  decides on the host, so no convolution gradient sits in a `lax.cond` branch."""
+  s = config.sam
+  if s.variant == "looksam":
+    return lambda t: t % s.looksam_every == 0
+  if s.every > 1 or s.probability < 1:
+    return lambda t: bool(family.sam_step_due(t, every=s.every, probability=s.probability,
+                                              seed=config.seed))
+  return lambda t: None
 
 
 def final_learning_rate(config: "ml_collections.ConfigDict") -> float:

@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sam_jax.errors import UsageError
+from sam_jax.convolution import in_loop_body
 
 DEVICE_AXIS = "devices"
 VIRTUAL_AXIS = "virtual"
@@ -131,10 +132,13 @@ def one_replica_at_a_time(fn: Callable[..., Any], mapping: str = "loop") -> Call
   `VIRTUAL_AXIS` (e.g. BatchNorm synchronised across replicas): map those with plain
   vmap (`mapping="vmap"` returns `fn` unchanged).
 
-  mapping="loop" unrolls the V replicas (compile time grows with V; XLA may run them
-  side by side); "scan" runs them one after another in a `lax.map`, so only one
-  replica's activations are alive at a time: gradient accumulation over V micro-batches
-  of m examples, with each micro-batch its own SAM perturbation.
+  mapping="loop" unrolls the V replicas (compile time grows with V; XLA may keep all
+  their activations alive at once: XLA:CPU drops `lax.optimization_barrier`, so they
+  cannot be chained); "scan" runs them one after another in a `lax.map`, compiled once
+  whatever V, with one replica's activations alive at a time: gradient accumulation
+  over V micro-batches of m examples, each micro-batch its own SAM perturbation.
+  XLA:CPU runs convolution gradients slower in a loop body, less so with
+  `convolution.py`'s kernel gradient, used there.
   """
   if mapping not in MAPPINGS:
     raise ValueError(f"Unknown replica mapping {mapping!r}: use one of {MAPPINGS}.")
@@ -152,7 +156,10 @@ def one_replica_at_a_time(fn: Callable[..., Any], mapping: str = "loop") -> Call
   @one_by_one.def_vmap
   def rule(axis_size, in_batched, *args):
     if mapping == "scan":
-      out = jax.lax.map(lambda i: replica(i, args, in_batched), jax.numpy.arange(axis_size))
+      def body(i):
+        with in_loop_body():
+          return replica(i, args, in_batched)
+      out = jax.lax.map(body, jax.numpy.arange(axis_size))
     else:
       outs = [replica(i, args, in_batched) for i in range(axis_size)]
       out = jax.tree.map(lambda *xs: jax.numpy.stack(xs), *outs)

@@ -101,15 +101,18 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
                model: nn.Module, tx: optax.GradientTransformationExtraArgs,
                l2_weight_decay: float = 0.0, no_weight_decay_on_bn: bool = False,
                label_smoothing: float = 0.0, ema_decay: float = 0.0,
-               ema_warmup_steps: int = 0, redraw_masks: bool = False, replica_mapping: str = "loop",
-               true_gradient_ascent: bool = False,
-               skip_nonfinite: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+               ema_warmup_steps: int = 0, redraw_masks: bool = False,
+               replica_mapping: str = "loop",
+               true_gradient_ascent: bool = False, skip_nonfinite: bool = False,
+               sam_step: bool | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SAM step for one replica; call it through `replicas.map_replicas`.
 
   1. g = grad of this replica's loss (cross-entropy + optional 0.5 wd ||w||^2).
   2. `tx` (see `optim.create_optimizer`) perturbs w by eps(g), evaluates the same loss
      with the same dropout/shake randomness at w + eps, averages that gradient over all
-     replicas, clips it and updates w (not w + eps).
+     replicas, clips it and updates w (not w + eps). `tx.update` gets `grad_fn(p,
+     examples=None)` and, for ESAM's data selection, `example_losses` and
+     `example_losses_fn(p)`; a variant of the SAM family (`family`) uses what it needs.
   3. BatchNorm running statistics come from the clean pass only, averaged over the
      replicas (EMAs are linear, so this equals averaging them at evaluation time).
 
@@ -137,6 +140,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     skip_nonfinite: a step whose loss, gradient or update is NaN/Inf leaves the state
       as it was (parameters, statistics, optimizer and EMA; the step still counts), as
       `optax.apply_if_finite` does.
+    sam_step: for the variants that run the second pass on some steps only (SAM every
+      k, randomized SAM, LookSAM): True or False decides it at trace time (one program
+      of each kind, `make_train_step`); None leaves it to the variant's `lax.cond`.
 
   Returns:
     The new state and metrics averaged over replicas: `loss` and `error` at w (the
@@ -172,7 +178,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
   updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn,
                                  example_losses=example_losses,
-                                 example_losses_fn=example_losses_fn)
+                                 example_losses_fn=example_losses_fn, sam_step=sam_step)
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": jnp.mean(example_losses), "error": error_rate(logits, batch["label"]),
              "clean_grad_norm": optax.tree_utils.tree_norm(grads)}
@@ -229,9 +235,24 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs, mesh,
                     layout: replicas.Layout, **loss_kwargs):
-  """The jitted global train step: (state, global batch, rng) -> (state, metrics)."""
-  step = functools.partial(train_step, model=model, tx=tx, **loss_kwargs)
-  return replicas.map_replicas(step, mesh, layout.virtual_replicas, donate_state=True)
+  """The global train step: (state, global batch, rng, sam_step=None) -> (state, metrics).
+
+  One jitted program per value of `sam_step` (see `train_step`), compiled at first use.
+  """
+  programs = {}
+
+  def program(sam_step: bool | None = None):
+    if sam_step not in programs:
+      programs[sam_step] = replicas.map_replicas(
+          functools.partial(train_step, model=model, tx=tx, sam_step=sam_step, **loss_kwargs),
+          mesh, layout.virtual_replicas, donate_state=True)
+    return programs[sam_step]
+
+  def step(state, batch, rng, sam_step: bool | None = None):
+    return program(sam_step)(state, batch, rng)
+
+  step.program = program  # the jitted program of one kind (to lower, or to time)
+  return step
 
 
 def make_eval_step(model: nn.Module, mesh, label_smoothing: float = 0.0):

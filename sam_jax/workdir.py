@@ -23,7 +23,7 @@ BOOKKEEPING = frozenset({
     "data_dir", "log_every_steps", "evaluate_every", "eval_every_steps",
     "also_eval_on_training_set", "compute_top_5_error_rate", "save_progress_seconds",
     "keep_checkpoints", "additional_checkpoints_at_epochs", "nonfinite", "init_from",
-    "init_from_ema"})
+    "init_from_ema", "replica_mapping"})  # the same replicas, another schedule of work
 # ...and of those, the ones a finished run's results do not depend on.
 NOT_IN_RESULTS = BOOKKEEPING - {"evaluate_every", "eval_every_steps",
                                 "also_eval_on_training_set", "compute_top_5_error_rate"}

@@ -93,7 +93,8 @@ def train_and_analyse(run: dict, out: str, sharpness_m: list[int], lanczos_steps
 
 def summarise_run(run: dict, analysis: dict) -> dict:
   """The numbers the tables use, from one run's analysis.json."""
-  noise, optimizer, *m = run["cell"].split(",")
+  noise, optimizer, *rest = run["cell"].split(",")
+  m = [part for part in rest if "=" not in part]  # variant=NAME: scripts/compare_variants.py
   top = analysis["hessian"]["top_eigenvalues"]
   return {
       **run, "noise": int(noise), "optimizer": optimizer,

@@ -293,15 +293,17 @@ class CountingNet(nn.Module):
     return nn.Dense(10)(x.reshape(len(x), -1))
 
 
-@pytest.mark.parametrize("mapping", ["loop", "scan"])
+@pytest.mark.parametrize("mapping, decided", [("loop", "cond"), ("scan", "cond"),
+                                              ("loop", "host"), ("scan", "host")])
 @pytest.mark.parametrize("variant,options,sam_steps,passes", [
     ("looksam", dict(looksam_every=3), [0, 3], [4]),  # the SAM pass: 4 examples
     ("sam", dict(every=3), [2, 5], [4]),
     ("esam", dict(esam_beta=0.5, esam_gamma=0.5), range(6), [4, 2]),  # losses, 2 chosen
     ("msam", dict(rho=3.0), [], []),
 ])
-def test_cheap_steps_run_one_forward_backward_per_replica(mapping, variant, options, sam_steps,
-                                                          passes):
+def test_cheap_steps_run_one_forward_backward_per_replica(mapping, decided, variant, options,
+                                                          sam_steps, passes):
+  """Decided in the program (a lax.cond) or on the host (optim.sam_schedule, as the loop)."""
   model = CountingNet()
   config = tiny_config(learning_rate=0.1, num_epochs=1, sam=dict(variant=variant, **options))
   tx = optim.create_optimizer(config, 10, replicas.REPLICA_AXES)
@@ -315,7 +317,8 @@ def test_cheap_steps_run_one_forward_backward_per_replica(mapping, variant, opti
     SEEN.clear()
     batch = {"image": rng.standard_normal((8, 2, 2, 1), np.float32),
              "label": rng.integers(0, 10, 8).astype(np.int32)}
-    state, metrics = step(state, replicas.shard_batch(batch, mesh), jax.random.key(1))
+    sam_step = optim.sam_schedule(config)(t) if decided == "host" else None
+    state, metrics = step(state, replicas.shard_batch(batch, mesh), jax.random.key(1), sam_step)
     jax.block_until_ready(metrics)
     jax.effects_barrier()
     per_replica = [4] + (passes if t in sam_steps else [])

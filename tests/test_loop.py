@@ -23,17 +23,17 @@ def event_tags(workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, dataset, sync_batch_norm", [
-    ("WideResnet_ShakeShake_mini", "cifar10", False),
-    ("Pyramid_ShakeDrop_mini", "cifar100", False),
-    ("Resnet20", "svhn", False),
-    ("WideResnet10x1", "fashion_mnist", True),  # BatchNorm over all replicas
-])  # EfficientNet: test_pretrained's finetuning run
-def test_one_sam_epoch_of_each_family_on_each_small_dataset(name, dataset, sync_batch_norm,
+@pytest.mark.parametrize("name, dataset, sync_batch_norm, sam", [
+    ("WideResnet_ShakeShake_mini", "cifar10", False, dict(variant="gsam", gsam_rho_min=0.01)),
+    ("Pyramid_ShakeDrop_mini", "cifar100", False, dict(variant="looksam", looksam_every=2)),
+    ("Resnet20", "svhn", False, dict(variant="esam")),
+    ("WideResnet10x1", "fashion_mnist", True, dict(variant="msam")),  # BN over all replicas
+])  # EfficientNet: test_pretrained's finetuning run; other variants: test_train_binary
+def test_one_sam_epoch_of_each_family_on_each_small_dataset(name, dataset, sync_batch_norm, sam,
                                                           tmp_path):
   config = tiny_config(model_name=name, dataset=dataset, num_epochs=1,
                        batch_level_augmentations="cutout", compute_top_5_error_rate=True,
-                       sync_batch_norm=sync_batch_norm)
+                       sync_batch_norm=sync_batch_norm, sam=sam)
   with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES,
                               policy=tfds.testing.MockPolicy.USE_CODE):
     results = loop.train_and_evaluate(config, str(tmp_path))
@@ -42,10 +42,11 @@ def test_one_sam_epoch_of_each_family_on_each_small_dataset(name, dataset, sync_
   assert 0 <= results["test_error"] <= 1 and np.isfinite(results["test_loss"])
   assert results["test_top5_error"] <= results["test_error"]
   assert json.load(open(tmp_path / "results.json"))["steps"] == results["steps"]
-  assert json.load(open(tmp_path / "config.json"))["model_name"] == name
-  assert {"train_loss", "train_error", "train_perturbed_loss", "train_perturbed_error",
-          "test_loss", "test_error", "test_top5_error", "learning_rate", "grad_norm",
-          "clean_grad_norm", "param_norm"} <= event_tags(str(tmp_path))
+  assert json.load(open(tmp_path / "config.json"))["sam"]["variant"] == sam["variant"]
+  perturbed = {"train_perturbed_loss", "train_perturbed_error"}  # Momentum-SAM: one pass
+  assert {"train_loss", "train_error", "test_loss", "test_error", "test_top5_error",
+          "learning_rate", "grad_norm", "clean_grad_norm", "param_norm"} | (
+              set() if sam["variant"] == "msam" else perturbed) <= event_tags(str(tmp_path))
 
 
 @pytest.mark.slow

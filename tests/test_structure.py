@@ -61,7 +61,8 @@ def test_modules_are_small_and_keep_to_their_layer(path):
 
 @pytest.mark.slow
 def test_the_core_imports_neither_tensorflow_nor_the_training_extras():
-  core = "sam_jax, sam_jax.sam, sam_jax.replicas, sam_jax.steps, sam_jax.optim, sam_jax.models"
+  core = ("sam_jax, sam_jax.sam, sam_jax.family, sam_jax.replicas, sam_jax.steps, sam_jax.optim, "
+          "sam_jax.models")
   heavy = ("tensorflow", "tensorflow_datasets", "ml_collections", "orbax", "clu")
   done = finish(start_process([sys.executable, "-c", f"import sys, {core}; print(sorted(m for m "
                                f"in {heavy} if m in sys.modules))"]), timeout=120)

@@ -5,6 +5,7 @@ import re
 import shutil
 import sys
 
+import numpy as np
 import pytest
 from absl import flags
 
@@ -193,3 +194,23 @@ def test_a_stopped_run_is_one_line_and_exit_status_0(monkeypatch, capsys):
   finally:
     flags.FLAGS.unparse_flags()
   assert capsys.readouterr().err == f"sam_jax.train: {message}\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", [
+    ["--config.sam.variant=wsam"],
+    ["--config.sam.variant=gcsam", "--config.sam.every=2", "--config.sam.probability=0.5"],
+])
+def test_sam_variants_train_through_the_binary_on_the_digits(variant, tmp_path, capsys):
+  from sam_jax import events  # pylint: disable=import-outside-toplevel
+  try:
+    train.main(train.parse_flags(["train", *digits_args(
+        tmp_path, "--config.num_train_steps=4", "--config.log_every_steps=1", *variant)]))
+  finally:
+    flags.FLAGS.unparse_flags()
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["steps"] == 4 and results["test_examples"] == 360
+  assert json.loads((tmp_path / "config.json").read_text())["sam"]["variant"] == (
+      variant[0].split("=")[1])
+  losses = events.read_scalars(str(tmp_path))["train_perturbed_loss"]
+  assert sorted(losses) == [1, 2, 3, 4] and all(np.isfinite(list(losses.values())))

@@ -131,11 +131,12 @@ def test_group_mean_averages_consecutive_replicas_of_a_flattened_axis_tuple():
   np.testing.assert_allclose(plain, np.full(8, x.mean()))
 
 
-def test_replica_mappings_loop_scan_and_vmap_agree():
-  """The unrolled loop, the scan (gradient accumulation) and plain vmap: one step."""
+def test_replica_mappings_agree():
+  """The unrolled loop, the scan (gradient accumulation) and plain vmap: one step of 4
+  replicas of m = 4."""
   model, config, data = get_model(TINY_WRN, 10), make_config(), batches(1, seed=2, size=16)
   runs = {mapping: train(model, config, 1, 4, data, replica_mapping=mapping)[1:]
-          for mapping in ("loop", "scan", "vmap")}
+          for mapping in replicas.MAPPINGS}
   for mapping in ("scan", "vmap"):
     assert max_abs_diff(runs["loop"][0].params, runs[mapping][0].params) < 1e-5, mapping
     assert max_abs_diff(runs["loop"][0].batch_stats, runs[mapping][0].batch_stats) < 1e-5

@@ -22,6 +22,7 @@ from sam_jax.analysis import hessian, loss, plots, sharpness
 from sam_jax.data import pipeline
 from sam_jax.data.datasets import get_dataset_info
 from sam_jax.errors import UsageError
+from sam_jax.family import unperturbed
 
 
 def load_run(workdir: str, step: int | None = None, use_ema: bool = False):
@@ -41,8 +42,9 @@ def load_run(workdir: str, step: int | None = None, use_ema: bool = False):
   info = get_dataset_info(config.dataset)
   config.sync_batch_norm = False  # no cross-replica BatchNorm in the analyses
   model = experiment.build_model(config, info.num_classes)
-  variables = state["ema"] if use_ema else {"params": state["params"],
-                                            "batch_stats": state["batch_stats"]}
+  variables = state["ema"] if use_ema else {  # Momentum-SAM: without its perturbation
+      "params": unperturbed(state["params"], state["opt_state"]),
+      "batch_stats": state["batch_stats"]}
   if use_ema and not variables:
     raise UsageError(f"The run in {workdir} kept no EMA (ema_decay 0): drop --use_ema.")
   shape = experiment.image_shape(config, model, info)

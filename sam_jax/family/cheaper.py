@@ -11,6 +11,18 @@ import optax
 from sam_jax.family.common import FamilyState, combine, dot, gradient, init_state
 from sam_jax.sam import AxisName, GradFn, perturb
 
+
+def sam_step_due(count: int | jax.Array, *, every: int = 1, probability: float = 1.0,
+                 seed: int = 0) -> bool | jax.Array:
+  """Whether update number `count` (0-based) is a SAM step of `sometimes`: (count + 1) % every
+  == 0 and a Bernoulli(probability) draw from (seed, count). Works traced and on the host."""
+  due = (count + 1) % every == 0
+  if probability < 1.0:
+    draw = jax.random.uniform(jax.random.fold_in(jax.random.key(seed), count))
+    due = jnp.logical_and(due, draw < probability)
+  return due
+
+
 def sometimes(inner: optax.GradientTransformationExtraArgs, *, every: int = 1,
               probability: float = 1.0, seed: int = 0) -> optax.GradientTransformationExtraArgs:
   """Runs a SAM transformation on some steps only; the others pass the clean gradient on.
@@ -19,9 +31,14 @@ def sometimes(inner: optax.GradientTransformationExtraArgs, *, every: int = 1,
   `interval` (composer/algorithms/sam/sam.py:92); k = 1 is SAM at every step.
   `probability=p`: SAM with probability p at each step, a Bernoulli draw from
   (seed, t) that every replica shares: randomized SAM (RST, Zhao et al., AAAI 2023,
-  constant schedule p(t) = p). The skipped steps are plain steps of the base optimizer
-  on the clean gradient and do not compute the second pass: a `lax.cond` on a predicate
-  that is the same on every replica stays a branch under vmap and shard_map.
+  constant schedule p(t) = p). See `sam_step_due`. The skipped steps are plain steps of
+  the base optimizer on the clean gradient and do not compute the second pass: a
+  `lax.cond` on a predicate that is the same on every replica stays a branch under vmap
+  and shard_map. The extra argument `sam_step=True/False` (a Python bool) decides
+  instead, without a cond: XLA:CPU runs convolution gradients in a cond branch far
+  slower (see `convolution.py`), so the training loop compiles one program of
+  each kind and picks one per step. The inner state (and its aux, the loss at w + eps a
+  train step logs) keeps the last SAM step's.
   """
   if every < 1 or not 0.0 <= probability <= 1.0:
     raise ValueError(f"sometimes needs every >= 1 and probability in [0, 1], got {every}, "
@@ -30,15 +47,17 @@ def sometimes(inner: optax.GradientTransformationExtraArgs, *, every: int = 1,
   def init_fn(params):
     return (jnp.zeros([], jnp.int32), inner.init(params))
 
-  def update_fn(grads, state, params=None, **extra_args):
+  def update_fn(grads, state, params=None, *, sam_step: bool | None = None, **extra_args):
     count, inner_state = state
-    on = (count + 1) % every == 0
-    if probability < 1.0:
-      draw = jax.random.uniform(jax.random.fold_in(jax.random.key(seed), count))
-      on = on & (draw < probability)
-    updates, inner_state = jax.lax.cond(
-        on, lambda: inner.update(grads, inner_state, params, **extra_args),
-        lambda: (grads, inner_state))
+    def run():
+      return inner.update(grads, inner_state, params, **extra_args)
+    def skip():
+      return grads, inner_state
+    if sam_step is None:
+      updates, inner_state = jax.lax.cond(
+          sam_step_due(count, every=every, probability=probability, seed=seed), run, skip)
+    else:
+      updates, inner_state = run() if sam_step else skip()
     return updates, (count + 1, inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -69,7 +88,8 @@ def looksam(rho: float, *, every: int = 5, alpha: float = 0.7,
   optimizer/sam.py:825-836, takes them per tensor). With replicas, g_v is averaged over
   `axis_name` so that the state stays the same on every replica; each replica then adds
   it to its own g. k = 1 is SAM. Defaults k = 5, alpha = 0.7 (LookSAM-5; the paper also
-  runs k = 10). `perturb_kwargs` go to `sam.perturb` (ASAM, p).
+  runs k = 10). `perturb_kwargs` go to `sam.perturb` (ASAM, p). As in `sometimes`,
+  `sam_step=True/False` decides without a cond.
   """
   if every < 1:
     raise ValueError(f"LookSAM needs every >= 1, got {every}.")
@@ -78,7 +98,8 @@ def looksam(rho: float, *, every: int = 5, alpha: float = 0.7,
     count, aux = init_state(aux_init)
     return LookSamState(count, aux, jax.tree.map(jnp.zeros_like, params))
 
-  def update_fn(grads, state, params=None, *, grad_fn: GradFn, **extra_args):
+  def update_fn(grads, state, params=None, *, grad_fn: GradFn, sam_step: bool | None = None,
+                **extra_args):
     del extra_args
     def full():
       sam_grads, aux = gradient(grad_fn, perturb(params, grads, rho, eps=eps, **perturb_kwargs),
@@ -94,7 +115,10 @@ def looksam(rho: float, *, every: int = 5, alpha: float = 0.7,
           optax.tree_utils.tree_norm(state.orthogonal) + eps)
       return combine(1.0, grads, scale, state.orthogonal), state.aux, state.orthogonal
 
-    updates, aux, orthogonal = jax.lax.cond(state.count % every == 0, full, reuse)
+    if sam_step is None:
+      updates, aux, orthogonal = jax.lax.cond(state.count % every == 0, full, reuse)
+    else:  # decided by the caller, as `sometimes`
+      updates, aux, orthogonal = full() if sam_step else reuse()
     return updates, LookSamState(state.count + 1, aux, orthogonal)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

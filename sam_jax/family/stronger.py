@@ -9,6 +9,7 @@ import optax
 from sam_jax.family.common import FamilyState, Schedule, combine, dot, gradient, init_state
 from sam_jax.sam import AxisName, GradFn, perturb
 
+
 def rho_following(learning_rate: Schedule, rho_max: float, rho_min: float, lr_max: float,
                   lr_min: float) -> Schedule:
   """GSAM's radius tied to the learning rate (Zhuang et al. 2022, Algorithm 1):

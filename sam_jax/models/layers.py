@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sam_jax import convolution
+
 # Kaiming normal with fan_out (gain 2), the original's conv initialiser.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -22,7 +24,8 @@ def dense_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32)
 
 def conv(features: int, kernel: int, strides: int = 1, *, dtype: Any, **kwargs) -> nn.Conv:
   """A bias-free SAME conv with the Kaiming fan-out initialiser."""
-  kwargs = {"use_bias": False, "kernel_init": conv_init, "padding": "SAME", **kwargs}
+  kwargs = {"use_bias": False, "kernel_init": conv_init, "padding": "SAME",
+            "conv_general_dilated": convolution.conv_general_dilated, **kwargs}
   return nn.Conv(features, (kernel, kernel), (strides, strides), dtype=dtype, **kwargs)
 
 
