@@ -226,8 +226,18 @@ def test_digits_cells_follow_table4_and_share_their_noise_between_sgd_and_sam():
   config, workdir = parse_run(docstring_command("digits_sharpness")[:-1])
   assert workdir == "workdirs/digits_sharpness/40_sam" and config.label_noise == 0.4
   with pytest.raises(UsageError, match=re.escape(
-      "NOISE_PERCENT in 0|20|40|60|80, OPTIMIZER in sam|sgd and M an integer (default 16)")):
+      "NOISE_PERCENT in 0|20|40|60|80, OPTIMIZER in sam|sgd, M an integer (default 16) and "
+      "VARIANT a string (default sam)")):
     digits_sharpness.get_config("10,sam")
+  gsam = digits_sharpness.get_config("40,sam,variant=gsam").sam
+  assert (gsam.variant, gsam.rho, gsam.gsam_rho_min) == ("gsam", 0.2, 0.1)  # 2 rho -> rho
+  msam = digits_sharpness.get_config("0,sam,variant=msam").sam
+  assert msam.variant == "msam" and msam.rho == pytest.approx(1.5)  # the authors' 15x
+  assert digits_sharpness.get_config("0,sam,variant=every5").sam.every == 5
+  assert digits_sharpness.get_config("0,sgd,variant=looksam").sam.rho == 0.0  # sgd: no SAM
+  with pytest.raises(UsageError, match=r"^Unknown SAM variant 'asam' in the cell "
+                                       r"'0,sam,variant=asam': choose one of sam, gsam, "):
+    digits_sharpness.get_config("0,sam,variant=asam")
 
 
 def test_cells_are_positional_or_named_with_optional_typed_axes():

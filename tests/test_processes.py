@@ -126,7 +126,7 @@ batch = {"image": jax.ShapeDtypeStruct((256, 32, 32, 3), jnp.float32,
                                        sharding=replicas.batch_sharding(mesh)),
          "label": jax.ShapeDtypeStruct((256,), jnp.int32, sharding=replicas.batch_sharding(mesh))}
 step = steps.make_train_step(model, tx, mesh, layout)
-step.lower(state, batch, jax.random.key(1)).compile()
+step.program().lower(state, batch, jax.random.key(1)).compile()
 print(processes.describe(f"{layout.num_replicas} replicas, per device {layout.per_device_batch}"))
 """
 
