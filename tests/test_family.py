@@ -130,6 +130,43 @@ def test_looksam_reuses_the_orthogonal_part_between_sam_steps(setup):
   assert int(state[0].count) == STEPS
 
 
+def test_looksam_over_replicas_keeps_the_mean_gradients_orthogonal_part(setup):
+  """Two replicas (halves of each batch), each perturbing with its own g; g_v and ||g||
+  from the replica means, so that the mean update is the one-replica rule on them."""
+  w0, data = setup
+  alpha, k = 0.7, 2
+
+  def looksam64(t, w, x, y, memory):
+    halves = [(x[:6], y[:6]), (x[6:], y[6:])]
+    g = [mlp_grads64(w, *half) for half in halves]
+    mean_g = lin(0.5, g[0], 0.5, g[1])
+    if t % k == 0:
+      gs = [sam_gradient64(w, *half)[1] for half in halves]
+      mean_gs = lin(0.5, gs[0], 0.5, gs[1])
+      memory["gv"] = lin(1.0, mean_gs, -dot(mean_g, mean_gs) / dot(mean_g, mean_g), mean_g)
+      return mean_gs
+    return lin(1.0, mean_g, alpha * norm(mean_g) / norm(memory["gv"]), memory["gv"])
+
+  tx = optax.chain(family.looksam(RHO, every=k, alpha=alpha, axis_name="r"),
+                   sam_jax.cross_replica_mean("r"), optax.sgd(LR, momentum=MU))
+  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), w0)
+  state = tx.init(params)
+
+  def replica_step(params, state, x, y):
+    def grad_fn(p):
+      return jax.grad(lambda q: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+          jnp.tanh(x @ q["w1"] + q["b1"]) @ q["w2"] + q["b2"], y)))(p)
+    updates, state = tx.update(grad_fn(params), state, params, grad_fn=grad_fn)
+    return optax.apply_updates(params, updates), state
+
+  step = jax.jit(jax.vmap(replica_step, in_axes=(None, None, 0, 0), out_axes=None,
+                          axis_name="r"))
+  for x, y in data:
+    params, state = step(params, state, jnp.asarray(x, jnp.float32).reshape(2, 6, 5),
+                         jnp.asarray(y).reshape(2, 6))
+  assert max_abs_diff(params, oracle_run(looksam64, w0, data)) < 2e-5
+
+
 def test_sam_every_k_steps_is_composers_schedule(setup):
   w0, data = setup
 
