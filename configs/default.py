@@ -89,7 +89,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Shake models: ascent gradient with the same gates forward and backward (the original);
   # for SAM, GCSAM and ESAM at every step, where the clean gradient only perturbs.
   config.sam.true_gradient_ascent = True
-  # The SAM family (sam_jax/family.py): sam (SAM, or ASAM with adaptive), gsam, looksam,
+  # The SAM family (sam_jax/family/): sam (SAM, or ASAM with adaptive), gsam, looksam,
   # esam, gcsam, msam (Momentum-SAM: one pass; the authors use rho 3) or wsam.
   config.sam.variant = "sam"
   config.sam.every = 1  # SAM on every k-th step only, plain steps between (Composer's interval)
