@@ -126,6 +126,12 @@ def perturb(params: optax.Params, grads: optax.Updates, rho: float | jax.Array, 
   return jax.tree.map(lambda w, d: w + (rho * d).astype(w.dtype), params, direction)
 
 
+def strongly_typed(tree: Any) -> Any:
+  """`tree` as arrays of their own dtypes: a Python 0.0 would be weakly typed, while the aux
+  an update returns is not, so a jitted step would compile again at its second call."""
+  return jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), tree)
+
+
 class SamState(NamedTuple):
   """What `sam(..., aux_init=...)` keeps: the latest aux of `grad_fn` (e.g. the loss at w + eps)."""
   aux: Any
@@ -194,9 +200,7 @@ def sam(
     del params
     if aux_init is None:
       return optax.EmptyState()
-    # Strongly typed (a Python 0.0 would be weak): the aux the update returns has the same
-    # type, so a jitted step is compiled once, not again at its second call.
-    return SamState(jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), aux_init))
+    return SamState(strongly_typed(aux_init))
 
   def update_fn(grads, state, params=None, *, grad_fn: GradFn | None = None, **extra_args):
     del extra_args

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sam_jax.sam import GradFn
+from sam_jax.sam import GradFn, strongly_typed
 
 Schedule = Callable[[jax.Array], jax.Array]
 
@@ -19,9 +19,8 @@ class FamilyState(NamedTuple):
 
 
 def init_state(aux_init: Any) -> FamilyState:
-  """Count 0 and `aux_init`, strongly typed (a Python 0.0 is weak: the step would compile twice)."""
-  aux = None if aux_init is None else jax.tree.map(
-      lambda x: jnp.asarray(x, jnp.result_type(x)), aux_init)
+  """Count 0 and `aux_init` (`sam.strongly_typed`)."""
+  aux = None if aux_init is None else strongly_typed(aux_init)
   return FamilyState(jnp.zeros([], jnp.int32), aux)
 
 
