@@ -1,17 +1,19 @@
-"""A 2-D convolution whose kernel gradient is a canonical convolution, fast on XLA:CPU anywhere.
+"""A 2-D convolution whose gradients are canonical convolutions, fast on XLA:CPU anywhere.
 
-XLA:CPU runs the kernel-gradient convolution JAX derives (batch and feature dimensions
-swapped) about 40x slower inside a `lax.cond` branch or a loop body than at the top of a
-program (jax-ml/jax#12868): there its layouts cannot be chosen freely. LookSAM's and SAM
-every k's branches and the scan over virtual replicas (gradient accumulation) put the
-gradient passes there. Here the kernel gradient is written as an NHWC x HWIO -> NHWC
-convolution of transposed operands, which XLA:CPU runs at full speed in a loop body too
-(at the top of a program it is slower than XLA's own choice, so it is used only inside
-`in_loop_body()`, on CPU):
+XLA:CPU runs the convolutions JAX derives for a gradient (batch and feature dimensions
+swapped, kernels flipped) 25-40x slower inside a `lax.cond` branch or a loop body than
+at the top of a program (jax-ml/jax#12868): there their layouts cannot be chosen freely.
+LookSAM's and SAM every k's branches and the scan over virtual replicas (gradient
+accumulation) put the gradient passes there. Here the gradients are written as
+NHWC x HWIO -> NHWC convolutions of transposed operands, which XLA:CPU runs at full speed
+in a loop body too (at the top of a program they are slower than XLA's own choice, so
+they are used only inside `in_loop_body()`, on CPU):
 
     dW[a, b, i, o] = sum_{n, h, w} x_pad[n, s h + a, s w + b, i] dY[n, h, w, o]
                    = conv(lhs = x_pad as [i, H, W, n], rhs = dY as [h, w, n, o],
                           rhs dilation s)[i, a, b, o]
+    dX = conv(dY padded by (k - 1 - lo, k - 1 - hi), W flipped in space as [h, w, o, i])
+         (stride 1; strided convolutions keep JAX's input gradient)
 
 Anything else (groups, dilations, other layouts) is `lax.conv_general_dilated` itself.
 """
@@ -76,15 +78,27 @@ def _conv_fwd(x, w, strides, padding, precision, preferred_element_type):
 
 def _conv_bwd(strides, padding, precision, preferred_element_type, residuals, dy):
   x, w = residuals
-  dx, = jax.linear_transpose(
-      lambda x: _forward(x, w, strides, padding, precision, preferred_element_type),
-      x)(dy)
+  if strides == (1, 1):
+    dx = _input_gradient(dy.astype(x.dtype), w, padding, precision)
+  else:
+    dx, = jax.linear_transpose(
+        lambda x: _forward(x, w, strides, padding, precision, preferred_element_type),
+        x)(dy)
   padded = jnp.pad(x, ((0, 0), *(tuple(max(p, 0) for p in pair) for pair in padding), (0, 0)))
   dw = lax.conv_general_dilated(
       jnp.transpose(padded, (3, 1, 2, 0)), jnp.transpose(dy.astype(x.dtype), (1, 2, 0, 3)),
       (1, 1), "VALID", rhs_dilation=strides, dimension_numbers=NHWC, precision=precision)
   dw = jnp.transpose(dw[:, :w.shape[0], :w.shape[1], :], (1, 2, 0, 3))
   return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+def _input_gradient(dy, w, padding, precision):
+  """dx of a stride-1 convolution as a canonical NHWC x HWIO one: dy, padded by k - 1 - lo
+  before and k - 1 - hi after, correlated with the kernel flipped in space, I and O swapped."""
+  pads = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(w.shape[:2], padding)]
+  flipped = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
+  return lax.conv_general_dilated(dy, flipped, (1, 1), pads, dimension_numbers=NHWC,
+                                  precision=precision)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)

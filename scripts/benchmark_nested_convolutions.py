@@ -1,7 +1,7 @@
 """Times the gradient of a small conv net at the top of a program, in a `lax.cond` branch
 and in a `lax.map` (scan) body on this machine's JAX backend: what gradient accumulation
 and a compiled-in SAM schedule pay on XLA:CPU (jax-ml/jax#12868), with JAX's own
-convolution gradient and with `sam_jax.convolution`'s canonical kernel gradient.
+convolution gradient and with `sam_jax.convolution`'s canonical gradients.
 
     python scripts/benchmark_nested_convolutions.py --batch 32
 """
@@ -52,7 +52,7 @@ def main():
         "JAX's gradient at the top of the program")
   top = None  # JAX's gradient at the top of the program: the reference of every ratio
   for name, conv in (("JAX's gradient", lax.conv_general_dilated),
-                     ("canonical kernel gradient", convolution.conv_general_dilated)):
+                     ("canonical gradients", convolution.conv_general_dilated)):
     grad = jax.grad(lambda x, k: loss(x, k, conv), argnums=(0, 1))
     with convolution.in_loop_body():  # the canonical gradient applies only in there
       settings = {

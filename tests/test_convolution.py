@@ -1,4 +1,4 @@
-"""sam_jax/convolution.py: the canonical kernel gradient equals JAX's own, in every case."""
+"""sam_jax/convolution.py: the canonical gradients (input and kernel) equal JAX's own."""
 
 import jax
 import jax.numpy as jnp
