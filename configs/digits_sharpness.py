@@ -31,9 +31,13 @@ VARIANTS = {
     "sam": {},
     "gsam": dict(variant="gsam", gsam_alpha=0.01, gsam_rho_min=0.5),  # rho 2x -> 1x (ResNet)
     "looksam": dict(variant="looksam", looksam_every=5, looksam_alpha=0.7),
+    # alpha near SAM's own |g_v| / |g| on these runs (0.1-0.2): the 40% noise control
+    "looksam_alpha0.15": dict(variant="looksam", looksam_every=5, looksam_alpha=0.15),
     "every5": dict(every=5),
     "random": dict(probability=0.2),  # SAM on 20% of the steps: the cost of every5
     "esam": dict(variant="esam", esam_beta=0.5, esam_gamma=0.5),
+    "esam_swp": dict(variant="esam", esam_beta=0.5, esam_gamma=1.0),  # no data selection
+    "esam_sds": dict(variant="esam", esam_beta=1.0, esam_gamma=0.5),  # no weight sampling
     "gcsam": dict(variant="gcsam"),
     "msam": dict(variant="msam", rho=15.0),  # the authors' rho 3 where SAM's is 0.2
     "wsam": dict(variant="wsam", wsam_gamma=0.9),

@@ -87,7 +87,7 @@ def main(argv):
             f"test error {100 * result['test_error']:.2f}%, lambda_max {result['lambda_max']:.3g}",
             flush=True)
   command = "python scripts/compare_variants.py " + " ".join(sys.argv[1:])
-  text = (f"`{command.strip()}` (--jobs={options.jobs}); seeds {', '.join(options.seeds)}, mean ± "
+  text = (f"`{command.strip()}` ({options.jobs} at a time); seeds {', '.join(options.seeds)}, mean ± "
           "95% interval (Student t); accuracy on the clean test digits; lambda_max of the "
           "training loss's Hessian; training time per run.\n\n"
           + table(done, variants, sorted({r["noise"] for r in done})))

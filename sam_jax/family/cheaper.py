@@ -91,6 +91,9 @@ def looksam(rho: float, *, every: int = 5, alpha: float = 0.7,
   add alpha times a replica's (noisy, large) gradient norm to the mean gradient in a
   stale direction, which stalls training (measured on the digits with 8 replicas of 16).
   k = 1 is SAM. Defaults k = 5, alpha = 0.7 (LookSAM-5; the paper also runs k = 10).
+  alpha fixes the reused part's norm at alpha ||g||, where SAM's own g_v may be far
+  smaller (0.1-0.2 ||g|| on the digits): under 40% label noise alpha = 0.7 failed there
+  and 0.15 matched SAM (docs/digits_reproduction/variants.md).
   `perturb_kwargs` go to `sam.perturb` (ASAM, p). As in `sometimes`,
   `sam_step=True/False` decides without a cond.
   """
@@ -147,7 +150,9 @@ def esam(rho: float, *, beta: float = 0.5, gamma: float = 0.5, seed: int = 0,
   the k-th value keeps k - 1); the update gradient is the mean loss's gradient on them.
   The authors draw the mask one step ahead; here it is drawn in the step it is used.
   beta = gamma = 1 is SAM. Defaults beta = 0.5, gamma = 0.5 (run.sh: WRN-28-10, rho 0.1;
-  ResNet-18 uses beta 0.6).
+  ResNet-18 uses beta 0.6). Under 40% label noise the data selection failed on the
+  digits where a random choice of as many examples did not
+  (docs/digits_reproduction/variants.md).
 
   Needs `example_losses` (the clean per-example losses, [m]) and `example_losses_fn(p)`
   (the same at p) besides `grad_fn(p, examples=indices)`.
