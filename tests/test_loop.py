@@ -28,7 +28,7 @@ def event_tags(workdir):
     ("Pyramid_ShakeDrop_mini", "cifar100", False, dict(variant="looksam", looksam_every=2)),
     ("Resnet20", "svhn", False, dict(variant="esam")),
     ("WideResnet10x1", "fashion_mnist", True, dict(variant="msam")),  # BN over all replicas
-])  # EfficientNet: test_pretrained's finetuning run; other variants: test_train_binary
+])  # EfficientNet: test_pretrained's finetuning run; every variant: test_train_binary
 def test_one_sam_epoch_of_each_family_on_each_small_dataset(name, dataset, sync_batch_norm, sam,
                                                           tmp_path):
   config = tiny_config(model_name=name, dataset=dataset, num_epochs=1,

@@ -1,5 +1,6 @@
 """The training binary: flags, the exit-status contract, resume after SIGKILL, --helpfull."""
 
+import contextlib
 import json
 import re
 import shutil
@@ -7,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from absl import flags
 
 from conftest import ROOT, finish, parse_run, run_binary, start_process
@@ -196,21 +198,38 @@ def test_a_stopped_run_is_one_line_and_exit_status_0(monkeypatch, capsys):
   assert capsys.readouterr().err == f"sam_jax.train: {message}\n"
 
 
+VARIANTS = {  # each member of the SAM family as a user switches it on
+    "gsam": ["--config.sam.variant=gsam"],
+    "looksam": ["--config.sam.variant=looksam", "--config.sam.looksam_every=2"],
+    "esam": ["--config.sam.variant=esam"],
+    "gcsam": ["--config.sam.variant=gcsam", "--config.sam.every=2",  # a SGD step at 2
+              "--config.sam.probability=0.5"],
+    "msam": ["--config.sam.variant=msam"],
+    "wsam": ["--config.sam.variant=wsam"],
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", [
-    ["--config.sam.variant=wsam"],
-    ["--config.sam.variant=gcsam", "--config.sam.every=2", "--config.sam.probability=0.5"],
+@pytest.mark.parametrize("variant, dataset, test_examples", [
+    *((variant, "digits", 360) for variant in VARIANTS),  # on mock CIFAR, GSAM and LookSAM:
+    *((variant, "cifar10", 32) for variant in ("esam", "gcsam", "msam", "wsam")),  # test_loop
 ])
-def test_sam_variants_train_through_the_binary_on_the_digits(variant, tmp_path, capsys):
+def test_every_sam_variant_trains_through_the_binary(variant, dataset, test_examples, tmp_path):
   from sam_jax import events  # pylint: disable=import-outside-toplevel
+  argv = ["train", f"--config={ROOT}/configs/smoke.py", f"--workdir={tmp_path}",
+          f"--config.dataset={dataset}", "--config.num_train_steps=3",
+          "--config.log_every_steps=1", *VARIANTS[variant]]
   try:
-    train.main(train.parse_flags(["train", *digits_args(
-        tmp_path, "--config.num_train_steps=4", "--config.log_every_steps=1", *variant)]))
+    with (tfds.testing.mock_data(num_examples=test_examples,
+                                 policy=tfds.testing.MockPolicy.USE_CODE)
+          if dataset == "cifar10" else contextlib.nullcontext()):  # the digits are offline
+      train.main(train.parse_flags(argv))
   finally:
     flags.FLAGS.unparse_flags()
   results = json.loads((tmp_path / "results.json").read_text())
-  assert results["steps"] == 4 and results["test_examples"] == 360
-  assert json.loads((tmp_path / "config.json").read_text())["sam"]["variant"] == (
-      variant[0].split("=")[1])
-  losses = events.read_scalars(str(tmp_path))["train_perturbed_loss"]
-  assert sorted(losses) == [1, 2, 3, 4] and all(np.isfinite(list(losses.values())))
+  assert results["steps"] == 3 and results["test_examples"] == test_examples
+  assert json.loads((tmp_path / "config.json").read_text())["sam"]["variant"] == variant
+  scalars = events.read_scalars(str(tmp_path))
+  passes = scalars["train_loss" if variant == "msam" else "train_perturbed_loss"]
+  assert sorted(passes) == [1, 2, 3] and all(np.isfinite(list(passes.values())))
+  assert ("train_perturbed_loss" in scalars) == (variant != "msam")  # MSAM: one pass
