@@ -59,7 +59,8 @@ def table(runs: list[dict], variants: list[str], noise_levels: list[int]) -> str
     cells = []
     for noise in noise_levels:
       at = [r for r in group if r["noise"] == noise]
-      cells += [cell([100 - 100 * r["test_error"] for r in at]), cell([r["lambda_max"] for r in at])]
+      cells += [cell([100 - 100 * r["test_error"] for r in at]),
+                cell([r["lambda_max"] for r in at])]
     seconds = [r["seconds"]["train"] for r in group if r.get("seconds")]
     lines.append(f"| {variant} | " + " | ".join(cells) + f" | {cell(seconds, 1, 0)} |")
   return "\n".join(lines) + "\n"
@@ -87,8 +88,8 @@ def main(argv):
             f"test error {100 * result['test_error']:.2f}%, lambda_max {result['lambda_max']:.3g}",
             flush=True)
   command = "python scripts/compare_variants.py " + " ".join(sys.argv[1:])
-  text = (f"`{command.strip()}` ({options.jobs} at a time); seeds {', '.join(options.seeds)}, mean ± "
-          "95% interval (Student t); accuracy on the clean test digits; lambda_max of the "
+  text = (f"`{command.strip()}` ({options.jobs} at a time); seeds {', '.join(options.seeds)}, "
+          "mean ± 95% interval (Student t); accuracy on the clean test digits; lambda_max of the "
           "training loss's Hessian; training time per run.\n\n"
           + table(done, variants, sorted({r["noise"] for r in done})))
   with open(os.path.join(out, "variants.md"), "w") as f:
