@@ -28,6 +28,8 @@ def load_script(name):
 
 reproduce = load_script("reproduce_digits")
 reproduce_label_noise = load_script("reproduce_label_noise")  # defines no flags on import
+sys.modules["reproduce_digits"] = reproduce  # compare_variants imports it: one copy of its flags
+compare_variants = load_script("compare_variants")
 
 
 def analysis_cli(*args):
@@ -151,3 +153,22 @@ def test_the_label_noise_table_pairs_sam_with_sgd_by_seed():
   half = stats.t.ppf(0.975, 2) / np.sqrt(3)  # times the sample standard deviation
   assert line == (f"| 40 | 60.00 ± {2 * half:.2f} | 68.00 ± {np.std(sam, ddof=1) * half:.2f} "
                   f"| 8.00 ± {1 * half:.2f} | 1.00 ± 0.00 | 30.00 ± {10 * half:.2f} |")
+
+
+def test_the_variant_table_has_a_row_per_variant_with_intervals_over_seeds():
+  runs = compare_variants.run_list([0, 1, 2], ["0", "40"], ["sgd", "sam", "looksam"])
+  assert [(r["cell"], r["name"]) for r in runs[:3]] == [  # SGD and SAM: the reproduction's
+      ("0,sgd", "0_sgd_s0"), ("0,sam", "0_sam_s0"),
+      ("0,sam,variant=looksam", "0_looksam_s0")]
+  accuracy = {0: [99.0, 98.0, 94.0], 40: [60.0, 70.0, 80.0]}
+  done = [{**r, "noise": int(r["cell"].split(",")[0]), "lambda_max": 10.0 + r["seed"],
+           "test_error": 1 - accuracy[int(r["cell"].split(",")[0])][r["seed"]] / 100,
+           "seconds": {"train": 30.0 * (r["seed"] + 1)}} for r in runs]
+  lines = compare_variants.table(done, ["sgd", "sam", "looksam"], [0, 40]).splitlines()
+  assert lines[0] == ("| variant | 0% noise: accuracy % | lambda_max | 40% noise: accuracy % "
+                      "| lambda_max | training time (s) |") and len(lines) == 2 + 3
+  t = stats.t.ppf(0.975, 2) / np.sqrt(3)  # times the sample standard deviation
+  seconds = [30, 60, 90] * 2  # the time column pools both noise levels: 6 runs
+  time_half = stats.t.ppf(0.975, 5) * np.std(seconds, ddof=1) / np.sqrt(6)
+  assert lines[4] == (f"| looksam | 97.00 ± {np.std(accuracy[0], ddof=1) * t:.2f} | 11.00 ± "
+                      f"{t:.2f} | 70.00 ± {10 * t:.2f} | 11.00 ± {t:.2f} | 60 ± {time_half:.0f} |")
