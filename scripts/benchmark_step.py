@@ -1,7 +1,12 @@
 """Times the train step of SGD, SAM and each SAM variant, and of virtual replicas.
 
 Synthetic on-device batches (no TensorFlow needed), the real per-replica step. Prints
-one line per setting with the step time and images/s, then each step's ratio to SGD
+one line per setting with the step time, images/s, the compiled step's FLOPs (XLA's cost
+analysis; a mean over the block for the variants that skip passes), the FLOP/s achieved
+and their fraction of the device's peak, measured as the FLOP/s of a 2048 x 2048 matmul
+in the same dtype on the same device. With --torch (PyTorch installed), the same
+WideResNet's SGD and SAM steps in PyTorch (`torch_reference.py`) run in blocks
+alternating with ours, and the ratio is printed. Then each step's ratio to SGD
 (two forward-backward passes make 2.0 SAM's floor), the cost of virtual replicas over
 the same global batch without them, and gradient accumulation (virtual replicas run
 one after another by a scan) against the unrolled replicas, with the compiled step's
@@ -15,10 +20,12 @@ block's mean, the median over the blocks.
 
     python scripts/benchmark_step.py --model WideResnet16x4 --batch_size 128 --m 32
     python scripts/benchmark_step.py --only "SGD,LookSAM k=5"   # some rows only
+    python scripts/benchmark_step.py --only SGD,SAM --torch      # against PyTorch
 """
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
@@ -31,6 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default  # noqa: E402  (the checkout's configs/, by path)
 from sam_jax import optim, replicas, steps  # noqa: E402
 from sam_jax.models import get_model  # noqa: E402
+
+import torch_reference  # noqa: E402  (scripts/, beside this file)
 
 
 # name: (config.sam fields, virtual replicas of --m examples?, replica_mapping)
@@ -63,13 +72,37 @@ def parse_args():
   parser.add_argument("--block", type=int, default=5, help="steps per timed block")
   parser.add_argument("--blocks", type=int, default=3, help="timed blocks per setting")
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
+  parser.add_argument("--torch", action="store_true",
+                      help="also time the same WideResNet's SGD and SAM steps in PyTorch "
+                           "(optional dependency), blocks alternating with ours")
   parser.add_argument("--only", default=None,
                       help=f"comma-separated rows among: {', '.join(SETTINGS)}")
   return parser.parse_args()
 
 
-def time_setting(args, sam: dict, m: int | None, mapping: str) -> dict:
-  """Compiles the step for one setting and returns its median time per step over blocks."""
+def compiled_flops(compiled) -> float:
+  """FLOPs of one run of a compiled program, from XLA's cost analysis (nan if it has none)."""
+  costs = compiled.cost_analysis()
+  if isinstance(costs, (list, tuple)):  # one dict per program in older JAX
+    costs = costs[0] if costs else None
+  return float(costs.get("flops", float("nan"))) if costs else float("nan")
+
+
+def matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
+  """FLOP/s of an n x n matmul on the default device: the reference of `fraction of peak`."""
+  a = jnp.ones((n, n), jnp.dtype(dtype))
+  matmul = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(matmul(a))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(matmul(a))
+    times.append(time.perf_counter() - start)
+  return 2 * n**3 / statistics.median(times)
+
+
+def prepare_setting(args, sam: dict, m: int | None, mapping: str):
+  """Compiles the step for one setting: (facts, run_block), run_block() timing one block."""
   layout = replicas.make_layout(args.batch_size, m, args.devices)
   mesh = replicas.make_mesh(layout.num_devices)
   model = get_model(args.model, args.num_classes, dtype=jnp.dtype(args.dtype))
@@ -96,26 +129,61 @@ def time_setting(args, sam: dict, m: int | None, mapping: str) -> dict:
   compile_s = time.perf_counter() - start
   memory = max((c.memory_analysis() for c in compiled.values()),
                key=lambda m: m.temp_size_in_bytes if m else 0)
-  t = 0
-  for _ in range(args.warmup):
-    state, metrics = compiled[schedule(t)](state, batch, key)
-    t += 1
-  jax.block_until_ready(metrics)
-  times = []
-  for _ in range(args.blocks):
+  flops = statistics.mean(compiled_flops(compiled[schedule(t)]) for t in range(args.block))
+  carry = {"state": state, "t": 0}
+
+  def run(count):
+    state, t = carry["state"], carry["t"]
     start = time.perf_counter()
-    for _ in range(args.block):
+    for _ in range(count):
       state, metrics = compiled[schedule(t)](state, batch, key)
       t += 1
     jax.block_until_ready(metrics)
-    times.append((time.perf_counter() - start) / args.block)
+    carry.update(state=state, t=t)
+    return (time.perf_counter() - start) / count
+
+  run(args.warmup)
+  facts = dict(layout=layout, compile=compile_s, flops=flops,
+               temp_mb=memory.temp_size_in_bytes / 2**20 if memory else float("nan"),
+               peak_mb=(memory.argument_size_in_bytes + memory.output_size_in_bytes
+                        + memory.temp_size_in_bytes - memory.alias_size_in_bytes) / 2**20
+               if memory else float("nan"))
+  return facts, lambda: run(args.block)
+
+
+def torch_block(args, rho: float):
+  """run_block for the same WideResNet step in PyTorch, or None where it cannot run."""
+  match = re.fullmatch(r"WideResnet(\d+)x(\d+)", args.model)
+  if not (args.torch and match and torch_reference.available()) or args.dtype != "float32":
+    return None
+  step = torch_reference.make_step(int(match[1]), int(match[2]), args.num_classes,
+                                   args.batch_size, args.image_size, rho)
+  for _ in range(args.warmup):
+    step()
+
+  def run():
+    start = time.perf_counter()
+    for _ in range(args.block):
+      step()
+    return (time.perf_counter() - start) / args.block
+  return run
+
+
+def time_setting(args, name: str, peak: float) -> dict:
+  """One row: the step's median time over blocks (PyTorch's blocks alternating with ours)."""
+  sam, virtual, mapping = SETTINGS[name]
+  facts, run_block = prepare_setting(args, sam, args.m if virtual else None, mapping)
+  torch_run = torch_block(args, args.rho if name == "SAM" else 0.0) if name in (
+      "SGD", "SAM") else None
+  times, torch_times = [], []
+  for _ in range(args.blocks):
+    times.append(run_block())
+    if torch_run:
+      torch_times.append(torch_run())
   median = statistics.median(times)
-  return dict(layout=layout, median=median, compile=compile_s,
-              images_per_s=args.batch_size / median,
-              temp_mb=memory.temp_size_in_bytes / 2**20 if memory else float("nan"),
-              peak_mb=(memory.argument_size_in_bytes + memory.output_size_in_bytes
-                       + memory.temp_size_in_bytes - memory.alias_size_in_bytes) / 2**20
-              if memory else float("nan"))
+  return dict(facts, median=median, images_per_s=args.batch_size / median,
+              flops_per_s=facts["flops"] / median, fraction=facts["flops"] / median / peak,
+              torch=statistics.median(torch_times) if torch_times else None)
 
 
 def main():
@@ -127,17 +195,25 @@ def main():
   unknown = [name for name in names if name not in SETTINGS]
   if unknown:
     raise SystemExit(f"Unknown rows {unknown}: choose among {', '.join(SETTINGS)}.")
+  peak = matmul_peak(args.dtype)
+  print(f"peak: a 2048 x 2048 {args.dtype} matmul runs at {peak / 1e9:.1f} GFLOP/s on one "
+        "device (the fraction of peak below is against it)")
+  if args.torch and not torch_reference.available():
+    print("--torch: PyTorch is not installed (pip install torch): no PyTorch rows")
   results = {}
   for name in names:
-    sam, virtual, mapping = SETTINGS[name]
-    r = results[name] = time_setting(args, sam, args.m if virtual else None, mapping)
+    r = results[name] = time_setting(args, name, peak / jax.device_count())
     lay = r["layout"]
-    label = name
-    print(f"{label:<26} {lay.num_devices} dev x {lay.virtual_replicas} virtual x "
-          f"m={lay.examples_per_replica:<4} {1000 * r['median']:9.1f} ms/step  "
-          f"{r['images_per_s']:8.1f} images/s  {r['temp_mb']:7.1f} MiB working, "
-          f"{r['peak_mb']:7.1f} MiB peak memory  "
+    print(f"{name:<16} {lay.num_devices} dev x {lay.virtual_replicas} virtual x "
+          f"m={lay.examples_per_replica:<4} {1000 * r['median']:8.1f} ms/step "
+          f"{r['images_per_s']:7.1f} images/s  {r['flops'] / 1e9:7.1f} GFLOP "
+          f"{r['flops_per_s'] / 1e9:6.1f} GFLOP/s ({100 * r['fraction']:4.1f}% of peak)  "
+          f"{r['temp_mb']:6.1f} MiB working, {r['peak_mb']:6.1f} MiB peak  "
           f"(compile {r['compile']:.1f} s)", flush=True)
+    if r["torch"]:
+      print(f"{'  PyTorch ' + torch_version():<16} same step {1000 * r['torch']:8.1f} ms/step "
+            f"{args.batch_size / r['torch']:7.1f} images/s: ours / PyTorch's "
+            f"{r['median'] / r['torch']:.2f}", flush=True)
   if "SGD" in results:
     sgd = results["SGD"]["median"]
     print("step time / SGD's: " + ", ".join(
@@ -151,6 +227,12 @@ def main():
           f"against the unrolled replicas: time {scan['median'] / loop['median']:.2f}x, working "
           f"memory {scan['temp_mb'] / loop['temp_mb']:.2f}x, peak memory "
           f"{scan['peak_mb'] / loop['peak_mb']:.2f}x")
+
+
+def torch_version() -> str:
+  import torch  # pylint: disable=import-outside-toplevel
+  return torch.__version__.split("+")[0]
+
 
 if __name__ == "__main__":
   main()

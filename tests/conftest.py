@@ -6,6 +6,7 @@ that the subprocesses the tests start inherit it too.
 """
 
 import atexit
+import importlib.util
 import os
 import shutil
 import signal
@@ -63,6 +64,17 @@ def tiny_config(**fields):
   config = smoke.get_config()
   config.update(fields)
   return config
+
+
+def load_script(name: str):
+  """scripts/NAME.py as a module (scripts/ on sys.path, for the modules it imports)."""
+  scripts = os.path.join(ROOT, "scripts")
+  if scripts not in sys.path:
+    sys.path.append(scripts)
+  spec = importlib.util.spec_from_file_location(name, os.path.join(scripts, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def parse_run(argv: list[str]):

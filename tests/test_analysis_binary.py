@@ -1,8 +1,6 @@
 """python -m sam_jax.analysis on a trained workdir, and the digits reproduction's tables."""
 
-import importlib.util
 import json
-import os
 import sys
 
 import numpy as np
@@ -10,20 +8,13 @@ import pytest
 import tensorflow_datasets as tfds
 from scipy import stats
 
-from conftest import ROOT, finish, run_binary, start_process, tiny_config
+from conftest import finish, load_script, run_binary, start_process, tiny_config
 from sam_jax import events
 from sam_jax.analysis import intervals, report
 from sam_jax.data.datasets import get_dataset_info
 from sam_jax.errors import UsageError
 from sam_jax.models import get_model
 
-
-
-def load_script(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 reproduce = load_script("reproduce_digits")

@@ -1,0 +1,31 @@
+"""What scripts/benchmark_step.py measures: XLA's FLOP count, and PyTorch's reference model."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import load_script
+from sam_jax.models import get_model
+
+benchmark = load_script("benchmark_step")
+
+
+def test_the_flops_are_xlas_count_of_the_compiled_program():
+  a, b = jnp.ones((64, 32)), jnp.ones((32, 16))
+  compiled = jax.jit(lambda a, b: a @ b).lower(a, b).compile()
+  assert benchmark.compiled_flops(compiled) == 2 * 64 * 32 * 16  # a multiply and an add each
+
+
+def test_the_pytorch_reference_has_our_wide_resnets_parameter_shapes():
+  torch = pytest.importorskip("torch")  # optional: --torch says so when it is missing
+  step = benchmark.torch_reference.make_step(16, 2, 10, batch_size=4, image_size=32, rho=0.05)
+  params = next(c.cell_contents for c in step.__closure__ if isinstance(c.cell_contents, list))
+  before = [p.detach().clone() for p in params]
+  step()  # one SAM step moves every parameter that has a gradient
+  assert all(not torch.equal(p, q) for p, q in zip(params, before))
+  ours = jax.eval_shape(lambda: get_model("WideResnet16x2", 10).init(
+      jax.random.key(0), jnp.ones((1, 32, 32, 3))))["params"]
+  # HWIO kernels against OIHW weights, (in, out) against (out, in): compare the sizes.
+  assert sorted(np.prod(x.shape) for x in jax.tree.leaves(ours)) == sorted(
+      p.numel() for p in params)
