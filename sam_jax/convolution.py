@@ -12,8 +12,8 @@ they are used only inside `in_loop_body()`, on CPU):
     dW[a, b, i, o] = sum_{n, h, w} x_pad[n, s h + a, s w + b, i] dY[n, h, w, o]
                    = conv(lhs = x_pad as [i, H, W, n], rhs = dY as [h, w, n, o],
                           rhs dilation s)[i, a, b, o]
-    dX = conv(dY padded by (k - 1 - lo, k - 1 - hi), W flipped in space as [h, w, o, i])
-         (stride 1; strided convolutions keep JAX's input gradient)
+    dX = conv(dY dilated by s, padded by (k - 1 - lo, H - (h - 1) s + lo - 1),
+              W flipped in space as [h, w, o, i])   (H: x's height, h: dY's; the same across)
 
 Anything else (groups, dilations, other layouts) is `lax.conv_general_dilated` itself.
 """
@@ -78,12 +78,7 @@ def _conv_fwd(x, w, strides, padding, precision, preferred_element_type):
 
 def _conv_bwd(strides, padding, precision, preferred_element_type, residuals, dy):
   x, w = residuals
-  if strides == (1, 1):
-    dx = _input_gradient(dy.astype(x.dtype), w, padding, precision)
-  else:
-    dx, = jax.linear_transpose(
-        lambda x: _forward(x, w, strides, padding, precision, preferred_element_type),
-        x)(dy)
+  dx = _input_gradient(dy.astype(x.dtype), w, x.shape[1:3], strides, padding, precision)
   padded = jnp.pad(x, ((0, 0), *(tuple(max(p, 0) for p in pair) for pair in padding), (0, 0)))
   dw = lax.conv_general_dilated(
       jnp.transpose(padded, (3, 1, 2, 0)), jnp.transpose(dy.astype(x.dtype), (1, 2, 0, 3)),
@@ -92,13 +87,15 @@ def _conv_bwd(strides, padding, precision, preferred_element_type, residuals, dy
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
-def _input_gradient(dy, w, padding, precision):
-  """dx of a stride-1 convolution as a canonical NHWC x HWIO one: dy, padded by k - 1 - lo
-  before and k - 1 - hi after, correlated with the kernel flipped in space, I and O swapped."""
-  pads = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(w.shape[:2], padding)]
+def _input_gradient(dy, w, size, strides, padding, precision):
+  """dx as a canonical NHWC x HWIO convolution: dy dilated by the stride, padded by
+  k - 1 - lo before and whatever gives back the input's size after, correlated with the
+  kernel flipped in space, I and O swapped."""
+  pads = [(k - 1 - lo, n - (m - 1) * s + lo - 1)
+          for k, n, m, s, (lo, _) in zip(w.shape[:2], size, dy.shape[1:3], strides, padding)]
   flipped = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
-  return lax.conv_general_dilated(dy, flipped, (1, 1), pads, dimension_numbers=NHWC,
-                                  precision=precision)
+  return lax.conv_general_dilated(dy, flipped, (1, 1), pads, lhs_dilation=strides,
+                                  dimension_numbers=NHWC, precision=precision)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
