@@ -12,8 +12,8 @@ they are used only inside `in_loop_body()`, on CPU):
     dW[a, b, i, o] = sum_{n, h, w} x_pad[n, s h + a, s w + b, i] dY[n, h, w, o]
                    = conv(lhs = x_pad as [i, H, W, n], rhs = dY as [h, w, n, o],
                           rhs dilation s)[i, a, b, o]
-    dX = conv(dY dilated by s, padded by (k - 1 - lo, H - (h - 1) s + lo - 1),
-              W flipped in space as [h, w, o, i])   (H: x's height, h: dY's; the same across)
+    dX = conv(dY dilated by s, padded by (k - 1 - lo, H - (H' - 1) s + lo - 1),
+              W flipped in space as [kh, kw, o, i])      (H: x's height, H': dY's)
 
 Anything else (groups, dilations, other layouts) is `lax.conv_general_dilated` itself.
 """
