@@ -1,8 +1,8 @@
 """Times the train step of SGD, SAM and each SAM variant, and of virtual replicas.
 
 Synthetic on-device batches (no TensorFlow needed), the real per-replica step. Prints
-one line per setting with the step time, images/s, the compiled step's FLOPs (XLA's cost
-analysis; a mean over the block for the variants that skip passes), the FLOP/s achieved
+one line per setting with the step time, images/s, the compiled step's FLOPs per device
+(XLA's cost analysis; a mean over the block for the variants that skip passes), the FLOP/s achieved
 and their fraction of the device's peak, measured as the FLOP/s of a 2048 x 2048 matmul
 in the same dtype on the same device. With --torch (PyTorch installed), the same
 WideResNet's SGD and SAM steps in PyTorch (`torch_reference.py`) run in blocks
@@ -81,7 +81,8 @@ def parse_args():
 
 
 def compiled_flops(compiled) -> float:
-  """FLOPs of one run of a compiled program, from XLA's cost analysis (nan if it has none)."""
+  """FLOPs of one run of a compiled program on one device, from XLA's cost analysis (a
+  sharded program's per-device part; nan if it has none)."""
   costs = compiled.cost_analysis()
   if isinstance(costs, (list, tuple)):  # one dict per program in older JAX
     costs = costs[0] if costs else None
@@ -144,7 +145,8 @@ def prepare_setting(args, sam: dict, m: int | None, mapping: str):
     carry.update(state=state, t=t)
     return (time.perf_counter() - start) / count
 
-  run(args.warmup)
+  if args.warmup:
+    run(args.warmup)
   facts = dict(layout=layout, compile=compile_s, flops=flops,
                temp_mb=memory.temp_size_in_bytes / 2**20 if memory else float("nan"),
                peak_mb=(memory.argument_size_in_bytes + memory.output_size_in_bytes
@@ -205,11 +207,11 @@ def main():
     print("--torch: PyTorch is not installed (pip install torch): no PyTorch rows")
   results = {}
   for name in names:
-    r = results[name] = time_setting(args, name, peak / jax.device_count())
+    r = results[name] = time_setting(args, name, peak)
     lay = r["layout"]
     print(f"{name:<16} {lay.num_devices} dev x {lay.virtual_replicas} virtual x "
           f"m={lay.examples_per_replica:<4} {1000 * r['median']:8.1f} ms/step "
-          f"{r['images_per_s']:7.1f} images/s  {r['flops'] / 1e9:7.1f} GFLOP "
+          f"{r['images_per_s']:7.1f} images/s  {r['flops'] / 1e9:7.1f} GFLOP/device "
           f"{r['flops_per_s'] / 1e9:6.1f} GFLOP/s ({100 * r['fraction']:4.1f}% of peak)  "
           f"{r['temp_mb']:6.1f} MiB working, {r['peak_mb']:6.1f} MiB peak  "
           f"(compile {r['compile']:.1f} s)", flush=True)
