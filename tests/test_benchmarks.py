@@ -17,6 +17,7 @@ def test_the_flops_are_xlas_count_of_the_compiled_program():
   assert benchmark.compiled_flops(compiled) == 2 * 64 * 32 * 16  # a multiply and an add each
 
 
+@pytest.mark.slow  # imports PyTorch where it is installed
 def test_the_pytorch_reference_has_our_wide_resnets_parameter_shapes():
   torch = pytest.importorskip("torch")  # optional: --torch says so when it is missing
   step = benchmark.torch_reference.make_step(16, 2, 10, batch_size=4, image_size=32, rho=0.05)
