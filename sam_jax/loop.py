@@ -177,18 +177,19 @@ def train_step_options(config: ml_collections.ConfigDict, model: nn.Module) -> d
       no_weight_decay_on_bn=config.no_weight_decay_on_bn,
       label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
       ema_warmup_steps=config.ema_warmup_steps, redraw_masks=config.sam.redraw_masks,
-      replica_mapping="vmap" if config.sync_batch_norm else config.replica_mapping,
+      replica_mapping=experiment.replica_mapping(config),
       true_gradient_ascent=(config.sam.true_gradient_ascent and hasattr(model, "true_gradient")
                             and ascent_only(config.sam)),
       skip_nonfinite=config.nonfinite == "skip")
 
 
 def log_start(config: ml_collections.ConfigDict, run: SetUp, start_step: int) -> None:
-  logging.info("%s on %s: %d replicas of m=%d (%d devices x %d virtual), %d steps/epoch, "
-               "%d steps, starting at %d.", config.model_name, config.dataset,
-               run.layout.num_replicas, run.layout.examples_per_replica,
-               run.layout.num_devices, run.layout.virtual_replicas, run.steps_per_epoch,
-               run.total_steps, start_step)
+  logging.info("%s on %s in %s: %d replicas of m=%d (%d devices x %d virtual, %s), "
+               "%d steps/epoch, %d steps, starting at %d.", config.model_name, config.dataset,
+               experiment.compute_dtype(config).name, run.layout.num_replicas,
+               run.layout.examples_per_replica, run.layout.num_devices,
+               run.layout.virtual_replicas, experiment.replica_mapping(config),
+               run.steps_per_epoch, run.total_steps, start_step)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: steps.TrainState,
@@ -211,14 +212,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
       start_step=start_step, augmentation=run.augmentation, image_size=run.image_size,
       first_shard=run.data.shards.start, num_shards=run.data.num_shards,
       stop_step=run.total_steps)
+  batches = replicas.prefetch_to_devices(batches, run.mesh)
   rng, sam_schedule = jax.random.key(config.seed), optim.sam_schedule(config)
   last_save, pending, results = time.monotonic(), [], {}
   with console.progress(run.total_steps, run.steps_per_epoch, start_step,
                         enabled=jax.process_index() == 0) as progress:
     for step in range(start_step + 1, run.total_steps + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        state, metrics = train_step(state, replicas.shard_batch(next(batches), run.mesh), rng,
-                                    sam_step=sam_schedule(step - 1))
+        state, metrics = train_step(state, next(batches), rng, sam_step=sam_schedule(step - 1))
       pending.append(metrics)
       progress.update(step)
       log_due = step % config.log_every_steps == 0 or step == run.total_steps

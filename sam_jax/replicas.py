@@ -8,8 +8,10 @@ for one replica, with collectives over `REPLICA_AXES`, and means the same thing 
 every layout: replica r always gets examples [r*m, (r+1)*m) of the global batch.
 """
 
+import collections
 import dataclasses
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import jax
@@ -111,6 +113,22 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
   sharding = batch_sharding(mesh)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+def prefetch_to_devices(batches: Iterable[Any], mesh: Mesh, size: int = 2) -> Iterator[Any]:
+  """`shard_batch` of each batch, with `size` batches on the devices (2: double-buffered).
+
+  When the loop takes batch t, batch t + 1 is already placed: with the step dispatched
+  asynchronously, the host reads, augments and copies it while the devices run step t.
+  """
+  batches, ahead = iter(batches), collections.deque()
+
+  def place(count):
+    ahead.extend(shard_batch(batch, mesh) for batch in itertools.islice(batches, count))
+  place(size)
+  while ahead:
+    yield ahead.popleft()
+    place(1)
 
 
 def replica_index() -> jax.Array:

@@ -168,14 +168,17 @@ def repeated_points(workdir) -> dict[tuple[str, int], int]:
 
 def sigterm_at_call(monkeypatch, call: int) -> None:
   """Sends this process SIGTERM (a scheduler's preemption notice) from inside the loop, as
-  it places its `call`-th batch from now on the devices (that is, during a step)."""
-  from sam_jax import replicas  # pylint: disable=import-outside-toplevel
-  calls = []
-  shard_batch = replicas.shard_batch
+  it calls its `call`-th train step from now on (that is, during that step)."""
+  from sam_jax import steps  # pylint: disable=import-outside-toplevel
+  calls, make_train_step = [], steps.make_train_step
 
-  def shard_and_signal(batch, mesh):
-    calls.append(1)
-    if len(calls) == call:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return shard_batch(batch, mesh)
-  monkeypatch.setattr(replicas, "shard_batch", shard_and_signal)
+  def make_signalling_step(*args, **kwargs):
+    train_step = make_train_step(*args, **kwargs)
+
+    def step_and_signal(*step_args, **step_kwargs):
+      calls.append(1)
+      if len(calls) == call:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return train_step(*step_args, **step_kwargs)
+    return step_and_signal
+  monkeypatch.setattr(steps, "make_train_step", make_signalling_step)

@@ -227,6 +227,22 @@ def test_layout_arithmetic():
   assert replicas.make_layout(256, None, 8).examples_per_replica == 32  # original default
 
 
+def test_prefetch_places_the_next_batch_while_one_is_used_in_order():
+  mesh, pulled = replicas.make_mesh(4), []
+
+  def source():
+    for i in range(5):
+      pulled.append(i)
+      yield {"image": np.full((8, 2), i, np.float32)}
+
+  prefetched = replicas.prefetch_to_devices(source(), mesh)
+  first = next(prefetched)
+  assert pulled == [0, 1]  # the batch yielded and the next one, already on the devices
+  assert first["image"].sharding == replicas.batch_sharding(mesh)
+  rest = [int(batch["image"][0, 0]) for batch in prefetched]
+  assert int(first["image"][7, 1]) == 0 and rest == [1, 2, 3, 4]
+
+
 def test_eval_step_counts_only_unmasked_examples():
   model = get_model(TINY_WRN, 10)
   mesh = replicas.make_mesh(8)
