@@ -19,12 +19,15 @@ def get_config() -> ml_collections.ConfigDict:
   # Input side in pixels; unset: the model's resolution (EfficientNet), else the dataset's
   # (224 for the JPEG datasets).
   config.image_size = ml_collections.config_dict.placeholder(int)
-  config.dtype = "float32"  # computation dtype: float32 or bfloat16
+  # Computation dtype (parameters, BatchNorm statistics and the loss stay float32):
+  # float32, bfloat16, or auto: bfloat16 on GPU and TPU, float32 on CPU.
+  config.dtype = "auto"
   config.sync_batch_norm = False  # BatchNorm statistics over all replicas (maps them by vmap)
   # How a device runs its virtual replicas' gradient passes: "loop" (unrolled; fastest on
   # CPU), "scan" (one after another: gradient accumulation, one replica's activations in
-  # memory at a time, compiled once) or "vmap" (batched; grouped convolutions).
-  config.replica_mapping = "loop"
+  # memory at a time, compiled once), "vmap" (batched; grouped convolutions) or "auto":
+  # loop on CPU, vmap on GPU and TPU.
+  config.replica_mapping = "auto"
   config.num_epochs = 200  # the run's length, unless num_train_steps is set
   config.num_train_steps = ml_collections.config_dict.placeholder(int)  # unset: num_epochs
   config.batch_size = 128  # global batch, all replicas together

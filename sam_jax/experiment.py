@@ -29,7 +29,26 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Modul
     options["additional_skip_connections"] = True
   if config.freeze_batch_norm:
     options["frozen_batch_norm"] = True
-  return get_model(config.model_name, num_classes, dtype=jnp.dtype(config.dtype), **options)
+  return get_model(config.model_name, num_classes, dtype=compute_dtype(config), **options)
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
+  """config.dtype; "auto": bfloat16 on accelerators, float32 on CPU (whose bfloat16
+  convolutions are emulated, and slower)."""
+  if config.dtype == "auto":
+    return jnp.dtype(jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
+  return jnp.dtype(config.dtype)
+
+
+def replica_mapping(config: ml_collections.ConfigDict) -> str:
+  """How the virtual replicas' passes run (`replicas.MAPPINGS`). "auto": the unrolled
+  loop on CPU, where grouped convolutions are slow, and vmap on GPU and TPU, where they
+  are native. Synchronised BatchNorm needs all replicas at once: vmap."""
+  if config.sync_batch_norm:
+    return "vmap"
+  if config.replica_mapping == "auto":
+    return "loop" if jax.default_backend() == "cpu" else "vmap"
+  return config.replica_mapping
 
 
 def input_size(config: ml_collections.ConfigDict, model: nn.Module,

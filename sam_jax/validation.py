@@ -18,8 +18,8 @@ from sam_jax.errors import UsageError
 
 CHOICES = {
     "dataset": tuple(datasets.DATASETS),
-    "dtype": ("float32", "bfloat16"),
-    "replica_mapping": ("loop", "scan", "vmap"),  # replicas.MAPPINGS
+    "dtype": ("auto", "float32", "bfloat16"),
+    "replica_mapping": ("auto", "loop", "scan", "vmap"),  # "auto" and replicas.MAPPINGS
     "image_level_augmentations": ("none", "basic", "autoaugment", "aa-only", "randaugment"),
     "batch_level_augmentations": ("none", "cutout", "mixup", "mixcut"),
     "autoaugment_policy": (None, *policies.POLICIES),

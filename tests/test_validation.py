@@ -107,4 +107,21 @@ def test_options_of_one_sam_variant_are_refused_with_another():
 
 def test_replica_mappings_are_the_ones_replicas_knows():
   from sam_jax import replicas  # JAX: only here, validation itself must not load it
-  assert validation.CHOICES["replica_mapping"] == replicas.MAPPINGS
+  assert validation.CHOICES["replica_mapping"] == ("auto", *replicas.MAPPINGS)
+
+
+@pytest.mark.parametrize("backend, dtype, mapping", [
+    ("cpu", "float32", "loop"), ("gpu", "bfloat16", "vmap"), ("tpu", "bfloat16", "vmap")])
+def test_auto_dtype_and_mapping_follow_the_backend(monkeypatch, backend, dtype, mapping):
+  import jax  # pylint: disable=import-outside-toplevel
+  from sam_jax import experiment  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(jax, "default_backend", lambda: backend)
+  config = tiny_config()
+  assert (config.dtype, config.replica_mapping) == ("auto", "auto")
+  assert experiment.compute_dtype(config).name == dtype
+  assert experiment.replica_mapping(config) == mapping
+  config.dtype, config.replica_mapping = "float32", "scan"  # the switches back
+  assert experiment.compute_dtype(config).name == "float32"
+  assert experiment.replica_mapping(config) == "scan"
+  config.sync_batch_norm = True  # needs every replica at once
+  assert experiment.replica_mapping(config) == "vmap"

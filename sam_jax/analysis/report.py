@@ -41,6 +41,7 @@ def load_run(workdir: str, step: int | None = None, use_ema: bool = False):
   step, state = checkpoints.read(workdir, step)
   info = get_dataset_info(config.dataset)
   config.sync_batch_norm = False  # no cross-replica BatchNorm in the analyses
+  config.dtype = "float32"  # the loss surface in the precision its Hessian needs
   model = experiment.build_model(config, info.num_classes)
   variables = state["ema"] if use_ema else {  # Momentum-SAM: without its perturbation
       "params": unperturbed(state["params"], state["opt_state"]),
