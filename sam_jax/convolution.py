@@ -17,8 +17,9 @@ in a loop body too:
 On CPU, inside `in_loop_body()` both are used; at the top of a program the kernel
 gradient is XLA's own (faster there) and the input gradient is this one for strided
 convolutions only: JAX's multiplies a dY dilated by zeros, 1.5-2.2x slower on WRN-16-4's
-shapes (`scripts/benchmark_step.py`). Anything else (groups, dilations, other layouts,
-other backends) is `lax.conv_general_dilated` itself.
+shapes (`scripts/benchmark_step.py`). A kernel larger than the image is one matmul of the
+image's patches, everywhere on CPU (`_patches_conv`). Anything else (groups, dilations,
+other layouts, other backends) is `lax.conv_general_dilated` itself.
 """
 
 import contextlib
@@ -51,7 +52,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding
   """`lax.conv_general_dilated`, with the canonical gradients where they are faster."""
   in_loop_body_ = _IN_LOOP_BODY.get()
   plain = (jax.default_backend() != "cpu"
-           or not (in_loop_body_ or any(s != 1 for s in window_strides))
+           or not (in_loop_body_ or any(s != 1 for s in window_strides)
+                   or any(k > n for k, n in zip(rhs.shape[:2], lhs.shape[1:3])))
            or lhs.ndim != 4 or feature_group_count != 1 or batch_group_count != 1
            or any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
            or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
@@ -62,8 +64,29 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding
         feature_group_count, batch_group_count, precision, preferred_element_type)
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+  if any(k > n for k, n in zip(rhs.shape[:2], lhs.shape[1:3])):
+    return _patches_conv(lhs, rhs, tuple(window_strides), padding, precision,
+                         preferred_element_type)
   return _conv(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding), precision,
                preferred_element_type, in_loop_body_)
+
+
+def _patches_conv(x, w, strides, padding, precision, preferred_element_type):
+  """The convolution as one matmul of x's k*k shifted copies (its patches) by w.
+
+  For a kernel larger than the image (WRN-10-2's 3x3 convs on the 2x2 maps of 8x8 digits),
+  XLA:CPU swaps the operands' roles and runs 7-20x slower than this; its gradients are
+  the slices' and the matmul's.
+  """
+  padded = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), *((*p, 0) for p in padding),
+                                               (0, 0, 0)))
+  out = [(n - k) // s + 1 for n, k, s in zip(padded.shape[1:3], w.shape[:2], strides)]
+  patches = jnp.concatenate([
+      padded[:, a:a + (out[0] - 1) * strides[0] + 1:strides[0],
+             b:b + (out[1] - 1) * strides[1] + 1:strides[1]]
+      for a in range(w.shape[0]) for b in range(w.shape[1])], axis=-1)
+  return jnp.einsum("nhwk,ko->nhwo", patches, w.reshape(-1, w.shape[-1]),
+                    precision=precision, preferred_element_type=preferred_element_type)
 
 
 def _forward(x, w, strides, padding, precision, preferred_element_type):

@@ -1,4 +1,7 @@
-"""sam_jax/convolution.py: the canonical gradients (input and kernel) equal JAX's own."""
+"""sam_jax/convolution.py: the canonical gradients and the patches' matmul equal JAX's own;
+sam_jax/xla_cpu.py: the CPU flags."""
+
+import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +34,26 @@ def test_gradients_equal_lax_in_a_loop_body_and_outside(strides, padding, kernel
   assert "custom_vjp" in jaxpr  # the canonical gradients were used in a loop body
   top = str(jax.make_jaxpr(loss(convolution.conv_general_dilated))(x, w))
   assert ("custom_vjp" in top) == (strides != (1, 1))  # and outside, for strides only
+
+
+@pytest.mark.parametrize("strides, padding", [((1, 1), "SAME"), ((2, 1), ((1, 1), (2, 0)))])
+def test_kernels_larger_than_the_image_are_a_matmul_of_patches(strides, padding):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((3, 2, 2, 4)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((3, 3, 4, 5)), jnp.float32)
+
+  def loss(conv):
+    return lambda x, w: jnp.sum(jnp.sin(conv(x, w, strides, padding,
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+
+  expected = jax.value_and_grad(loss(lax.conv_general_dilated), (0, 1))(x, w)
+  for context in (contextlib.nullcontext, convolution.in_loop_body):
+    with context():
+      got = jax.value_and_grad(loss(convolution.conv_general_dilated), (0, 1))(x, w)
+      jaxpr = str(jax.make_jaxpr(loss(convolution.conv_general_dilated))(x, w))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert "conv_general_dilated" not in jaxpr and "dot_general" in jaxpr
 
 
 def test_grouped_convolutions_are_lax_itself():
