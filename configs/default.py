@@ -111,6 +111,8 @@ def get_config() -> ml_collections.ConfigDict:
   # == Run ==
   config.seed = 0  # parameters, data order, augmentations and dropout
   config.log_every_steps = 50  # train metrics to TensorBoard and the console
+  # > 0: a profile trace of this many steps, 10 steps in (sam_jax/profiling.py)
+  config.profile_steps = 0
   config.evaluate_every = 1  # evaluate every this many epochs, and at the end
   config.eval_every_steps = 0  # > 0: every this many steps instead (finetuning)
   config.also_eval_on_training_set = False  # train_eval_* metrics over the training split

@@ -29,7 +29,7 @@ from absl import logging
 from clu import metric_writers
 
 from sam_jax import (checkpoints, console, evaluation, events, experiment, optim, pretrained,
-                     processes, replicas, steps, validation)
+                     processes, profiling, replicas, steps, validation)
 from sam_jax import workdir as run_files
 from sam_jax.data import pipeline
 from sam_jax.data.augmentation import Augmentation
@@ -80,7 +80,7 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> SetUp:
                experiment.input_size(config, model, info), data,
                config.batch_size // jax.process_count(), steps_per_epoch,
                optim.total_steps(config, steps_per_epoch), tx,
-               optim.learning_rate_schedule(config, steps_per_epoch),
+               jax.jit(optim.learning_rate_schedule(config, steps_per_epoch)),  # compiled once
                replicas.replicate(state, mesh))
 
 
@@ -215,12 +215,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
   batches = replicas.prefetch_to_devices(batches, run.mesh)
   rng, sam_schedule = jax.random.key(config.seed), optim.sam_schedule(config)
   last_save, pending, results = time.monotonic(), [], {}
+  profiler = profiling.StepProfiler(workdir, start_step, config.profile_steps)
   with console.progress(run.total_steps, run.steps_per_epoch, start_step,
                         enabled=jax.process_index() == 0) as progress:
     for step in range(start_step + 1, run.total_steps + 1):
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         state, metrics = train_step(state, next(batches), rng, sam_step=sam_schedule(step - 1))
       pending.append(metrics)
+      profiler.after_step(step, state)
       progress.update(step)
       log_due = step % config.log_every_steps == 0 or step == run.total_steps
       eval_due = step == run.total_steps or evaluation.evaluation_due(
@@ -246,6 +248,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
         raise Stopped(f"stopped by {stop} at step {step} of {run.total_steps}, "
                       f"saved in {os.path.join(workdir, 'checkpoints')}; the same command "
                       "resumes from there.")
+  profiler.close(state)
   if not results:  # resumed after the last step: evaluate what was restored
     results = evaluation.evaluate_all(config, run, eval_step, state, int(state.step), writer)
   writer.flush()

@@ -86,6 +86,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sam.esam_gamma": (lambda g: 0 < g <= 1, "a fraction in (0, 1] (1: every example)"),
     "sam.wsam_gamma": (_below_one, "in [0, 1) (0.5: SAM)"),
     "log_every_steps": (_positive, "a positive number of steps"),
+    "profile_steps": (_at_least_zero, "a number of steps, >= 0 (0: no profile)"),
     "evaluate_every": (_positive, "a positive number of epochs"),
     "eval_every_steps": (_at_least_zero, "a number of steps, >= 0 (0: every evaluate_every "
                                          "epochs)"),

@@ -20,7 +20,7 @@ CONFIG, CHANGES, RESULTS = "config.json", "config_changes.json", "results.json"
 # Fields that change what is logged, saved or evaluated, or how a fault is met, but not
 # the weights a run trains: a resumed run may change them freely.
 BOOKKEEPING = frozenset({
-    "data_dir", "log_every_steps", "evaluate_every", "eval_every_steps",
+    "data_dir", "log_every_steps", "profile_steps", "evaluate_every", "eval_every_steps",
     "also_eval_on_training_set", "compute_top_5_error_rate", "save_progress_seconds",
     "keep_checkpoints", "additional_checkpoints_at_epochs", "nonfinite", "init_from",
     "init_from_ema", "replica_mapping"})  # the same replicas, another schedule of work

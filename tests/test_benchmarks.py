@@ -1,4 +1,5 @@
-"""What scripts/benchmark_step.py measures: XLA's FLOP count, and PyTorch's reference model."""
+"""What the speed scripts measure: benchmark_step.py's FLOP count and PyTorch reference
+model, and trace_gaps.py's reading of a `config.profile_steps` trace."""
 
 import jax
 import jax.numpy as jnp
@@ -6,9 +7,11 @@ import numpy as np
 import pytest
 
 from conftest import load_script
+from sam_jax import profiling
 from sam_jax.models import get_model
 
 benchmark = load_script("benchmark_step")
+trace_gaps = load_script("trace_gaps")
 
 
 def test_the_flops_are_xlas_count_of_the_compiled_program():
@@ -30,3 +33,17 @@ def test_the_pytorch_reference_has_our_wide_resnets_parameter_shapes():
   # HWIO kernels against OIHW weights, (in, out) against (out, in): compare the sizes.
   assert sorted(np.prod(x.shape) for x in jax.tree.leaves(ours)) == sorted(
       p.numel() for p in params)
+
+
+def test_the_profiler_traces_the_asked_steps_and_trace_gaps_finds_them(tmp_path, capsys):
+  step = jax.jit(lambda x: jnp.tanh(x @ x))
+  state, profiler = jnp.eye(256), profiling.StepProfiler(str(tmp_path), 0, num_steps=4)
+  for t in range(1, 20):
+    state = step(state)
+    profiler.after_step(t, state)
+  profiler.close(state)  # already closed at step 14: nothing happens
+  trace_gaps.main_with([str(tmp_path)])
+  out = capsys.readouterr().out
+  assert ": 4 executions" in out and "% idle" in out  # steps 11-14, one program each
+  with pytest.raises(SystemExit, match="--config.profile_steps=N first"):
+    trace_gaps.main_with([str(tmp_path / "none")])
