@@ -44,6 +44,7 @@ EDGES = {
     "sam.esam_gamma": (1.5, 1.0),
     "sam.wsam_gamma": (1.0, 0.0),
     "log_every_steps": (0, 1),
+    "profile_steps": (-1, 0),
     "evaluate_every": (0, 1),
     "eval_every_steps": (-1, 0),
     "save_progress_seconds": (-1, 0),
