@@ -51,10 +51,10 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding
                          precision: Any = None, preferred_element_type: Any = None) -> jax.Array:
   """`lax.conv_general_dilated`, with the canonical gradients where they are faster."""
   in_loop_body_ = _IN_LOOP_BODY.get()
-  plain = (jax.default_backend() != "cpu"
-           or not (in_loop_body_ or any(s != 1 for s in window_strides)
-                   or any(k > n for k, n in zip(rhs.shape[:2], lhs.shape[1:3])))
-           or lhs.ndim != 4 or feature_group_count != 1 or batch_group_count != 1
+  kernel_larger = any(k > n for k, n in zip(rhs.shape[:2], lhs.shape[1:3]))
+  ours = in_loop_body_ or kernel_larger or any(s != 1 for s in window_strides)
+  plain = (not ours or jax.default_backend() != "cpu" or lhs.ndim != 4
+           or feature_group_count != 1 or batch_group_count != 1
            or any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
            or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
            != lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC))
@@ -64,7 +64,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding
         feature_group_count, batch_group_count, precision, preferred_element_type)
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-  if any(k > n for k, n in zip(rhs.shape[:2], lhs.shape[1:3])):
+  if kernel_larger:
     return _patches_conv(lhs, rhs, tuple(window_strides), padding, precision,
                          preferred_element_type)
   return _conv(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding), precision,
