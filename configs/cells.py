@@ -52,9 +52,11 @@ _KINDS = {int: "an integer", float: "a number", str: "a string"}
 
 
 def _choices(axes: dict[str, Any]) -> str:
-  parts = [f"{name.upper()} in {'|'.join(spec)}" if isinstance(spec, tuple)
-           else f"{name.upper()} {_KINDS.get(type(spec), 'a value')} (default {spec})"
-           for name, spec in axes.items()]
+  parts = [
+      f"{name.upper()} in {'|'.join(spec)}" if isinstance(spec, tuple) else
+      f"{name.upper()} {_KINDS.get(type(spec), 'a value')} (default {spec})"
+      for name, spec in axes.items()
+  ]
   return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
 
 

@@ -1,6 +1,7 @@
 """Demo: a small WideResNet trained with SAM on the offline UCI digits (no download).
 
-    bash scripts/demo.sh        # = python -m sam_jax.train --config=configs/digits_demo.py --workdir=workdirs/digits_demo
+    bash scripts/demo.sh
+    # = python -m sam_jax.train --config=configs/digits_demo.py --workdir=workdirs/digits_demo
 
 Expected: test error below 3% (at least 97% accuracy) on the 360 held-out digits,
 in a few minutes on a 2-core CPU.

@@ -45,8 +45,7 @@ VARIANTS = {
 
 
 def get_config(arg: str = "0,sam"):
-  cell = cells.parse(arg, noise_percent=NOISE, optimizer=cells.OPTIMIZERS, m=16,
-                     variant="sam")
+  cell = cells.parse(arg, noise_percent=NOISE, optimizer=cells.OPTIMIZERS, m=16, variant="sam")
   if cell.variant not in VARIANTS:
     raise UsageError(f"Unknown SAM variant '{cell.variant}' in the cell '{arg}': choose one "
                      f"of {', '.join(VARIANTS)}.")

@@ -19,15 +19,23 @@ import ml_collections
 from configs import cells, default
 
 # Cell name -> (image_level_augmentations, batch_level_augmentations).
-AUGMENTATIONS = {"basic": ("basic", "none"), "cutout": ("basic", "cutout"),
-                 "aa": ("autoaugment", "cutout")}
+AUGMENTATIONS = {
+    "basic": ("basic", "none"),
+    "cutout": ("basic", "cutout"),
+    "aa": ("autoaugment", "cutout")
+}
 
 
-def cell_config(arg: str, *, model_name: str, num_epochs: int,
-                learning_rate: float | Mapping[str, float], weight_decay: float,
-                rho: Mapping[str, float],
-                augmentations: Mapping[str, tuple[str, str]] = AUGMENTATIONS,
-                ) -> ml_collections.ConfigDict:
+def cell_config(
+    arg: str,
+    *,
+    model_name: str,
+    num_epochs: int,
+    learning_rate: float | Mapping[str, float],
+    weight_decay: float,
+    rho: Mapping[str, float],
+    augmentations: Mapping[str, tuple[str, str]] = AUGMENTATIONS,
+) -> ml_collections.ConfigDict:
   """The config of one DATASET,AUGMENTATION,OPTIMIZER cell; `rho` (and a dict
   `learning_rate`) map each dataset of the table to its value."""
   cell = cells.parse(arg, dataset=tuple(rho), augmentation=tuple(augmentations),
@@ -40,8 +48,8 @@ def cell_config(arg: str, *, model_name: str, num_epochs: int,
   config.sam.m = 32  # 256 over 8 GPUs; kept on any hardware by virtual replicas
   config.image_level_augmentations, config.batch_level_augmentations = (
       augmentations[cell.augmentation])
-  config.learning_rate = (learning_rate[cell.dataset] if isinstance(learning_rate, Mapping)
-                          else learning_rate)
+  config.learning_rate = (
+      learning_rate[cell.dataset] if isinstance(learning_rate, Mapping) else learning_rate)
   config.weight_decay = weight_decay
   config.autoaugment_faithful = True  # the original's AutoAugment (data/policies.py)
   # The original drew every Bernoulli mask (ShakeDrop gates, dropout) anew in each SAM

@@ -5,8 +5,8 @@ code's setting); Table 6: lr 0.02 on CIFAR-10 and 0.05 on CIFAR-100, weight deca
 rho 0.05; the rest as in `configs/paper.py` (batch 256, m = 32). The ascent gradient
 uses the same ShakeDrop coefficients forward and backward, and the SAM pass draws new
 ShakeDrop gates (the uniform coefficients shared), as the original did
-(`sam.redraw_masks`, set by `configs/paper.py`; see `sam_jax/models/layers.py`). Pick the cell after the
-colon, DATASET,AUGMENTATION,OPTIMIZER:
+(`sam.redraw_masks`, set by `configs/paper.py`; see `sam_jax/models/layers.py`). Pick the
+cell after the colon, DATASET,AUGMENTATION,OPTIMIZER:
 
     python -m sam_jax.train --config=configs/table1_pyramid_shakedrop.py:cifar100,cutout,sam \\
         --workdir=workdirs/pyramid_shakedrop/cifar100_cutout_sam
@@ -30,7 +30,7 @@ from configs import paper
 
 
 def get_config(cell: str = "cifar10,basic,sam"):
-  config = paper.cell_config(cell, model_name="Pyramid_ShakeDrop", num_epochs=1800,
-                             learning_rate={"cifar10": 0.02, "cifar100": 0.05},
-                             weight_decay=5e-4, rho={"cifar10": 0.05, "cifar100": 0.05})
-  return config
+  learning_rate = {"cifar10": 0.02, "cifar100": 0.05}
+  rho = {"cifar10": 0.05, "cifar100": 0.05}
+  return paper.cell_config(cell, model_name="Pyramid_ShakeDrop", num_epochs=1800,
+                           learning_rate=learning_rate, weight_decay=5e-4, rho=rho)

@@ -28,6 +28,8 @@ from configs import paper
 
 
 def get_config(cell: str = "cifar10,basic,sam"):
-  return paper.cell_config(cell, model_name="Pyramid_vanilla", num_epochs=1800,
-                           learning_rate=0.05, weight_decay=5e-4,
-                           rho={"cifar10": 0.05, "cifar100": 0.2})
+  return paper.cell_config(cell, model_name="Pyramid_vanilla", num_epochs=1800, learning_rate=0.05,
+                           weight_decay=5e-4, rho={
+                               "cifar10": 0.05,
+                               "cifar100": 0.2
+                           })

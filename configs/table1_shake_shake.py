@@ -30,5 +30,7 @@ from configs import paper
 
 def get_config(cell: str = "cifar10,basic,sam"):
   return paper.cell_config(cell, model_name="WideResnet28x6_ShakeShake", num_epochs=1800,
-                           learning_rate=0.02, weight_decay=1e-3,
-                           rho={"cifar10": 0.02, "cifar100": 0.05})
+                           learning_rate=0.02, weight_decay=1e-3, rho={
+                               "cifar10": 0.02,
+                               "cifar100": 0.05
+                           })

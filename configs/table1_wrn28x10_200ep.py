@@ -26,6 +26,8 @@ from configs import paper
 
 
 def get_config(cell: str = "cifar10,basic,sam"):
-  return paper.cell_config(cell, model_name="WideResnet28x10", num_epochs=200,
-                           learning_rate=0.1, weight_decay=5e-4,
-                           rho={"cifar10": 0.05, "cifar100": 0.1})
+  return paper.cell_config(cell, model_name="WideResnet28x10", num_epochs=200, learning_rate=0.1,
+                           weight_decay=5e-4, rho={
+                               "cifar10": 0.05,
+                               "cifar100": 0.1
+                           })

@@ -46,8 +46,8 @@ import ml_collections
 from configs import cells, default
 
 MODELS = {"b7": "efficientnet-b7", "l2": "efficientnet-l2-475"}
-DATASETS = ("cifar10", "cifar100", "oxford_flowers102", "oxford_iiit_pet", "cars196",
-            "food101", "caltech_birds2011", "imagenet")
+DATASETS = ("cifar10", "cifar100", "oxford_flowers102", "oxford_iiit_pet", "cars196", "food101",
+            "caltech_birds2011", "imagenet")
 
 
 def get_config(arg: str = "b7,cifar10,sam") -> ml_collections.ConfigDict:

@@ -30,8 +30,7 @@ def get_config(cell: str = "svhn,basic,sam"):
   augmentations = {"basic": ("basic", "none"), "cutout": ("basic", "cutout")}
   if dataset == "svhn":
     augmentations = {"basic": ("basic", "none"), "aa": ("aa-only", "cutout")}
-  config = paper.cell_config(cell, model_name="WideResnet28x10", num_epochs=200,
-                             learning_rate=0.1 if dataset == "fashion_mnist" else 0.01,
-                             weight_decay=5e-4, rho={"svhn": 0.01, "fashion_mnist": 0.05},
-                             augmentations=augmentations)
-  return config
+  rho = {"svhn": 0.01, "fashion_mnist": 0.05}
+  return paper.cell_config(cell, model_name="WideResnet28x10", num_epochs=200,
+                           learning_rate=0.1 if dataset == "fashion_mnist" else 0.01,
+                           weight_decay=5e-4, rho=rho, augmentations=augmentations)

@@ -79,8 +79,8 @@ def _storage_faults(manager: ocp.CheckpointManager, step: int | None):
     if fault is None:
       raise
     last = [s for s in manager.all_steps() if step is None or s < step]
-    kept = (f"the last complete one, step {max(last)}, is intact" if last
-            else "none was complete before")
+    kept = (f"the last complete one, step {max(last)}, is intact"
+            if last else "none was complete before")
     raise UsageError(f"Could not write a checkpoint in {manager.directory} ({fault}); {kept}: "
                      "make room there and run the same command to resume.") from e
 
@@ -89,13 +89,19 @@ def shape_mismatches(saved: Any, wanted: Any) -> list[str]:
   """Names (and shapes) of arrays that are missing, unexpected or of another shape."""
   def shapes(tree):
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-                     for k in path): tuple(leaf.shape) for path, leaf in leaves}
+    return {
+        "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                 for k in path): tuple(leaf.shape)
+        for path, leaf in leaves
+    }
+
   saved, wanted = shapes(saved), shapes(wanted)
   problems = [f"{name} missing" for name in wanted.keys() - saved.keys()]
   problems += [f"{name} unexpected" for name in saved.keys() - wanted.keys()]
-  problems += [f"{name} saved {saved[name]} vs model {wanted[name]}"
-               for name in wanted.keys() & saved.keys() if saved[name] != wanted[name]]
+  problems += [
+      f"{name} saved {saved[name]} vs model {wanted[name]}" for name in wanted.keys()
+      & saved.keys() if saved[name] != wanted[name]
+  ]
   return sorted(problems)
 
 
@@ -156,8 +162,9 @@ def _set_aside(manager: ocp.CheckpointManager, step: int, error: Exception) -> s
     multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
   manager.reload()
   reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-  logging.warning("The checkpoint at step %d in %s cannot be read (%s): moved to %s; trying "
-                  "the one before.", step, manager.directory, reason, aside)
+  logging.warning(
+      "The checkpoint at step %d in %s cannot be read (%s): moved to %s; trying "
+      "the one before.", step, manager.directory, reason, aside)
   return str(aside)
 
 

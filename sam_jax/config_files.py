@@ -54,9 +54,11 @@ def field_help(schema_path: str) -> dict[str, str]:
   with open(schema_path, encoding="utf-8") as f:
     source = f.read()
   lines = source.splitlines()
-  comments = {token.start[0]: token.string.lstrip("#").strip()
-              for token in tokenize.generate_tokens(io.StringIO(source).readline)
-              if token.type == tokenize.COMMENT and "==" not in token.string}  # not headings
+  comments = {
+      token.start[0]: token.string.lstrip("#").strip()
+      for token in tokenize.generate_tokens(io.StringIO(source).readline)
+      if token.type == tokenize.COMMENT and "==" not in token.string
+  }  # not headings
   helps = {}
   for number, line in enumerate(lines, start=1):
     if match := _FIELD.match(line):
@@ -83,5 +85,4 @@ def describe(config: ml_collections.ConfigDict, helps: dict[str, str]) -> str:
   """One paragraph per field: `--config.NAME (TYPE, default VALUE): help`."""
   return "\n\n".join(
       f"--config.{name} ({field_type}, default {value!r}){': ' if helps.get(name) else ''}"
-      f"{helps.get(name, '')}"
-      for name, field_type, value in _fields(config))
+      f"{helps.get(name, '')}" for name, field_type, value in _fields(config))

@@ -31,7 +31,6 @@ _NATIVE_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLo
 
 class QuietFilter(python_logging.Filter):
   """INFO and below from sam_jax only; warnings and errors from everyone."""
-
   def filter(self, record: python_logging.LogRecord) -> bool:
     if record.levelno >= python_logging.WARNING:
       return not any(text in record.getMessage() for text in _EXPECTED_WARNINGS)
@@ -73,7 +72,6 @@ def native_noise_filtered(verbose: bool = False):
 class _AboveTheBar:
   """A stream that clears tqdm's line before each write and redraws it after, so that
   log lines scroll above the progress display instead of through it."""
-
   def __init__(self, stream):
     self.stream = stream
 
@@ -92,26 +90,27 @@ def _duration(seconds: float) -> str:
 
 
 def _metrics(prefix: str, values: dict[str, float]) -> str:
-  shown = [f"{name} {values[f'{prefix}_{name}']:.4g}" for name in ("loss", "error")
-           if f"{prefix}_{name}" in values]
+  shown = [
+      f"{name} {values[f'{prefix}_{name}']:.4g}" for name in ("loss", "error")
+      if f"{prefix}_{name}" in values
+  ]
   return f"{prefix} {' '.join(shown)}" if shown else ""
 
 
 class Progress:
   """The training run's progress, shown as the module docstring says."""
-
-  def __init__(self, total_steps: int, steps_per_epoch: int, start_step: int,
-               enabled: bool = True, stream=None):
+  def __init__(self, total_steps: int, steps_per_epoch: int, start_step: int, enabled: bool = True,
+               stream=None):
     self.total, self.per_epoch, self.step = total_steps, steps_per_epoch, start_step
     self.enabled, self.stream = enabled, stream or sys.stderr
     self.latest: dict[str, float] = {}
     self.window = None  # (step, time) of the previous report: steps/s since then
     self.bar = None
     if enabled and self.stream.isatty():
-      self.bar = tqdm.tqdm(total=total_steps, initial=start_step, file=self.stream,
-                           dynamic_ncols=True, unit="step", bar_format=(
-                               "{desc} {percentage:3.0f}%|{bar}| {n}/{total} "
-                               "[{elapsed}<{remaining}, {rate_fmt}{postfix}]"))
+      self.bar = tqdm.tqdm(
+          total=total_steps, initial=start_step, file=self.stream, dynamic_ncols=True, unit="step",
+          bar_format=("{desc} {percentage:3.0f}%|{bar}| {n}/{total} "
+                      "[{elapsed}<{remaining}, {rate_fmt}{postfix}]"))
       handler = logging.get_absl_handler().python_handler
       self._stream, handler.stream = handler.stream, _AboveTheBar(handler.stream)
 
@@ -124,8 +123,9 @@ class Progress:
       self.window = (step, time.monotonic())
     self.step = step
     if self.bar is not None:
-      self.bar.set_description_str(f"epoch {step / self.per_epoch:.1f}/"
-                                   f"{self.total / self.per_epoch:.4g}", refresh=False)
+      self.bar.set_description_str(
+          f"epoch {step / self.per_epoch:.1f}/"
+          f"{self.total / self.per_epoch:.4g}", refresh=False)
       self.bar.update(step - self.bar.n)
 
   def show(self, metrics: dict[str, float]) -> None:
@@ -172,15 +172,15 @@ def progress(total_steps: int, steps_per_epoch: int, start_step: int, enabled: b
 class Tally:
   """Counted work without steps (the analyses' Hessian-vector products, m values): a tqdm
   bar on a terminal, else a log line every `every_seconds` and one at the end."""
-
   def __init__(self, description: str, total: int, unit: str, every_seconds: float = 15.0,
                stream=None):
     self.description, self.total, self.unit = description, total, unit
     self.done, self.every = 0, every_seconds
     self.start = self.last_line = time.monotonic()
     stream = stream or sys.stderr
-    self.bar = (tqdm.tqdm(total=total, desc=description, unit=f" {unit}", file=stream,
-                          dynamic_ncols=True) if stream.isatty() else None)
+    self.bar = (
+        tqdm.tqdm(total=total, desc=description, unit=f" {unit}", file=stream, dynamic_ncols=True)
+        if stream.isatty() else None)
 
   def advance(self, count: int = 1) -> None:
     self.done += count
@@ -192,8 +192,7 @@ class Tally:
   def _line(self, final: bool = False) -> None:
     self.last_line = now = time.monotonic()
     rate = self.done / max(now - self.start, 1e-9)
-    left = "" if final else (f", ETA {_duration((self.total - self.done) / rate)}"
-                             if rate else "")
+    left = "" if final else (f", ETA {_duration((self.total - self.done) / rate)}" if rate else "")
     logging.info("%s: %d/%d %s in %s (%.2f/s)%s", self.description, self.done, self.total,
                  self.unit, _duration(now - self.start), rate, left)
 

@@ -45,23 +45,23 @@ def in_loop_body():
     _IN_LOOP_BODY.reset(token)
 
 
-def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding,
-                         lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
-                         feature_group_count: int = 1, batch_group_count: int = 1,
-                         precision: Any = None, preferred_element_type: Any = None) -> jax.Array:
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+                         batch_group_count: int = 1, precision: Any = None,
+                         preferred_element_type: Any = None) -> jax.Array:
   """`lax.conv_general_dilated`, with the canonical gradients where they are faster."""
   in_loop_body_ = _IN_LOOP_BODY.get()
   kernel_larger = any(k > n for k, n in zip(rhs.shape[:2], lhs.shape[1:3]))
   ours = in_loop_body_ or kernel_larger or any(s != 1 for s in window_strides)
-  plain = (not ours or jax.default_backend() != "cpu" or lhs.ndim != 4
-           or feature_group_count != 1 or batch_group_count != 1
+  plain = (not ours or jax.default_backend() != "cpu" or lhs.ndim != 4 or feature_group_count != 1
+           or batch_group_count != 1
            or any(d != 1 for d in (lhs_dilation or ()) + (rhs_dilation or ()))
            or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
            != lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC))
   if plain:
-    return lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-        feature_group_count, batch_group_count, precision, preferred_element_type)
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                    dimension_numbers, feature_group_count, batch_group_count,
+                                    precision, preferred_element_type)
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
   if kernel_larger:
@@ -78,15 +78,16 @@ def _patches_conv(x, w, strides, padding, precision, preferred_element_type):
   XLA:CPU swaps the operands' roles and runs 7-20x slower than this; its gradients are
   the slices' and the matmul's.
   """
-  padded = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), *((*p, 0) for p in padding),
-                                               (0, 0, 0)))
+  padded = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), *((*p, 0) for p in padding), (0, 0, 0)))
   out = [(n - k) // s + 1 for n, k, s in zip(padded.shape[1:3], w.shape[:2], strides)]
   patches = jnp.concatenate([
-      padded[:, a:a + (out[0] - 1) * strides[0] + 1:strides[0],
-             b:b + (out[1] - 1) * strides[1] + 1:strides[1]]
-      for a in range(w.shape[0]) for b in range(w.shape[1])], axis=-1)
-  return jnp.einsum("nhwk,ko->nhwo", patches, w.reshape(-1, w.shape[-1]),
-                    precision=precision, preferred_element_type=preferred_element_type)
+      padded[:, a:a + (out[0] - 1) * strides[0] + 1:strides[0], b:b +
+             (out[1] - 1) * strides[1] + 1:strides[1]]
+      for a in range(w.shape[0])
+      for b in range(w.shape[1])
+  ], axis=-1)
+  return jnp.einsum("nhwk,ko->nhwo", patches, w.reshape(-1, w.shape[-1]), precision=precision,
+                    preferred_element_type=preferred_element_type)
 
 
 def _forward(x, w, strides, padding, precision, preferred_element_type):
@@ -121,8 +122,8 @@ def _kernel_gradient(x, dy, kernel_size, strides, padding, precision):
   """dw as one canonical convolution: x as [i, H, W, n] by dy as [h, w, n, o]."""
   padded = jnp.pad(x, ((0, 0), *(tuple(max(p, 0) for p in pair) for pair in padding), (0, 0)))
   dw = lax.conv_general_dilated(
-      jnp.transpose(padded, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3)),
-      (1, 1), "VALID", rhs_dilation=strides, dimension_numbers=NHWC, precision=precision)
+      jnp.transpose(padded, (3, 1, 2, 0)), jnp.transpose(dy, (1, 2, 0, 3)), (1, 1), "VALID",
+      rhs_dilation=strides, dimension_numbers=NHWC, precision=precision)
   return jnp.transpose(dw[:, :kernel_size[0], :kernel_size[1], :], (1, 2, 0, 3))
 
 
@@ -136,8 +137,7 @@ def _input_gradient(dy, w, size, strides, padding, precision):
   For s = 1 that is the usual transposed convolution; for s > 1 it skips the zeros a
   dilated dy would multiply (XLA:CPU's lhs-dilated convolutions are 3-4x slower).
   """
-  axes = [_phase_axis(*args) for args in zip(w.shape[:2], strides, padding, size,
-                                                dy.shape[1:3])]
+  axes = [_phase_axis(*args) for args in zip(w.shape[:2], strides, padding, size, dy.shape[1:3])]
   rows = []
   for p, (a0_h, pad_h, taps_h) in enumerate(axes[0]):
     row = []
@@ -150,10 +150,11 @@ def _input_gradient(dy, w, size, strides, padding, precision):
       kernel = jnp.transpose(w[a0_h::strides[0], a0_w::strides[1]][::-1, ::-1], (0, 1, 3, 2))
       # Padded (or cropped) by lax.pad: XLA:CPU's convolution mishandles a negative
       # padding on one side with a positive one on the other.
-      padded = lax.pad(dy, jnp.zeros((), dy.dtype), ((0, 0, 0), (*pad_h, 0), (*pad_w, 0),
-                                                     (0, 0, 0)))
-      row.append(lax.conv_general_dilated(padded, kernel, (1, 1), "VALID",
-                                          dimension_numbers=NHWC, precision=precision))
+      padded = lax.pad(dy, jnp.zeros((), dy.dtype),
+                       ((0, 0, 0), (*pad_h, 0), (*pad_w, 0), (0, 0, 0)))
+      row.append(
+          lax.conv_general_dilated(padded, kernel, (1, 1), "VALID", dimension_numbers=NHWC,
+                                   precision=precision))
     rows.append(row)
   return _interleave(rows, size)
 
@@ -174,12 +175,13 @@ def _interleave(rows, size):
   if len(rows) == 1 and len(rows[0]) == 1:
     return rows[0][0]
   height, width = rows[0][0].shape[1:3]
-  padded = [[jnp.pad(x, ((0, 0), (0, height - x.shape[1]), (0, width - x.shape[2]), (0, 0)))
-             for x in row] for row in rows]
+  padded = [[
+      jnp.pad(x, ((0, 0), (0, height - x.shape[1]), (0, width - x.shape[2]), (0, 0))) for x in row
+  ] for row in rows]
   stacked = jnp.stack([jnp.stack(row) for row in padded])  # [s_h, s_w, N, H/s_h, W/s_w, C]
   batch, channels = stacked.shape[2], stacked.shape[-1]
-  dx = jnp.transpose(stacked, (2, 3, 0, 4, 1, 5)).reshape(
-      batch, height * len(rows), width * len(rows[0]), channels)
+  dx = jnp.transpose(stacked, (2, 3, 0, 4, 1, 5)).reshape(batch, height * len(rows),
+                                                          width * len(rows[0]), channels)
   return dx[:, :size[0], :size[1]]
 
 

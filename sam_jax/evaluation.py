@@ -54,8 +54,8 @@ def evaluate_all(config: ml_collections.ConfigDict, run: "loop.SetUp", eval_step
     splits["train_eval"] = (train, -(-int(count) // run.process_batch))
   state = state.replace(params=unperturbed(state.params, state.opt_state))  # Momentum-SAM
   models = {"": state.replace(**state.ema), "raw_": state} if state.ema else {"": state}
-  names = (("loss", "error") + (("top5_error",) if config.compute_top_5_error_rate else ())
-           + (("smoothed_loss",) if config.label_smoothing else ()))
+  names = (("loss", "error") + (("top5_error",) if config.compute_top_5_error_rate else
+                                ()) + (("smoothed_loss",) if config.label_smoothing else ()))
   results = {}
   for split, (examples, num_batches) in splits.items():
     for prefix, evaluated in models.items():

@@ -74,8 +74,7 @@ def drop_points(workdir: str, drop: Callable[[str, int], bool]) -> int:
     kept, dropped_here = [], 0
     for record in records(path):
       event = event_pb2.Event.FromString(record)
-      values = [v for v in event.summary.value
-                if _scalar(v) is None or not drop(v.tag, event.step)]
+      values = [v for v in event.summary.value if _scalar(v) is None or not drop(v.tag, event.step)]
       if len(values) == len(event.summary.value):
         kept.append(record)
         continue

@@ -82,8 +82,8 @@ def load_examples(config: ml_collections.ConfigDict, info: DatasetInfo, split: s
   return noisy_labels(config, info, examples)
 
 
-def load_train_shards(config: ml_collections.ConfigDict, info: DatasetInfo,
-                      shards: range, num_shards: int):
+def load_train_shards(config: ml_collections.ConfigDict, info: DatasetInfo, shards: range,
+                      num_shards: int):
   """Shards `shards` (of `num_shards`) of the training split, with the label noise.
 
   Returns:
@@ -139,9 +139,11 @@ def load_run_data(config: ml_collections.ConfigDict, info: DatasetInfo) -> RunDa
   if noise is not None:
     changed, count = processes.gather(noise).sum(axis=0)
     realised = float(changed / count)
-  logging.info("%s", processes.describe(
-      f"training shards {shards.start}-{shards.stop - 1} of {num_shards} "
-      f"({sum(train_sizes)} examples), {loading.num_examples(evaluation)} evaluation examples"))
+  logging.info(
+      "%s",
+      processes.describe(
+          f"training shards {shards.start}-{shards.stop - 1} of {num_shards} "
+          f"({sum(train_sizes)} examples), {loading.num_examples(evaluation)} evaluation examples"))
   return RunData(train, shards, num_shards, evaluation, steps_per_epoch,
                  -(-int(sizes[:, 2].max()) // process_batch), realised)
 
@@ -157,9 +159,27 @@ def noisy_labels(config: ml_collections.ConfigDict, info: DatasetInfo, examples)
   if info.streamed:
     raise UsageError(f"label_noise needs an in-memory dataset such as cifar10, not "
                      f"{config.dataset}: drop --config.label_noise.")
-  examples, realised = label_noise.symmetric_noise(
-      examples, config.label_noise, info.num_classes, config.label_noise_seed,
-      keep_possible=config.label_noise_keep_possible)
-  logging.info("Label noise: %.4f of these %d training labels changed (asked %.2f).",
-               realised, len(examples["label"]), config.label_noise)
+  examples, realised = label_noise.symmetric_noise(examples, config.label_noise, info.num_classes,
+                                                   config.label_noise_seed,
+                                                   keep_possible=config.label_noise_keep_possible)
+  logging.info("Label noise: %.4f of these %d training labels changed (asked %.2f).", realised,
+               len(examples["label"]), config.label_noise)
   return examples, realised
+
+
+def ascent_only(sam: ml_collections.ConfigDict) -> bool:
+  """Whether the clean gradient serves only to perturb (SAM, GCSAM, ESAM at every step),
+  not in the update too (GSAM, LookSAM, WSAM, skipped steps; Momentum-SAM has no ascent)."""
+  return (sam.rho > 0 and sam.variant in ("sam", "gcsam", "esam") and sam.every == 1
+          and sam.probability == 1)
+
+
+def train_step_options(config: ml_collections.ConfigDict, model: nn.Module) -> dict[str, Any]:
+  """The loss and step options of `steps.train_step` that the config sets."""
+  return dict(
+      l2_weight_decay=config.weight_decay if config.weight_decay_type == "l2" else 0.0,
+      no_weight_decay_on_bn=config.no_weight_decay_on_bn, label_smoothing=config.label_smoothing,
+      ema_decay=config.ema_decay, ema_warmup_steps=config.ema_warmup_steps,
+      redraw_masks=config.sam.redraw_masks, replica_mapping=replica_mapping(config),
+      true_gradient_ascent=(config.sam.true_gradient_ascent and hasattr(model, "true_gradient")
+                            and ascent_only(config.sam)), skip_nonfinite=config.nonfinite == "skip")

@@ -73,15 +73,23 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> SetUp:
   data = experiment.load_run_data(config, info)
   steps_per_epoch = data.steps_per_epoch
   tx = optim.create_optimizer(config, steps_per_epoch, replicas.REPLICA_AXES)
-  state = steps.init_train_state(
-      model, tx, jax.random.key(config.seed), experiment.image_shape(config, model, info),
-      ema=config.ema_decay > 0, init_from=pretrained_init(config, model, workdir))
-  return SetUp(info, augmentation, layout, mesh, model,
-               experiment.input_size(config, model, info), data,
-               config.batch_size // jax.process_count(), steps_per_epoch,
-               optim.total_steps(config, steps_per_epoch), tx,
-               jax.jit(optim.learning_rate_schedule(config, steps_per_epoch)),  # compiled once
-               replicas.replicate(state, mesh))
+  state = steps.init_train_state(model, tx, jax.random.key(config.seed),
+                                 experiment.image_shape(config, model, info), ema=config.ema_decay
+                                 > 0, init_from=pretrained_init(config, model, workdir))
+  return SetUp(
+      info,
+      augmentation,
+      layout,
+      mesh,
+      model,
+      experiment.input_size(config, model, info),
+      data,
+      config.batch_size // jax.process_count(),
+      steps_per_epoch,
+      optim.total_steps(config, steps_per_epoch),
+      tx,
+      jax.jit(optim.learning_rate_schedule(config, steps_per_epoch)),  # compiled once
+      replicas.replicate(state, mesh))
 
 
 def pretrained_init(config: ml_collections.ConfigDict, model: nn.Module,
@@ -105,6 +113,7 @@ def pretrained_init(config: ml_collections.ConfigDict, model: nn.Module,
     loaded = pretrained.load(config.init_from, model, variables, use_ema=config.init_from_ema)
     logging.info("Initialised %s from %s.", config.model_name, config.init_from)
     return loaded
+
   return load
 
 
@@ -156,40 +165,21 @@ def record_start(config: ml_collections.ConfigDict, workdir: str, step: int,
     run_files.write_config(config, workdir)
   elif changed := run_files.changes(config, workdir):
     run_files.record_changes(workdir, step, changed)
-  dropped = events.drop_points(workdir, lambda tag, at: at > step or (
-      at == step == total_steps and tag.startswith(evaluation.EVALUATED)))
+  dropped = events.drop_points(
+      workdir, lambda tag, at: at > step or
+      (at == step == total_steps and tag.startswith(evaluation.EVALUATED)))
   if dropped:
     logging.info("Dropped %d TensorBoard points after step %d: this run computes them again.",
                  dropped, step)
 
 
-def ascent_only(sam: ml_collections.ConfigDict) -> bool:
-  """Whether the clean gradient serves only to perturb (SAM, GCSAM, ESAM at every step),
-  not in the update too (GSAM, LookSAM, WSAM, skipped steps; Momentum-SAM has no ascent)."""
-  return (sam.rho > 0 and sam.variant in ("sam", "gcsam", "esam") and sam.every == 1
-          and sam.probability == 1)
-
-
-def train_step_options(config: ml_collections.ConfigDict, model: nn.Module) -> dict[str, Any]:
-  """The loss and step options of `steps.train_step` that the config sets."""
-  return dict(
-      l2_weight_decay=config.weight_decay if config.weight_decay_type == "l2" else 0.0,
-      no_weight_decay_on_bn=config.no_weight_decay_on_bn,
-      label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
-      ema_warmup_steps=config.ema_warmup_steps, redraw_masks=config.sam.redraw_masks,
-      replica_mapping=experiment.replica_mapping(config),
-      true_gradient_ascent=(config.sam.true_gradient_ascent and hasattr(model, "true_gradient")
-                            and ascent_only(config.sam)),
-      skip_nonfinite=config.nonfinite == "skip")
-
-
 def log_start(config: ml_collections.ConfigDict, run: SetUp, start_step: int) -> None:
-  logging.info("%s on %s in %s: %d replicas of m=%d (%d devices x %d virtual, %s), "
-               "%d steps/epoch, %d steps, starting at %d.", config.model_name, config.dataset,
-               experiment.compute_dtype(config).name, run.layout.num_replicas,
-               run.layout.examples_per_replica, run.layout.num_devices,
-               run.layout.virtual_replicas, experiment.replica_mapping(config),
-               run.steps_per_epoch, run.total_steps, start_step)
+  logging.info(
+      "%s on %s in %s: %d replicas of m=%d (%d devices x %d virtual, %s), "
+      "%d steps/epoch, %d steps, starting at %d.", config.model_name, config.dataset,
+      experiment.compute_dtype(config).name, run.layout.num_replicas,
+      run.layout.examples_per_replica, run.layout.num_devices, run.layout.virtual_replicas,
+      experiment.replica_mapping(config), run.steps_per_epoch, run.total_steps, start_step)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: steps.TrainState,
@@ -201,17 +191,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
     Stopped: once `stop_at(step)` names a signal, after saving that step.
   """
   train_step = steps.make_train_step(run.model, run.tx, run.mesh, run.layout,
-                                     **train_step_options(config, run.model))
+                                     **experiment.train_step_options(config, run.model))
   eval_step = steps.make_eval_step(run.model, run.mesh, config.label_smoothing)
   param_norm = jax.jit(optax.tree_utils.tree_norm)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   start_step = int(state.step)
   log_start(config, run, start_step)
-  batches = pipeline.train_batches(
-      run.info, run.data.train, run.process_batch, seed=config.seed,
-      start_step=start_step, augmentation=run.augmentation, image_size=run.image_size,
-      first_shard=run.data.shards.start, num_shards=run.data.num_shards,
-      stop_step=run.total_steps)
+  batches = pipeline.train_batches(run.info, run.data.train, run.process_batch, seed=config.seed,
+                                   start_step=start_step, augmentation=run.augmentation,
+                                   image_size=run.image_size, first_shard=run.data.shards.start,
+                                   num_shards=run.data.num_shards, stop_step=run.total_steps)
   batches = replicas.prefetch_to_devices(batches, run.mesh)
   rng, sam_schedule = jax.random.key(config.seed), optim.sam_schedule(config)
   last_save, pending, results = time.monotonic(), [], {}
@@ -225,11 +214,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
       profiler.after_step(step, state)
       progress.update(step)
       log_due = step % config.log_every_steps == 0 or step == run.total_steps
-      eval_due = step == run.total_steps or evaluation.evaluation_due(
-          config, step, run.steps_per_epoch)
+      eval_due = step == run.total_steps or evaluation.evaluation_due(config, step,
+                                                                      run.steps_per_epoch)
       stop = stop_at(step)
-      save_due = (stop or step in keep_steps or step == run.total_steps or (log_due and (
-          processes.agree(time.monotonic() - last_save >= config.save_progress_seconds))))
+      save_due = (
+          stop or step in keep_steps or step == run.total_steps
+          or (log_due and
+              (processes.agree(time.monotonic() - last_save >= config.save_progress_seconds))))
       if log_due or eval_due or save_due:  # nothing non-finite is evaluated or saved
         check_finite(config, pending, step, run.total_steps, manager)
       if log_due:
@@ -252,15 +243,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
   if not results:  # resumed after the last step: evaluate what was restored
     results = evaluation.evaluate_all(config, run, eval_step, state, int(state.step), writer)
   writer.flush()
-  results = {**results, "steps": int(state.step),
-             "epochs": int(state.step) / run.steps_per_epoch}
+  results = {**results, "steps": int(state.step), "epochs": int(state.step) / run.steps_per_epoch}
   if run.data.realised_noise is not None:
     results["realised_label_noise"] = run.data.realised_noise
   return results
 
 
-def check_finite(config: ml_collections.ConfigDict, pending: list[dict[str, jax.Array]],
-                 step: int, total_steps: int, manager: ocp.CheckpointManager) -> None:
+def check_finite(config: ml_collections.ConfigDict, pending: list[dict[str, jax.Array]], step: int,
+                 total_steps: int, manager: ocp.CheckpointManager) -> None:
   """Stops the run at the first step of `pending` (the steps up to `step`) whose loss or
   gradient was NaN/Inf, unless the config skips such updates.
 
@@ -275,8 +265,8 @@ def check_finite(config: ml_collections.ConfigDict, pending: list[dict[str, jax.
   bad = step - len(pending) + 1 + int(np.argmax(flags))
   manager.wait_until_finished()
   last = manager.latest_step()
-  saved = (f"the last good checkpoint is step {last} in {manager.directory}" if last is not None
-           else "no checkpoint was saved")
+  saved = (f"the last good checkpoint is step {last} in {manager.directory}"
+           if last is not None else "no checkpoint was saved")
   raise UsageError(f"The loss or gradient became NaN/Inf at step {bad} of {total_steps}; "
                    f"nothing after it was saved ({saved}). Lower --config.learning_rate, clip "
                    "with --config.gradient_clipping, or skip such updates with "
@@ -288,13 +278,23 @@ def train_scalars(step: int, pending: list[dict[str, jax.Array]], param_norm: ja
   """Means over the pending steps whose update was applied; how many were skipped."""
   pending = jax.device_get(pending)
   kept = [m for m in pending if not m["nonfinite"]]
-  means = {name: float(np.mean([m[name] for m in kept])) if kept else float("nan")
-           for name in pending[0] if name != "nonfinite"}
+  means = {
+      name: float(np.mean([m[name] for m in kept])) if kept else float("nan")
+      for name in pending[0]
+      if name != "nonfinite"
+  }
   skipped = len(pending) - len(kept)
   if skipped:
-    logging.warning("Skipped %d of the %d updates up to step %d: NaN/Inf loss or gradient "
-                    "(config.nonfinite=skip).", skipped, len(pending), step)
-  return {**{f"train_{name}": value for name, value in means.items() if "norm" not in name},
-          **{name: value for name, value in means.items() if "norm" in name},
-          "skipped_steps": skipped, "param_norm": float(param_norm),
-          "learning_rate": float(learning_rate)}
+    logging.warning(
+        "Skipped %d of the %d updates up to step %d: NaN/Inf loss or gradient "
+        "(config.nonfinite=skip).", skipped, len(pending), step)
+  return {
+      **{
+          f"train_{name}": value for name, value in means.items() if "norm" not in name
+      },
+      **{
+          name: value for name, value in means.items() if "norm" in name
+      }, "skipped_steps": skipped,
+      "param_norm": float(param_norm),
+      "learning_rate": float(learning_rate)
+  }

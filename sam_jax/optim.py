@@ -103,9 +103,8 @@ def record_global_norm() -> optax.GradientTransformation:
   `gradient_norm` (flax_training.py:573-583): the norm of the gradient the optimizer uses.
   """
   return optax.GradientTransformation(
-      lambda params: NormState(jnp.zeros([], jnp.float32)),
-      lambda updates, state, params=None: (
-          updates, NormState(optax.tree_utils.tree_norm(updates).astype(jnp.float32))))
+      lambda params: NormState(jnp.zeros([], jnp.float32)), lambda updates, state, params=None:
+      (updates, NormState(optax.tree_utils.tree_norm(updates).astype(jnp.float32))))
 
 
 def sam_transformation(config: "ml_collections.ConfigDict", schedule: optax.Schedule,
@@ -147,16 +146,18 @@ def sam_schedule(config: "ml_collections.ConfigDict") -> Callable[[int], bool | 
   if s.variant == "looksam":
     return lambda t: t % s.looksam_every == 0
   if s.every > 1 or s.probability < 1:
-    return lambda t: bool(family.sam_step_due(t, every=s.every, probability=s.probability,
-                                              seed=config.seed))
+    return lambda t: bool(
+        family.sam_step_due(t, every=s.every, probability=s.probability, seed=config.seed))
   return lambda t: None
 
 
 def final_learning_rate(config: "ml_collections.ConfigDict") -> float:
   """The schedule's last value: 0 (cosine), 1.2% of lr (exponential) or lr (constant)."""
   name = config.lr_schedule if config.use_learning_rate_schedule else "constant"
-  return {"cosine": 0.0, "exponential": config.learning_rate * END_OF_EXPONENTIAL}.get(
-      name, config.learning_rate)
+  return {
+      "cosine": 0.0,
+      "exponential": config.learning_rate * END_OF_EXPONENTIAL
+  }.get(name, config.learning_rate)
 
 
 def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
@@ -178,18 +179,18 @@ def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
   if config.use_rmsprop:
     parts.append(tf1_rmsprop())
   if config.momentum > 0:
-    parts.append(optax.trace(decay=config.momentum,
-                             nesterov=config.nesterov and not config.use_rmsprop))
+    parts.append(
+        optax.trace(decay=config.momentum, nesterov=config.nesterov and not config.use_rmsprop))
   if config.weight_decay_type == "decoupled" and config.weight_decay > 0:
-    parts.append(optax.add_decayed_weights(
-        config.weight_decay,
-        mask=lambda p: weight_decay_mask(p, config.no_weight_decay_on_bn)))
+    parts.append(
+        optax.add_decayed_weights(
+            config.weight_decay, mask=lambda p: weight_decay_mask(p, config.no_weight_decay_on_bn)))
   parts.append(optax.scale_by_learning_rate(schedule))
   if variant == "msam":
     return optax.chain(*parts, family.momentum_perturbation(config.sam.rho))
   if variant == "wsam" and config.sam.wsam_decoupled:
-    return family.decoupled_wsam(
-        config.sam.rho, optax.chain(*parts), schedule, gamma=config.sam.wsam_gamma,
-        axis_name=tuple(replica_axes), aux_init=PERTURBED_METRICS,
-        adaptive=config.sam.adaptive, eta=config.sam.eta, p=config.sam.p)
+    return family.decoupled_wsam(config.sam.rho, optax.chain(*parts), schedule,
+                                 gamma=config.sam.wsam_gamma, axis_name=tuple(replica_axes),
+                                 aux_init=PERTURBED_METRICS, adaptive=config.sam.adaptive,
+                                 eta=config.sam.eta, p=config.sam.p)
   return optax.chain(sam_transformation(config, schedule, replica_axes), *parts)

@@ -23,9 +23,10 @@ class OriginalFlag:
 
 
 ORIGINAL_FLAGS = {
-    "dataset": OriginalFlag("dataset", str, "cifar10, cifar100, fashion_mnist, svhn, imagenet, "
-                            "or a finetuning dataset (oxford_flowers102, ...; see "
-                            "configs/default.py)."),
+    "dataset": OriginalFlag(
+        "dataset", str, "cifar10, cifar100, fashion_mnist, svhn, imagenet, "
+        "or a finetuning dataset (oxford_flowers102, ...; see "
+        "configs/default.py)."),
     "model_name": OriginalFlag("model_name", str, "Model name, e.g. WideResnet28x10."),
     "num_epochs": OriginalFlag("num_epochs", int, "Number of training epochs."),
     "batch_size": OriginalFlag("batch_size", int, "Global batch size."),
@@ -35,8 +36,8 @@ ORIGINAL_FLAGS = {
     "batch_level_augmentations": OriginalFlag("batch_level_augmentations", str,
                                               "none, cutout, mixup or mixcut."),
     "learning_rate": OriginalFlag("learning_rate", float, "Base learning rate."),
-    "use_learning_rate_schedule": OriginalFlag(
-        "use_learning_rate_schedule", bool, "Use lr_schedule (else a constant learning rate)."),
+    "use_learning_rate_schedule": OriginalFlag("use_learning_rate_schedule", bool,
+                                               "Use lr_schedule (else a constant learning rate)."),
     "lr_schedule": OriginalFlag("lr_schedule", str, "cosine or exponential."),
     "weight_decay": OriginalFlag("weight_decay", float,
                                  "L2 weight decay (0.5 wd ||w||^2 in the loss)."),
@@ -59,19 +60,18 @@ ORIGINAL_FLAGS = {
         "With --sync_perturbations, replicas per shared perturbation (default: all)."),
     "save_progress_seconds": OriginalFlag("save_progress_seconds", int,
                                           "Seconds between checkpoints."),
-    "additional_checkpoints_at_epochs": OriginalFlag(
-        "additional_checkpoints_at_epochs", list, "Epochs whose checkpoints are kept forever."),
-    "also_eval_on_training_set": OriginalFlag(
-        "also_eval_on_training_set", bool, "Also evaluate on the (unaugmented) training set."),
+    "additional_checkpoints_at_epochs": OriginalFlag("additional_checkpoints_at_epochs", list,
+                                                     "Epochs whose checkpoints are kept forever."),
+    "also_eval_on_training_set": OriginalFlag("also_eval_on_training_set", bool,
+                                              "Also evaluate on the (unaugmented) training set."),
     "compute_top_5_error_rate": OriginalFlag("compute_top_5_error_rate", bool,
                                              "Also report top-5 error."),
     "evaluate_every": OriginalFlag("evaluate_every", int, "Evaluate every N epochs."),
-    "use_test_set": OriginalFlag("use_test_set", bool,
-                                 "Evaluate on the test set (else the last 10% of train; "
-                                 "SVHN: train[65929:])."),
+    "use_test_set": OriginalFlag(
+        "use_test_set", bool, "Evaluate on the test set (else the last 10% of train; "
+        "SVHN: train[65929:])."),
     "cutout_length": OriginalFlag("cutout_length", int, "Side of the cutout square."),
-    "randaug_num_layers": OriginalFlag("randaug_num_layers", int,
-                                       "RandAugment layers (ImageNet)."),
+    "randaug_num_layers": OriginalFlag("randaug_num_layers", int, "RandAugment layers (ImageNet)."),
     "randaug_magnitude": OriginalFlag("randaug_magnitude", int,
                                       "RandAugment magnitude (ImageNet)."),
     "imagenet_mixup_alpha": OriginalFlag("mixup_alpha", float, "If > 0, mixup with this alpha."),

@@ -108,7 +108,6 @@ def stop_signals() -> Iterator[Callable[[int], str | None]]:
       signal.signal(signum, handler)
 
 
-
 def gather(values) -> np.ndarray:
   """`values` (numbers) of every process, stacked in process order: [process_count, ...]."""
   values = np.asarray(values)

@@ -11,7 +11,6 @@ import jax
 
 class StepProfiler:
   """Call `after_step(step)` after each dispatched step; `close()` at the end."""
-
   def __init__(self, workdir: str, start_step: int, num_steps: int, warmup: int = 10):
     self.workdir, self.num_steps = workdir, num_steps
     self.first, self.tracing = start_step + warmup, False

@@ -85,8 +85,8 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
   if num_devices > len(devices):
     raise UsageError(f"Asked for {num_devices} devices but only {len(devices)} are visible: "
                      f"use at most {len(devices)}.")
-  return jax.make_mesh((num_devices,), (DEVICE_AXIS,),
-                       axis_types=(jax.sharding.AxisType.Auto,), devices=devices[:num_devices])
+  return jax.make_mesh((num_devices,), (DEVICE_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices[:num_devices])
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -111,8 +111,8 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
   processes each passes its own consecutive slice, in process order.
   """
   sharding = batch_sharding(mesh)
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+                      batch)
 
 
 def prefetch_to_devices(batches: Iterable[Any], mesh: Mesh, size: int = 2) -> Iterator[Any]:
@@ -125,6 +125,7 @@ def prefetch_to_devices(batches: Iterable[Any], mesh: Mesh, size: int = 2) -> It
 
   def place(count):
     ahead.extend(shard_batch(batch, mesh) for batch in itertools.islice(batches, count))
+
   place(size)
   while ahead:
     yield ahead.popleft()
@@ -168,15 +169,17 @@ def one_replica_at_a_time(fn: Callable[..., Any], mapping: str = "loop") -> Call
     return fn(*args)
 
   def replica(i, args, in_batched):
-    return one_by_one(*jax.tree.map(lambda x, batched: x[i] if batched else x,
-                                    args, tuple(in_batched)))
+    return one_by_one(
+        *jax.tree.map(lambda x, batched: x[i] if batched else x, args, tuple(in_batched)))
 
   @one_by_one.def_vmap
   def rule(axis_size, in_batched, *args):
     if mapping == "scan":
+
       def body(i):
         with in_loop_body():
           return replica(i, args, in_batched)
+
       out = jax.lax.map(body, jax.numpy.arange(axis_size))
     else:
       outs = [replica(i, args, in_batched) for i in range(axis_size)]
@@ -205,8 +208,8 @@ def map_replicas(step: Callable[..., Any], mesh: Mesh, virtual_replicas: int = 1
   def per_device(state, batch, *args):
     batch = jax.tree.map(lambda x: x.reshape((virtual_replicas, -1) + x.shape[1:]), batch)
     in_axes = (None, 0) + (None,) * len(args)
-    return jax.vmap(step, in_axes=in_axes, out_axes=None, axis_name=VIRTUAL_AXIS)(
-        state, batch, *args)
+    return jax.vmap(step, in_axes=in_axes, out_axes=None, axis_name=VIRTUAL_AXIS)(state, batch,
+                                                                                  *args)
 
   def over_mesh(state, batch, *args):
     in_specs = (P(), P(DEVICE_AXIS)) + (P(),) * len(args)

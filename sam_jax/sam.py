@@ -15,13 +15,13 @@ the gradient of the same loss (same batch, same dropout randomness) at `p`.
 """
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-AxisName = Union[Hashable, Sequence[Hashable]]
+AxisName = Hashable | Sequence[Hashable]
 GradFn = Callable[[optax.Params], optax.Updates]
 
 
@@ -56,14 +56,13 @@ def dual_direction(grads: optax.Updates, p: float = 2.0, eps: float = 1e-12) -> 
   if p == 1:
     is_max = jax.tree.map(lambda g: (jnp.abs(g) == largest) & (largest > 0), grads)
     count = sum(jnp.sum(m) for m in jax.tree.leaves(is_max))
-    return jax.tree.map(
-        lambda g, m: jnp.sign(g) * m / jnp.maximum(count, 1).astype(g.dtype), grads, is_max)
+    return jax.tree.map(lambda g, m: jnp.sign(g) * m / jnp.maximum(count, 1).astype(g.dtype), grads,
+                        is_max)
   q = p / (p - 1.0)
   # ||g||_q computed relative to max|g| so that |g|^q neither overflows nor underflows.
   safe_largest = jnp.maximum(largest, jnp.finfo(jnp.float32).tiny)
   norm = largest * sum(jnp.sum((jnp.abs(g) / safe_largest) ** q) for g in leaves) ** (1.0 / q)
-  return jax.tree.map(
-      lambda g: jnp.sign(g) * (jnp.abs(g) / (norm + eps)) ** (q - 1.0), grads)
+  return jax.tree.map(lambda g: jnp.sign(g) * (jnp.abs(g) / (norm + eps)) ** (q - 1.0), grads)
 
 
 def not_bias(params: optax.Params) -> Any:
@@ -77,6 +76,7 @@ def not_bias(params: optax.Params) -> Any:
     last = path[-1]
     name = getattr(last, "key", getattr(last, "name", None))
     return name != "bias"
+
   return jax.tree_util.tree_map_with_path(is_weight, params)
 
 
@@ -117,10 +117,10 @@ def perturb(params: optax.Params, grads: optax.Updates, rho: float | jax.Array, 
   """
   if adaptive:
     mask = adaptive_mask(params) if callable(adaptive_mask) else adaptive_mask
-    scale = jax.tree.map(
-        lambda w, m: jnp.where(m, jnp.abs(w) + eta, jnp.ones_like(w)), params, mask)
-    direction = jax.tree.map(
-        jnp.multiply, scale, dual_direction(jax.tree.map(jnp.multiply, scale, grads), p, eps))
+    scale = jax.tree.map(lambda w, m: jnp.where(m,
+                                                jnp.abs(w) + eta, jnp.ones_like(w)), params, mask)
+    direction = jax.tree.map(jnp.multiply, scale,
+                             dual_direction(jax.tree.map(jnp.multiply, scale, grads), p, eps))
   else:
     direction = dual_direction(grads, p, eps)
   return jax.tree.map(lambda w, d: w + (rho * d).astype(w.dtype), params, direction)
@@ -207,10 +207,9 @@ def sam(
     if skip:
       return grads, state
     if params is None or grad_fn is None:
-      raise ValueError(
-          "sam_jax.sam needs the current params and a grad_fn: call "
-          "tx.update(grads, state, params, grad_fn=grad_fn), where grad_fn(p) is the "
-          "gradient of the same loss on the same batch at parameters p.")
+      raise ValueError("sam_jax.sam needs the current params and a grad_fn: call "
+                       "tx.update(grads, state, params, grad_fn=grad_fn), where grad_fn(p) is the "
+                       "gradient of the same loss on the same batch at parameters p.")
     g = grads if sync_axis_name is None else group_mean(grads, sync_axis_name, sync_group_size)
     perturbed = perturb(params, g, rho, adaptive=adaptive, eta=eta, p=p, eps=eps,
                         adaptive_mask=adaptive_mask)
@@ -222,7 +221,8 @@ def sam(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def asam(rho: float | jax.Array, *, eta: float = 0.01, **kwargs) -> optax.GradientTransformationExtraArgs:
+def asam(rho: float | jax.Array, *, eta: float = 0.01,
+         **kwargs) -> optax.GradientTransformationExtraArgs:
   """ASAM (Kwon et al. 2021): `sam(rho, adaptive=True, eta=eta, ...)`."""
   return sam(rho, adaptive=True, eta=eta, **kwargs)
 

@@ -48,8 +48,10 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: ja
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     # The EMA starts as a copy: the step donates the state, and a buffer is donated once.
     averages = jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats})
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                      opt_state=tx.init(params), ema=averages if ema else {})
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+        opt_state=tx.init(params), ema=averages if ema else {})
+
   return state_from(variables)
 
 
@@ -82,9 +84,10 @@ def gradient_passes(model: nn.Module, label_smoothing: float, l2_weight_decay: f
   (params, batch_stats, batch, rngs).
   """
   def forward(params, batch_stats, batch, rngs, model=model):
-    logits, mutated = model.apply(
-        {"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
-        rngs=rngs, mutable=["batch_stats"])
+    logits, mutated = model.apply({
+        "params": params,
+        "batch_stats": batch_stats
+    }, batch["image"], train=True, rngs=rngs, mutable=["batch_stats"])
     return cross_entropy(logits, batch["label"], label_smoothing), logits, mutated
 
   def loss_fn(params, batch_stats, batch, rngs, model=model):
@@ -97,13 +100,12 @@ def gradient_passes(model: nn.Module, label_smoothing: float, l2_weight_decay: f
   return tuple(replicas.one_replica_at_a_time(f, replica_mapping) for f in passes)
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-               model: nn.Module, tx: optax.GradientTransformationExtraArgs,
-               l2_weight_decay: float = 0.0, no_weight_decay_on_bn: bool = False,
-               label_smoothing: float = 0.0, ema_decay: float = 0.0,
-               ema_warmup_steps: int = 0, redraw_masks: bool = False,
-               replica_mapping: str = "loop",
-               true_gradient_ascent: bool = False, skip_nonfinite: bool = False,
+def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, model: nn.Module,
+               tx: optax.GradientTransformationExtraArgs, l2_weight_decay: float = 0.0,
+               no_weight_decay_on_bn: bool = False, label_smoothing: float = 0.0,
+               ema_decay: float = 0.0, ema_warmup_steps: int = 0, redraw_masks: bool = False,
+               replica_mapping: str = "loop", true_gradient_ascent: bool = False,
+               skip_nonfinite: bool = False,
                sam_step: bool | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SAM step for one replica; call it through `replicas.map_replicas`.
 
@@ -159,8 +161,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   clean_pass, sam_pass, losses_pass = gradient_passes(
       model, label_smoothing, l2_weight_decay, decay_mask, replica_mapping,
       model.clone(true_gradient=True) if true_gradient_ascent else model)
-  (_, (example_losses, logits, batch_stats)), grads = clean_pass(
-      state.params, state.batch_stats, batch, train_rngs(rng))
+  (_, (example_losses, logits, batch_stats)), grads = clean_pass(state.params, state.batch_stats,
+                                                                 batch, train_rngs(rng))
   keeps_perturbed = optax.tree_utils.tree_get(state.opt_state, "aux") is not None
 
   def grad_fn(params, examples=None):
@@ -177,11 +179,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     return losses_pass(params, state.batch_stats, batch, train_rngs(rng, redraw_masks))
 
   updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn,
-                                 example_losses=example_losses,
-                                 example_losses_fn=example_losses_fn, sam_step=sam_step)
+                                 example_losses=example_losses, example_losses_fn=example_losses_fn,
+                                 sam_step=sam_step)
   params = optax.apply_updates(state.params, updates)
-  metrics = {"loss": jnp.mean(example_losses), "error": error_rate(logits, batch["label"]),
-             "clean_grad_norm": optax.tree_utils.tree_norm(grads)}
+  metrics = {
+      "loss": jnp.mean(example_losses),
+      "error": error_rate(logits, batch["label"]),
+      "clean_grad_norm": optax.tree_utils.tree_norm(grads)
+  }
   if keeps_perturbed:
     perturbed = optax.tree_utils.tree_get(opt_state, "aux")
     metrics.update(perturbed_loss=perturbed["loss"], perturbed_error=perturbed["error"])
@@ -189,8 +194,11 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   if update_norm is not None:
     metrics["grad_norm"] = update_norm
   batch_stats, metrics = jax.lax.pmean((batch_stats, metrics), replicas.REPLICA_AXES)
-  finite = jnp.stack([jnp.isfinite(metrics["loss"]), jnp.isfinite(metrics["clean_grad_norm"]),
-                      *(jnp.isfinite(u).all() for u in jax.tree.leaves(updates))]).all()
+  finite = jnp.stack([
+      jnp.isfinite(metrics["loss"]),
+      jnp.isfinite(metrics["clean_grad_norm"]),
+      *(jnp.isfinite(u).all() for u in jax.tree.leaves(updates))
+  ]).all()
   metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)
@@ -211,15 +219,17 @@ def updated_ema(state: TrainState, decay: float, warmup_steps: int) -> Any:
   return jax.tree.map(lambda old, new: decay * old + (1.0 - decay) * new, state.ema, new)
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
-              model: nn.Module, label_smoothing: float = 0.0) -> dict[str, jax.Array]:
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *, model: nn.Module,
+              label_smoothing: float = 0.0) -> dict[str, jax.Array]:
   """Sums of loss, errors and examples over all replicas; padded examples have mask 0.
 
   With label smoothing, `smoothed_loss` is the loss with the run's smoothing too (the
   original's evaluation loss, flax_training.py:631-634); `loss` is the plain one.
   """
-  logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                       batch["image"], train=False)
+  logits = model.apply({
+      "params": state.params,
+      "batch_stats": state.batch_stats
+  }, batch["image"], train=False)
   mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
   top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
   sums = {
@@ -244,8 +254,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
   def program(sam_step: bool | None = None):
     if sam_step not in programs:
       programs[sam_step] = replicas.map_replicas(
-          functools.partial(train_step, model=model, tx=tx, sam_step=sam_step, **loss_kwargs),
-          mesh, layout.virtual_replicas, donate_state=True)
+          functools.partial(train_step, model=model, tx=tx, sam_step=sam_step, **loss_kwargs), mesh,
+          layout.virtual_replicas, donate_state=True)
     return programs[sam_step]
 
   def step(state, batch, rng, sam_step: bool | None = None):

@@ -14,12 +14,14 @@ status 2; anything else is a bug or a failing machine and keeps its traceback.
 """
 
 import copy
+import importlib.metadata
 import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+import sam_jax
 from sam_jax import config_files, console, original_flags, validation
 from sam_jax import workdir as run_files
 from sam_jax.errors import Stopped, UsageError, exit_with_usage_error
@@ -71,11 +73,17 @@ _ALLOW_CHANGES = flags.DEFINE_bool(
 _VERBOSE = flags.DEFINE_bool(
     "verbose", False, "Show every library's INFO lines too (Orbax, TFDS, JAX, clu, "
     "TensorFlow's start-up), not only sam_jax's lines and everyone's warnings.")
-_DEFINE = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float,
-           bool: flags.DEFINE_bool, list: flags.DEFINE_list}
+_VERSION = flags.DEFINE_bool("version", False,
+                             "Print the versions of sam-jax and of JAX, Flax and Optax, and exit.")
+_DEFINE = {
+    str: flags.DEFINE_string,
+    int: flags.DEFINE_integer,
+    float: flags.DEFINE_float,
+    bool: flags.DEFINE_bool,
+    list: flags.DEFINE_list
+}
 for _name, _flag in original_flags.ORIGINAL_FLAGS.items():
   _DEFINE[_flag.type](_name, None, f"[original flag] {_flag.help}")
-
 
 _CONFIG = None  # the --config flag: defined by parse_flags, from the config file it names
 _CONFIG_HELP = ("Experiment config file, configs/NAME.py or configs/NAME.py:ARGUMENT. Its "
@@ -113,8 +121,8 @@ def config_from_flags():
     UsageError: for original flags that do not make sense together.
   """
   config = copy.deepcopy(_CONFIG.value)  # the flag's own value stays as parsed
-  original_flags.apply(config, {name: flags.FLAGS[name].value
-                                for name in original_flags.ORIGINAL_FLAGS})
+  original_flags.apply(config,
+                       {name: flags.FLAGS[name].value for name in original_flags.ORIGINAL_FLAGS})
   return config
 
 
@@ -139,7 +147,17 @@ def parse_flags(argv: list[str]) -> list[str]:
     _fail(f"{_last_line(e)} (see --helpfull)")
 
 
+def version_line() -> str:
+  """sam-jax's version (pyproject.toml's, from the package metadata) and its stack's."""
+  stack = ", ".join(
+      f"{name} {importlib.metadata.version(name)}" for name in ("jax", "jaxlib", "flax", "optax"))
+  return f"sam-jax {sam_jax.__version__} ({stack})"
+
+
 def main(argv):
+  if _VERSION.value:
+    print(version_line(), flush=True)
+    return
   try:
     if len(argv) > 1:
       raise UsageError(f"Unexpected arguments: {' '.join(argv[1:])} (flags take the form "
@@ -148,9 +166,10 @@ def main(argv):
     console.quiet_logs(_VERBOSE.value)
     validation.check(config)
     if (results := run_files.finished_results(config, workdir)) is not None:
-      print(f"sam_jax.train: {workdir} has finished ({results['steps']} steps): "
-            f"{_shown(results)}; nothing to do (results.json; another --workdir starts a "
-            "new run).", file=sys.stderr, flush=True)
+      print(
+          f"sam_jax.train: {workdir} has finished ({results['steps']} steps): "
+          f"{_shown(results)}; nothing to do (results.json; another --workdir starts a "
+          "new run).", file=sys.stderr, flush=True)
       return
     if changed := run_files.check_resume(config, workdir, _ALLOW_CHANGES.value):
       logging.warning("Resuming %s with changes: %s (recorded in %s).", workdir,

@@ -89,11 +89,11 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "profile_steps": (_at_least_zero, "a number of steps, >= 0 (0: no profile)"),
     "evaluate_every": (_positive, "a positive number of epochs"),
     "eval_every_steps": (_at_least_zero, "a number of steps, >= 0 (0: every evaluate_every "
-                                         "epochs)"),
+                         "epochs)"),
     "save_progress_seconds": (_at_least_zero, "a number of seconds, >= 0"),
     "keep_checkpoints": (_positive, "a positive number of checkpoints"),
-    "additional_checkpoints_at_epochs": (lambda epochs: all(e > 0 for e in epochs),
-                                         "a list of positive epochs"),
+    "additional_checkpoints_at_epochs":
+        (lambda epochs: all(e > 0 for e in epochs), "a list of positive epochs"),
 }
 
 

@@ -23,17 +23,19 @@ BOOKKEEPING = frozenset({
     "data_dir", "log_every_steps", "profile_steps", "evaluate_every", "eval_every_steps",
     "also_eval_on_training_set", "compute_top_5_error_rate", "save_progress_seconds",
     "keep_checkpoints", "additional_checkpoints_at_epochs", "nonfinite", "init_from",
-    "init_from_ema", "replica_mapping"})  # the same replicas, another schedule of work
+    "init_from_ema", "replica_mapping"
+})  # the same replicas, another schedule of work
 # ...and of those, the ones a finished run's results do not depend on.
-NOT_IN_RESULTS = BOOKKEEPING - {"evaluate_every", "eval_every_steps",
-                                "also_eval_on_training_set", "compute_top_5_error_rate"}
+NOT_IN_RESULTS = BOOKKEEPING - {
+    "evaluate_every", "eval_every_steps", "also_eval_on_training_set", "compute_top_5_error_rate"
+}
 
 
 def latest_checkpoint_step(workdir: str) -> int | None:
   """The step of the newest finished checkpoint in `workdir/checkpoints`, or None."""
   folder = os.path.join(workdir, "checkpoints")
-  steps = [int(name) for name in os.listdir(folder) if name.isdigit()] if os.path.isdir(
-      folder) else []
+  steps = [int(name) for name in os.listdir(folder) if name.isdigit()
+          ] if os.path.isdir(folder) else []
   return max(steps, default=None)
 
 
@@ -79,8 +81,11 @@ def changes(config: ml_collections.ConfigDict, workdir: str) -> dict[str, tuple[
   if saved is None:
     return {}
   now = as_json(config)
-  return {field: (saved.get(field), now.get(field)) for field in sorted(saved.keys() | now.keys())
-          if saved.get(field) != now.get(field)}
+  return {
+      field: (saved.get(field), now.get(field))
+      for field in sorted(saved.keys() | now.keys())
+      if saved.get(field) != now.get(field)
+  }
 
 
 def describe(changed: dict[str, tuple[Any, Any]]) -> str:

@@ -57,16 +57,19 @@ def main():
     with convolution.in_loop_body():  # the canonical gradient applies only in there
       settings = {
           "top of the program": jax.jit(grad),
-          "lax.cond branch": jax.jit(lambda x, k: lax.cond(
-              x[0, 0, 0, 0] > 0, lambda: grad(x, k), lambda: (x, k))),
-          "two halves, unrolled": jax.jit(lambda x, k: [grad(x[:half], k), grad(x[half:], k)]),
-          "two halves, lax.map": jax.jit(lambda x, k: lax.map(
-              lambda xi: grad(xi, k), jnp.stack([x[:half], x[half:]]))),
+          "lax.cond branch":
+              jax.jit(lambda x, k: lax.cond(x[0, 0, 0, 0] > 0, lambda: grad(x, k), lambda: (x, k))),
+          "two halves, unrolled":
+              jax.jit(lambda x, k: [grad(x[:half], k), grad(x[half:], k)]),
+          "two halves, lax.map": jax.jit(
+              lambda x, k: lax.map(lambda xi: grad(xi, k), jnp.stack([x[:half], x[half:]]))),
       }
       times = {setting: median_seconds(fn, x, kernels) for setting, fn in settings.items()}
     top = top or times["top of the program"]
-    print(f"{name}: " + ", ".join(f"{setting} {1000 * t:.0f} ms ({t / top:.1f}x)"
-                                  for setting, t in times.items()), flush=True)
+    print(
+        f"{name}: " +
+        ", ".join(f"{setting} {1000 * t:.0f} ms ({t / top:.1f}x)" for setting, t in times.items()),
+        flush=True)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ from sam_jax.models import get_model  # noqa: E402
 
 import torch_reference  # noqa: E402  (scripts/, beside this file)
 
-
 # name: (config.sam fields, virtual replicas of --m examples?, replica_mapping)
 SETTINGS = {
     "SGD": (dict(rho=0.0), False, "loop"),
@@ -72,9 +71,10 @@ def parse_args():
   parser.add_argument("--block", type=int, default=5, help="steps per timed block")
   parser.add_argument("--blocks", type=int, default=3, help="timed blocks per setting")
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
-  parser.add_argument("--torch", action="store_true",
-                      help="also time the same WideResNet's SGD and SAM steps in PyTorch "
-                           "(optional dependency), blocks alternating with ours")
+  parser.add_argument(
+      "--torch", action="store_true",
+      help="also time the same WideResNet's SGD and SAM steps in PyTorch "
+      "(optional dependency), blocks alternating with ours")
   parser.add_argument("--only", default=None,
                       help=f"comma-separated rows among: {', '.join(SETTINGS)}")
   return parser.parse_args()
@@ -99,7 +99,7 @@ def matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
     start = time.perf_counter()
     jax.block_until_ready(matmul(a))
     times.append(time.perf_counter() - start)
-  return 2 * n**3 / statistics.median(times)
+  return 2 * n ** 3 / statistics.median(times)
 
 
 def prepare_setting(args, sam: dict, m: int | None, mapping: str):
@@ -108,17 +108,18 @@ def prepare_setting(args, sam: dict, m: int | None, mapping: str):
   mesh = replicas.make_mesh(layout.num_devices)
   model = get_model(args.model, args.num_classes, dtype=jnp.dtype(args.dtype))
   config = default.get_config()  # SGD, Nesterov 0.9, cosine, clipping 5
-  config.update(dict(learning_rate=0.1, num_epochs=1, weight_decay=5e-4,
-                     sam=dict(dict(rho=args.rho), **sam)))
+  config.update(
+      dict(learning_rate=0.1, num_epochs=1, weight_decay=5e-4, sam=dict(dict(rho=args.rho), **sam)))
   tx = optim.create_optimizer(config, 1000, replicas.REPLICA_AXES)
   image_shape = (args.image_size, args.image_size, 3)
   state = replicas.replicate(
       steps.init_train_state(model, tx, jax.random.key(0), image_shape), mesh)
   rng = np.random.default_rng(0)
-  batch = replicas.shard_batch({
-      "image": rng.standard_normal((args.batch_size,) + image_shape, np.float32),
-      "label": rng.integers(0, args.num_classes, args.batch_size).astype(np.int32),
-  }, mesh)
+  batch = replicas.shard_batch(
+      {
+          "image": rng.standard_normal((args.batch_size,) + image_shape, np.float32),
+          "label": rng.integers(0, args.num_classes, args.batch_size).astype(np.int32),
+      }, mesh)
   step = steps.make_train_step(model, tx, mesh, layout, l2_weight_decay=5e-4,
                                replica_mapping=mapping)
   key = jax.random.key(1)
@@ -128,8 +129,8 @@ def prepare_setting(args, sam: dict, m: int | None, mapping: str):
   start = time.perf_counter()
   compiled = {kind: step.program(kind).lower(state, batch, key).compile() for kind in kinds}
   compile_s = time.perf_counter() - start
-  memory = max((c.memory_analysis() for c in compiled.values()),
-               key=lambda m: m.temp_size_in_bytes if m else 0)
+  memory = max((c.memory_analysis() for c in compiled.values()), key=lambda m: m.temp_size_in_bytes
+               if m else 0)
   flops = statistics.mean(compiled_flops(compiled[schedule(t)]) for t in range(args.block))
   if mapping == "scan":  # XLA's cost analysis counts a loop body once, not once per trip
     flops = float("nan")
@@ -147,11 +148,12 @@ def prepare_setting(args, sam: dict, m: int | None, mapping: str):
 
   if args.warmup:
     run(args.warmup)
-  facts = dict(layout=layout, compile=compile_s, flops=flops,
-               temp_mb=memory.temp_size_in_bytes / 2**20 if memory else float("nan"),
-               peak_mb=(memory.argument_size_in_bytes + memory.output_size_in_bytes
-                        + memory.temp_size_in_bytes - memory.alias_size_in_bytes) / 2**20
-               if memory else float("nan"))
+  facts = dict(
+      layout=layout, compile=compile_s, flops=flops,
+      temp_mb=memory.temp_size_in_bytes / 2 ** 20 if memory else float("nan"),
+      peak_mb=(memory.argument_size_in_bytes + memory.output_size_in_bytes +
+               memory.temp_size_in_bytes - memory.alias_size_in_bytes) /
+      2 ** 20 if memory else float("nan"))
   return facts, lambda: run(args.block)
 
 
@@ -160,8 +162,8 @@ def torch_block(args, rho: float):
   match = re.fullmatch(r"WideResnet(\d+)x(\d+)", args.model)
   if not (args.torch and match and torch_reference.available()) or args.dtype != "float32":
     return None
-  step = torch_reference.make_step(int(match[1]), int(match[2]), args.num_classes,
-                                   args.batch_size, args.image_size, rho)
+  step = torch_reference.make_step(
+      int(match[1]), int(match[2]), args.num_classes, args.batch_size, args.image_size, rho)
   for _ in range(args.warmup):
     step()
 
@@ -170,6 +172,7 @@ def torch_block(args, rho: float):
     for _ in range(args.block):
       step()
     return (time.perf_counter() - start) / args.block
+
   return run
 
 
@@ -177,8 +180,8 @@ def time_setting(args, name: str, peak: float) -> dict:
   """One row: the step's median time over blocks (PyTorch's blocks alternating with ours)."""
   sam, virtual, mapping = SETTINGS[name]
   facts, run_block = prepare_setting(args, sam, args.m if virtual else None, mapping)
-  torch_run = torch_block(args, args.rho if name == "SAM" else 0.0) if name in (
-      "SGD", "SAM") else None
+  torch_run = torch_block(args, args.rho if name == "SAM" else 0.0) if name in ("SGD",
+                                                                                "SAM") else None
   times, torch_times = [], []
   for _ in range(args.blocks):
     times.append(run_block())
@@ -209,16 +212,18 @@ def main():
   for name in names:
     r = results[name] = time_setting(args, name, peak)
     lay = r["layout"]
-    print(f"{name:<16} {lay.num_devices} dev x {lay.virtual_replicas} virtual x "
-          f"m={lay.examples_per_replica:<4} {1000 * r['median']:8.1f} ms/step "
-          f"{r['images_per_s']:7.1f} images/s  {r['flops'] / 1e9:7.1f} GFLOP/device "
-          f"{r['flops_per_s'] / 1e9:6.1f} GFLOP/s ({100 * r['fraction']:4.1f}% of peak)  "
-          f"{r['temp_mb']:6.1f} MiB working, {r['peak_mb']:6.1f} MiB peak  "
-          f"(compile {r['compile']:.1f} s)", flush=True)
+    print(
+        f"{name:<16} {lay.num_devices} dev x {lay.virtual_replicas} virtual x "
+        f"m={lay.examples_per_replica:<4} {1000 * r['median']:8.1f} ms/step "
+        f"{r['images_per_s']:7.1f} images/s  {r['flops'] / 1e9:7.1f} GFLOP/device "
+        f"{r['flops_per_s'] / 1e9:6.1f} GFLOP/s ({100 * r['fraction']:4.1f}% of peak)  "
+        f"{r['temp_mb']:6.1f} MiB working, {r['peak_mb']:6.1f} MiB peak  "
+        f"(compile {r['compile']:.1f} s)", flush=True)
     if r["torch"]:
-      print(f"{'  PyTorch ' + torch_version():<16} same step {1000 * r['torch']:8.1f} ms/step "
-            f"{args.batch_size / r['torch']:7.1f} images/s: ours / PyTorch's "
-            f"{r['median'] / r['torch']:.2f}", flush=True)
+      print(
+          f"{'  PyTorch ' + torch_version():<16} same step {1000 * r['torch']:8.1f} ms/step "
+          f"{args.batch_size / r['torch']:7.1f} images/s: ours / PyTorch's "
+          f"{r['median'] / r['torch']:.2f}", flush=True)
   if "SGD" in results:
     sgd = results["SGD"]["median"]
     print("step time / SGD's: " + ", ".join(

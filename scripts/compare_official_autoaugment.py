@@ -28,12 +28,12 @@ GEOMETRIC = ("Rotate", "TranslateX", "TranslateY", "ShearX", "ShearY", "Cutout")
 
 def tfa_stand_in() -> types.ModuleType:
   """tensorflow_addons.image's translate, rotate and transform (tfa 0.x semantics)."""
-  def transform(images, transforms, interpolation="NEAREST", fill_mode="CONSTANT",
-                fill_value=0.0):
+  def transform(images, transforms, interpolation="NEAREST", fill_mode="CONSTANT", fill_value=0.0):
     transforms = tf.reshape(tf.cast(transforms, tf.float32), [1, 8])
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images[None], transforms=transforms, output_shape=tf.shape(images)[:2],
-        fill_value=fill_value, fill_mode=fill_mode, interpolation=interpolation)[0]
+    return tf.raw_ops.ImageProjectiveTransformV3(images=images[None], transforms=transforms,
+                                                 output_shape=tf.shape(images)[:2],
+                                                 fill_value=fill_value, fill_mode=fill_mode,
+                                                 interpolation=interpolation)[0]
 
   def translate(images, translations):
     dx, dy = tf.unstack(tf.cast(translations, tf.float32))
@@ -70,13 +70,19 @@ def import_official(repo: pathlib.Path):
 
 def test_images() -> list[np.ndarray]:
   rng = np.random.default_rng(0)
+
   def smooth(height, width):
     y, x = np.mgrid[:height, :width]
     waves = np.stack([128 + 100 * np.sin(x / 5 + c) * np.cos(y / 7 - c) for c in range(3)], -1)
     return np.clip(waves + rng.normal(0, 20, waves.shape), 0, 255).astype(np.uint8)
+
   noise = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-  return [noise, smooth(32, 32), (noise // 3 + 70).astype(np.uint8), smooth(40, 24),
-          smooth(224, 224)]
+  return [
+      noise,
+      smooth(32, 32), (noise // 3 + 70).astype(np.uint8),
+      smooth(40, 24),
+      smooth(224, 224)
+  ]
 
 
 def count_differences(official, name: str) -> tuple[int, int]:
@@ -91,9 +97,10 @@ def count_differences(official, name: str) -> tuple[int, int]:
       for image in test_images():
         key = tf.constant([7, level], tf.int64)
         if name == "Cutout":  # the original's centre draws, made ours
-          centre = iter([tf.random.stateless_uniform([], ours.fold_in(key, i), 0,
-                                                     image.shape[i], tf.int32)
-                         for i in (0, 1)])
+          centre = iter([
+              tf.random.stateless_uniform([], ours.fold_in(key, i), 0, image.shape[i], tf.int32)
+              for i in (0, 1)
+          ])
           official.tf.random_uniform = lambda *args, **kwargs: next(centre)
         args = official.level_to_arg(hparams)[name](level)
         if name in GEOMETRIC:

@@ -52,15 +52,19 @@ def run_list(seeds: list[int], noise_levels: list[str], variants: list[str]) -> 
 def table(runs: list[dict], variants: list[str], noise_levels: list[int]) -> str:
   """variants.md: one row per variant, accuracy and lambda_max per noise level, wall time."""
   head = " | ".join(f"{n}% noise: accuracy % | lambda_max" for n in noise_levels)
-  lines = ["| variant | " + head + " | training time (s) |",
-           "| --- | " + " | ".join("--- | ---" for _ in noise_levels) + " | --- |"]
+  lines = [
+      "| variant | " + head + " | training time (s) |",
+      "| --- | " + " | ".join("--- | ---" for _ in noise_levels) + " | --- |"
+  ]
   for variant in variants:
     group = [r for r in runs if r["variant"] == variant]
     cells = []
     for noise in noise_levels:
       at = [r for r in group if r["noise"] == noise]
-      cells += [cell([100 - 100 * r["test_error"] for r in at]),
-                cell([r["lambda_max"] for r in at])]
+      cells += [
+          cell([100 - 100 * r["test_error"] for r in at]),
+          cell([r["lambda_max"] for r in at])
+      ]
     seconds = [r["seconds"]["train"] for r in group if r.get("seconds")]
     lines.append(f"| {variant} | " + " | ".join(cells) + f" | {cell(seconds, 1, 0)} |")
   return "\n".join(lines) + "\n"
@@ -84,14 +88,15 @@ def main(argv):
     for future in concurrent.futures.as_completed(futures):
       result = {**future.result(), "variant": futures[future]["variant"]}
       done.append(result)
-      print(f"[{len(done)}/{len(runs)} {time.monotonic() - started:.0f} s] {result['name']}: "
-            f"test error {100 * result['test_error']:.2f}%, lambda_max {result['lambda_max']:.3g}",
-            flush=True)
+      print(
+          f"[{len(done)}/{len(runs)} {time.monotonic() - started:.0f} s] {result['name']}: "
+          f"test error {100 * result['test_error']:.2f}%, lambda_max {result['lambda_max']:.3g}",
+          flush=True)
   command = "python scripts/compare_variants.py " + " ".join(sys.argv[1:])
   text = (f"`{command.strip()}` ({options.jobs} at a time); seeds {', '.join(options.seeds)}, "
           "mean ± 95% interval (Student t); accuracy on the clean test digits; lambda_max of the "
-          "training loss's Hessian; training time per run.\n\n"
-          + table(done, variants, sorted({r["noise"] for r in done})))
+          "training loss's Hessian; training time per run.\n\n" +
+          table(done, variants, sorted({r["noise"] for r in done})))
   with open(os.path.join(out, "variants.md"), "w") as f:
     f.write(text)
   print(text)

@@ -32,8 +32,8 @@ from sam_jax.models import get_model  # noqa: E402
 
 # (model, classes, image side, m, global batch): the paper's settings (Sec. 3.1, 3.2).
 SETTINGS = [
-    ("WideResnet28x10", 10, 32, 32, 256),   # CIFAR-10, 8 GPUs, m = 32
-    ("Resnet50", 1000, 224, 128, 4096),     # ImageNet, 32 TPUv3 cores, m = 128
+    ("WideResnet28x10", 10, 32, 32, 256),  # CIFAR-10, 8 GPUs, m = 32
+    ("Resnet50", 1000, 224, 128, 4096),  # ImageNet, 32 TPUv3 cores, m = 128
     ("efficientnet-l2-475", 1000, 475, 1, 512),  # finetuning; m = 1 per device shown
 ]
 
@@ -45,21 +45,25 @@ def footprint(model_name: str, num_classes: int, side: int, m: int, dtype: str) 
   tx = optim.create_optimizer(config, 1000, replicas.REPLICA_AXES)
   mesh = replicas.make_mesh(1)
   layout = replicas.make_layout(m, m, num_devices=1)
-  state = jax.eval_shape(lambda: steps.init_train_state(
-      model, tx, jax.random.key(0), (side, side, 3)))
-  batch = {"image": jax.ShapeDtypeStruct((m, side, side, 3), jnp.float32),
-           "label": jax.ShapeDtypeStruct((m,), jnp.int32)}
+  state = jax.eval_shape(lambda: steps.init_train_state(model, tx, jax.random.key(0),
+                                                        (side, side, 3)))
+  batch = {
+      "image": jax.ShapeDtypeStruct((m, side, side, 3), jnp.float32),
+      "label": jax.ShapeDtypeStruct((m,), jnp.int32)
+  }
   step = steps.make_train_step(model, tx, mesh, layout)
   started = time.monotonic()
   compiled = step.lower(state, batch, jax.random.key(1)).compile()
   memory = compiled.memory_analysis()
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-  return {"params": params,
-          "state": sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)),
-          "temp": memory.temp_size_in_bytes,
-          "total": (memory.argument_size_in_bytes + memory.output_size_in_bytes
-                    + memory.temp_size_in_bytes - memory.alias_size_in_bytes),
-          "compile_s": time.monotonic() - started}
+  return {
+      "params": params,
+      "state": sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)),
+      "temp": memory.temp_size_in_bytes,
+      "total": (memory.argument_size_in_bytes + memory.output_size_in_bytes +
+                memory.temp_size_in_bytes - memory.alias_size_in_bytes),
+      "compile_s": time.monotonic() - started
+  }
 
 
 def main():
@@ -67,7 +71,7 @@ def main():
   parser.add_argument("--only", default=None, help="one model of the table")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   args = parser.parse_args()
-  gib = 2.0**30
+  gib = 2.0 ** 30
   print(f"{'model':22} {'side':>4} {'m':>4} {'params':>8} {'state GiB':>9} {'step temp GiB':>13} "
         f"{'device GiB':>10} {'devices':>7} {'all-reduce GiB/step':>19} {'compile s':>9}")
   for name, classes, side, m, batch in SETTINGS:
@@ -76,9 +80,10 @@ def main():
     f = footprint(name, classes, side, m, args.dtype)
     devices = batch // m
     ring = 2 * (devices - 1) / devices * f["params"] * 4  # float32 gradients
-    print(f"{name:22} {side:>4} {m:>4} {f['params'] / 1e6:>7.1f}M {f['state'] / gib:>9.2f} "
-          f"{f['temp'] / gib:>13.2f} {f['total'] / gib:>10.2f} {devices:>7} "
-          f"{ring / gib:>19.2f} {f['compile_s']:>9.0f}", flush=True)
+    print(
+        f"{name:22} {side:>4} {m:>4} {f['params'] / 1e6:>7.1f}M {f['state'] / gib:>9.2f} "
+        f"{f['temp'] / gib:>13.2f} {f['total'] / gib:>10.2f} {devices:>7} "
+        f"{ring / gib:>19.2f} {f['compile_s']:>9.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -80,12 +80,16 @@ def train_and_analyse(run: dict, out: str, sharpness_m: list[int], lanczos_steps
     train_seconds = time.monotonic() - started
     config, info, model, variables, step = report.load_run(workdir)
     examples = report.training_examples(config, info, model)
-    numbers, _ = report.analyze(
-        model, variables, examples, m_values=sharpness_m, rho=_MEASURED_RHO, top_k=5,
-        lanczos_steps=lanczos_steps, slq_vectors=1, hutchinson_probes=0)
-    numbers = {**report.describe_run(workdir, config, step), **numbers,
-               "seconds": {"train": train_seconds,
-                           "analysis": time.monotonic() - started - train_seconds}}
+    numbers, _ = report.analyze(model, variables, examples, m_values=sharpness_m, rho=_MEASURED_RHO,
+                                top_k=5, lanczos_steps=lanczos_steps, slq_vectors=1,
+                                hutchinson_probes=0)
+    numbers = {
+        **report.describe_run(workdir, config, step),
+        **numbers, "seconds": {
+            "train": train_seconds,
+            "analysis": time.monotonic() - started - train_seconds
+        }
+    }
     report.write(numbers, None, os.path.dirname(analysis_path), run["name"])
   with open(analysis_path) as f:
     return summarise_run(run, json.load(f))
@@ -97,14 +101,19 @@ def summarise_run(run: dict, analysis: dict) -> dict:
   m = [part for part in rest if "=" not in part]  # variant=NAME: scripts/compare_variants.py
   top = analysis["hessian"]["top_eigenvalues"]
   return {
-      **run, "noise": int(noise), "optimizer": optimizer,
+      **run,
+      "noise": int(noise),
+      "optimizer": optimizer,
       "m": int(m[0]) if m else analysis["trained_with"]["m"],
       "rho": analysis["trained_with"]["rho"],
       "test_error": analysis["results"]["test_error"],
       "train_error": analysis["train_error"],  # on the (noisy) labels it was trained on
       "gap": analysis["results"]["test_error"] - analysis["train_error"],
-      "lambda_max": top[0], "lambda_max/lambda_5": top[0] / top[-1],
-      "m_sharpness": {int(m): v for m, v in analysis["m_sharpness"]["values"].items()},
+      "lambda_max": top[0],
+      "lambda_max/lambda_5": top[0] / top[-1],
+      "m_sharpness": {
+          int(m): v for m, v in analysis["m_sharpness"]["values"].items()
+      },
       "density": analysis["hessian"]["density"],
       "seconds": analysis.get("seconds"),
   }
@@ -116,17 +125,19 @@ def select(runs, **where):
 
 def m_sweep_table(clean: list[dict], ms: list[int]) -> list[str]:
   """Rows of the clean-label runs: SGD, then SAM for each m it was trained with."""
-  lines = ["", "**m sweep** (clean labels; SGD is rho = 0; m-sharpness measured at rho = "
-            f"{_MEASURED_RHO} over the training set):", "",
-            "| run | test error % | lambda_max | " + " | ".join(f"{m}-sharpness" for m in ms) + " |",
-            "| --- | --- | --- | " + " | ".join("---" for _ in ms) + " |"]
-  groups = [("SGD", select(clean, optimizer="sgd"))] + [
-      (f"SAM m = {m}", select(clean, optimizer="sam", m=m))
-      for m in sorted({r["m"] for r in clean if r["optimizer"] == "sam"})]
+  lines = [
+      "", "**m sweep** (clean labels; SGD is rho = 0; m-sharpness measured at rho = "
+      f"{_MEASURED_RHO} over the training set):", "",
+      "| run | test error % | lambda_max | " + " | ".join(f"{m}-sharpness" for m in ms) + " |",
+      "| --- | --- | --- | " + " | ".join("---" for _ in ms) + " |"
+  ]
+  groups = [("SGD", select(clean, optimizer="sgd"))
+           ] + [(f"SAM m = {m}", select(clean, optimizer="sam", m=m))
+                for m in sorted({r["m"] for r in clean if r["optimizer"] == "sam"})]
   for label, group in groups:
     lines.append(f"| {label} | {cell([r['test_error'] for r in group], 100)} "
-                 f"| {cell([r['lambda_max'] for r in group])} | "
-                 + " | ".join(cell([r['m_sharpness'][m] for r in group], 1, 4) for m in ms) + " |")
+                 f"| {cell([r['lambda_max'] for r in group])} | " +
+                 " | ".join(cell([r['m_sharpness'][m] for r in group], 1, 4) for m in ms) + " |")
   return lines
 
 
@@ -134,19 +145,22 @@ def tables(runs: list[dict]) -> str:
   """The markdown tables of results.md."""
   from scipy import stats  # pylint: disable=import-outside-toplevel
   seeds = sorted({r["seed"] for r in runs})
-  lines = [f"Seeds {', '.join(map(str, seeds))}; mean ± 95% interval (Student t) over them.", "",
-           "**Label noise** (test accuracy % on the clean test digits; training error % on "
-           "the noisy labels it was trained on; Hessian lambda_max of the training loss):", "",
-           "| noise % | SGD accuracy | SAM accuracy | SGD train error | SAM train error "
-           "| SGD lambda_max | SAM lambda_max | SGD lambda_max/lambda_5 | SAM lambda_max/lambda_5 |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  lines = [
+      f"Seeds {', '.join(map(str, seeds))}; mean ± 95% interval (Student t) over them.", "",
+      "**Label noise** (test accuracy % on the clean test digits; training error % on "
+      "the noisy labels it was trained on; Hessian lambda_max of the training loss):", "",
+      "| noise % | SGD accuracy | SAM accuracy | SGD train error | SAM train error "
+      "| SGD lambda_max | SAM lambda_max | SGD lambda_max/lambda_5 | SAM lambda_max/lambda_5 |",
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  ]
   for noise in sorted({r["noise"] for r in runs}):
     sgd, sam = (select(runs, noise=noise, optimizer=o, m=16) for o in ("sgd", "sam"))
     if sgd and sam:
       lines.append(
           f"| {noise} | {cell([100 - 100 * r['test_error'] for r in sgd])} "
           f"| {cell([100 - 100 * r['test_error'] for r in sam])} "
-          f"| {cell([r['train_error'] for r in sgd], 100)} | {cell([r['train_error'] for r in sam], 100)} "
+          f"| {cell([r['train_error'] for r in sgd], 100)} "
+          f"| {cell([r['train_error'] for r in sam], 100)} "
           f"| {cell([r['lambda_max'] for r in sgd])} | {cell([r['lambda_max'] for r in sam])} "
           f"| {cell([r['lambda_max/lambda_5'] for r in sgd])} "
           f"| {cell([r['lambda_max/lambda_5'] for r in sam])} |")
@@ -157,11 +171,13 @@ def tables(runs: list[dict]) -> str:
   gaps = [r["gap"] for r in runs]
   taus = {m: stats.kendalltau([r["m_sharpness"][m] for r in runs], gaps).statistic for m in ms}
   tau_lambda = stats.kendalltau([r["lambda_max"] for r in runs], gaps).statistic
-  lines += ["", f"**Does sharpness predict the generalisation gap?** Kendall's tau between "
-            f"each measure and test error minus training error, over all {len(runs)} runs:", "",
-            "| measure | " + " | ".join(f"{m}-sharpness" for m in ms) + " | lambda_max |",
-            "| --- | " + " | ".join("---" for _ in ms) + " | --- |",
-            "| tau | " + " | ".join(f"{taus[m]:.2f}" for m in ms) + f" | {tau_lambda:.2f} |"]
+  lines += [
+      "", f"**Does sharpness predict the generalisation gap?** Kendall's tau between "
+      f"each measure and test error minus training error, over all {len(runs)} runs:", "",
+      "| measure | " + " | ".join(f"{m}-sharpness" for m in ms) + " | lambda_max |",
+      "| --- | " + " | ".join("---" for _ in ms) + " | --- |",
+      "| tau | " + " | ".join(f"{taus[m]:.2f}" for m in ms) + f" | {tau_lambda:.2f} |"
+  ]
   return "\n".join(lines) + "\n"
 
 
@@ -177,8 +193,7 @@ def figures(runs: list[dict], out: str) -> None:
   for optimizer in ("sgd", "sam"):
     for r in select(runs, noise=noise, optimizer=optimizer, m=16, seed=seed):
       spectra[plots.trained_with(r["rho"])] = (np.asarray(r["density"]["grid"]),
-                                               np.asarray(r["density"]["density"]),
-                                               r["lambda_max"])
+                                               np.asarray(r["density"]["density"]), r["lambda_max"])
   if spectra:
     plots.spectral_densities(spectra, os.path.join(out, "hessian_spectrum.png"),
                              f"Hessian of the training loss, {labels}, seed {seed}")
@@ -188,16 +203,21 @@ def figures(runs: list[dict], out: str) -> None:
     if group:
       ms = sorted(group[0]["m_sharpness"])
       stats_ = [interval([r["m_sharpness"][m] for r in group]) for m in ms]
-      curves[plots.trained_with(group[0]["rho"])] = (
-          ms, [s[0] for s in stats_], [0 if math.isnan(s[1]) else s[1] for s in stats_])
+      curves[plots.trained_with(group[0]["rho"])] = (ms, [s[0] for s in stats_], [
+          0 if math.isnan(s[1]) else s[1] for s in stats_
+      ])
   if curves:
     plots.m_sharpness(curves, os.path.join(out, "m_sharpness.png"), _MEASURED_RHO,
                       f"{labels}, mean and 95% interval over the seeds")
   figure, axes = plt.subplots(figsize=(6, 4))
   for optimizer in ("sgd", "sam"):
     levels = sorted({r["noise"] for r in select(runs, optimizer=optimizer, m=16)})
-    stats_ = [interval([100 - 100 * r["test_error"]
-                        for r in select(runs, noise=n, optimizer=optimizer, m=16)]) for n in levels]
+    stats_ = [
+        interval(
+            [100 - 100 * r["test_error"]
+             for r in select(runs, noise=n, optimizer=optimizer, m=16)])
+        for n in levels
+    ]
     axes.errorbar(levels, [s[0] for s in stats_], capsize=3, marker="o", label=optimizer.upper(),
                   yerr=[0 if math.isnan(s[1]) else s[1] for s in stats_])
   axes.set_xlabel("label noise %")
@@ -222,9 +242,10 @@ def main(argv):
     for future in concurrent.futures.as_completed(futures):
       result = future.result()
       done.append(result)
-      print(f"[{len(done)}/{len(runs)} {time.monotonic() - started:.0f} s] {result['name']}: "
-            f"test error {100 * result['test_error']:.2f}%, lambda_max {result['lambda_max']:.3g}",
-            flush=True)
+      print(
+          f"[{len(done)}/{len(runs)} {time.monotonic() - started:.0f} s] {result['name']}: "
+          f"test error {100 * result['test_error']:.2f}%, lambda_max {result['lambda_max']:.3g}",
+          flush=True)
   done.sort(key=lambda r: [r2["name"] for r2 in runs].index(r["name"]))
   minutes = (time.monotonic() - started) / 60
   with open(os.path.join(out, "runs.json"), "w") as f:

@@ -44,10 +44,11 @@ def define_flags() -> None:
 def command(run: dict, workdir: str, epochs: int | None, data_dir: str | None) -> list[str]:
   """The training binary's command line for one run."""
   config = os.path.join(ROOT, "configs", "digits_label_noise.py")
-  return ([sys.executable, "-m", "sam_jax.train", f"--workdir={workdir}",
-           f"--config={config}:{run['noise']},{run['optimizer']}", f"--config.seed={run['seed']}"]
-          + ([f"--config.num_epochs={epochs}"] if epochs else [])
-          + ([f"--config.data_dir={data_dir}"] if data_dir else []))
+  return ([
+      sys.executable, "-m", "sam_jax.train", f"--workdir={workdir}",
+      f"--config={config}:{run['noise']},{run['optimizer']}", f"--config.seed={run['seed']}"
+  ] + ([f"--config.num_epochs={epochs}"] if epochs else []) +
+          ([f"--config.data_dir={data_dir}"] if data_dir else []))
 
 
 def finished(workdir: str) -> dict | None:
@@ -80,8 +81,9 @@ def train_all(runs: list[dict], out: str, jobs: int, epochs: int | None,
         run, workdir = pending.pop(0)
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, "train.log"), "a") as log:
-          process = subprocess.Popen(command(run, workdir, epochs, data_dir), cwd=ROOT,
-                                     stdout=log, stderr=subprocess.STDOUT)
+          process = subprocess.Popen(
+              command(run, workdir, epochs, data_dir), cwd=ROOT, stdout=log,
+              stderr=subprocess.STDOUT)
         running[process] = (run, workdir)
       time.sleep(1)
       for process in [p for p in running if p.poll() is not None]:
@@ -93,9 +95,10 @@ def train_all(runs: list[dict], out: str, jobs: int, epochs: int | None,
           print(failures[-1], flush=True)
           continue
         done.append({**run, **results})
-        print(f"[{len(done)}/{len(runs)} {time.monotonic() - started:.0f} s] {run['name']}: "
-              f"test accuracy {100 - 100 * results['test_error']:.1f}%, training error on "
-              f"the noisy labels {100 * results['train_eval_error']:.1f}%", flush=True)
+        print(
+            f"[{len(done)}/{len(runs)} {time.monotonic() - started:.0f} s] {run['name']}: "
+            f"test accuracy {100 - 100 * results['test_error']:.1f}%, training error on "
+            f"the noisy labels {100 * results['train_eval_error']:.1f}%", flush=True)
   except KeyboardInterrupt:
     for process in running:  # a terminal's Ctrl-C reached them already; a kill -INT not
       if process.poll() is None:
@@ -108,12 +111,17 @@ def train_all(runs: list[dict], out: str, jobs: int, epochs: int | None,
 
 def table(runs: list[dict]) -> str:
   """results.md's table: accuracy and noisy-label training error per cell, SAM - SGD."""
-  lines = ["| noise % | SGD test accuracy | SAM test accuracy | SAM - SGD (paired) "
-           "| SGD train error on noisy labels | SAM train error on noisy labels |",
-           "| --- | --- | --- | --- | --- | --- |"]
+  lines = [
+      "| noise % | SGD test accuracy | SAM test accuracy | SAM - SGD (paired) "
+      "| SGD train error on noisy labels | SAM train error on noisy labels |",
+      "| --- | --- | --- | --- | --- | --- |"
+  ]
   for noise in sorted({r["noise"] for r in runs}):
-    by_seed = {o: {r["seed"]: r for r in runs if (r["noise"], r["optimizer"]) == (noise, o)}
-               for o in ("sgd", "sam")}
+    by_seed = {
+        o: {
+            r["seed"]: r for r in runs if (r["noise"], r["optimizer"]) == (noise, o)
+        } for o in ("sgd", "sam")
+    }
     seeds = sorted(set(by_seed["sgd"]) & set(by_seed["sam"]))
     accuracy = {o: [100 - 100 * by_seed[o][s]["test_error"] for s in seeds] for o in by_seed}
     train_error = {o: [by_seed[o][s]["train_eval_error"] for s in seeds] for o in by_seed}
@@ -126,9 +134,12 @@ def table(runs: list[dict]) -> str:
 def main(argv):
   del argv
   out = os.path.abspath(FLAGS.out)
-  runs = [{"noise": int(noise), "optimizer": optimizer, "seed": int(seed),
-           "name": f"{noise}_{optimizer}_s{seed}"}
-          for seed in FLAGS.seeds for noise in FLAGS.noise for optimizer in ("sgd", "sam")]
+  runs = [{
+      "noise": int(noise),
+      "optimizer": optimizer,
+      "seed": int(seed),
+      "name": f"{noise}_{optimizer}_s{seed}"
+  } for seed in FLAGS.seeds for noise in FLAGS.noise for optimizer in ("sgd", "sam")]
   started = time.monotonic()
   try:
     done, failures = train_all(runs, out, FLAGS.jobs, FLAGS.epochs, FLAGS.data_dir)

@@ -52,8 +52,12 @@ def wide_resnet(depth: int, width: int, num_classes: int):
     for i in range(blocks):
       layers.append(Block(channels, base * width, stride if i == 0 else 1, group == 0 and i == 0))
       channels = base * width
-  layers += [bn_relu(channels), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-             nn.Linear(channels, num_classes)]
+  layers += [
+      bn_relu(channels),
+      nn.AdaptiveAvgPool2d(1),
+      nn.Flatten(),
+      nn.Linear(channels, num_classes)
+  ]
   return nn.Sequential(*layers).to(memory_format=torch.channels_last).train()
 
 
@@ -79,8 +83,8 @@ def make_step(depth: int, width: int, num_classes: int, batch_size: int, image_s
     gradient()
     if rho > 0:
       with torch.no_grad():
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad)
-                                                     for p in params]))
+        norm = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
         eps = [rho / (norm + 1e-12) * p.grad for p in params]
         torch._foreach_add_(params, eps)
       gradient()

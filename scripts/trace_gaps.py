@@ -20,7 +20,8 @@ WHOLE_PROGRAM = ("ThunkExecutor::Execute (wait for completion)",)
 
 def executions(trace: dict) -> list[tuple[float, float]]:
   """(start, end) in ms of every whole-program execution, by start, merged over threads."""
-  spans = sorted((e["ts"] / 1e3, (e["ts"] + e["dur"]) / 1e3) for e in trace["traceEvents"]
+  spans = sorted((e["ts"] / 1e3, (e["ts"] + e["dur"]) / 1e3)
+                 for e in trace["traceEvents"]
                  if e.get("ph") == "X" and e.get("name") in WHOLE_PROGRAM)
   merged = []
   for start, end in spans:
@@ -34,8 +35,7 @@ def executions(trace: dict) -> list[tuple[float, float]]:
 def main_with(argv: list[str]) -> None:
   if len(argv) != 1:
     sys.exit("usage: " + __doc__.split("\n\n")[1].strip())
-  files = sorted(glob.glob(os.path.join(argv[0], "plugins", "profile", "*",
-                                        "*.trace.json.gz")))
+  files = sorted(glob.glob(os.path.join(argv[0], "plugins", "profile", "*", "*.trace.json.gz")))
   if not files:
     sys.exit(f"No trace in {argv[0]}/plugins/profile: train with "
              "--config.profile_steps=N first.")

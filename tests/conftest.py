@@ -98,13 +98,16 @@ def binary_env(devices: int = 1, fast_compile: bool = True) -> dict[str, str]:
               XLA_FLAGS=f"{FAST_COMPILE} {flags}" if fast_compile else flags)
 
 
-def start_process(command: list, devices: int = 1, fast_compile: bool = True,
-                  ) -> subprocess.Popen:
+def start_process(
+    command: list,
+    devices: int = 1,
+    fast_compile: bool = True,
+) -> subprocess.Popen:
   """`command` from the checkout in `binary_env`, its output in files (a pipe could fill)."""
   out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
   process = subprocess.Popen([str(part) for part in command], cwd=ROOT,
-                             env=binary_env(devices, fast_compile), stdout=out, stderr=err,
-                             text=True)
+                             env=binary_env(devices,
+                                            fast_compile), stdout=out, stderr=err, text=True)
   process.outputs = (out, err)
   return process
 
@@ -127,8 +130,7 @@ def finish(process: subprocess.Popen, timeout: float = 300) -> subprocess.Comple
   return subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read())
 
 
-def run_binary(module: str, *args, timeout: float = 300,
-               **options) -> subprocess.CompletedProcess:
+def run_binary(module: str, *args, timeout: float = 300, **options) -> subprocess.CompletedProcess:
   """Runs `python -m module args` to the end: (returncode, stdout, stderr)."""
   return finish(start_binary(module, *args, **options), timeout)
 
@@ -140,11 +142,12 @@ def start_processes(count: int, devices: int, *args,
   with socket.socket() as s:  # a free port for process 0's coordination service
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
-  return [start_binary("sam_jax.train", *args, f"--coordinator_address=localhost:{port}",
-                       f"--num_processes={count}", f"--process_id={i}",
-                       f"--heartbeat_timeout_seconds={heartbeat_timeout_seconds}",
-                       devices=devices)
-          for i in range(count)]
+  return [
+      start_binary("sam_jax.train", *args, f"--coordinator_address=localhost:{port}",
+                   f"--num_processes={count}", f"--process_id={i}",
+                   f"--heartbeat_timeout_seconds={heartbeat_timeout_seconds}", devices=devices)
+      for i in range(count)
+  ]
 
 
 def scalars(workdir, tag: str) -> dict[int, float]:
@@ -159,10 +162,10 @@ def repeated_points(workdir) -> dict[tuple[str, int], int]:
   import collections  # pylint: disable=import-outside-toplevel
   from tensorboard.compat.proto import event_pb2  # pylint: disable=import-outside-toplevel
   from sam_jax import events  # pylint: disable=import-outside-toplevel
-  counts = collections.Counter(
-      (value.tag, event.step) for path in events.event_files(workdir)
-      for event in map(event_pb2.Event.FromString, events.records(path))
-      for value in event.summary.value)
+  counts = collections.Counter((value.tag, event.step)
+                               for path in events.event_files(workdir)
+                               for event in map(event_pb2.Event.FromString, events.records(path))
+                               for value in event.summary.value)
   return {point: count for point, count in counts.items() if count > 1}
 
 
@@ -180,5 +183,7 @@ def sigterm_at_call(monkeypatch, call: int) -> None:
       if len(calls) == call:
         os.kill(os.getpid(), signal.SIGTERM)
       return train_step(*step_args, **step_kwargs)
+
     return step_and_signal
+
   monkeypatch.setattr(steps, "make_train_step", make_signalling_step)

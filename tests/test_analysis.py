@@ -18,7 +18,6 @@ NUM_EXAMPLES = 250  # two batches of 128 over 8 devices, the last padded with 6 
 
 class TinyCNN(nn.Module):
   """A convnet with BatchNorm small enough (about 500 parameters) for jax.hessian."""
-
   @nn.compact
   def __call__(self, x, train: bool):
     x = nn.Conv(6, (3, 3))(x)
@@ -32,8 +31,10 @@ class TinyCNN(nn.Module):
 def trained():
   """The tiny CNN after 150 Adam steps on 250 digits: a trained point, as analyses see."""
   digits = load_digits()
-  examples = {"image": (digits.images[:NUM_EXAMPLES, :, :, None] / 8.0 - 1.0).astype(np.float32),
-              "label": digits.target[:NUM_EXAMPLES].astype(np.int32)}
+  examples = {
+      "image": (digits.images[:NUM_EXAMPLES, :, :, None] / 8.0 - 1.0).astype(np.float32),
+      "label": digits.target[:NUM_EXAMPLES].astype(np.int32)
+  }
   model = TinyCNN()
   variables = model.init(jax.random.key(0), examples["image"][:1], train=False)
   tx = optax.adam(0.02)
@@ -41,9 +42,12 @@ def trained():
   @jax.jit
   def step(variables, opt_state):
     def train_loss(params):
-      logits, updates = model.apply({**variables, "params": params}, examples["image"],
-                                    train=True, mutable=["batch_stats"])
-      return optax.softmax_cross_entropy_with_integer_labels(logits, examples["label"]).mean(), updates
+      logits, updates = model.apply({
+          **variables, "params": params
+      }, examples["image"], train=True, mutable=["batch_stats"])
+      return optax.softmax_cross_entropy_with_integer_labels(logits,
+                                                             examples["label"]).mean(), updates
+
     grads, updates = jax.grad(train_loss, has_aux=True)(variables["params"])
     new_params = optax.apply_updates(variables["params"], tx.update(grads, opt_state)[0])
     return {"params": new_params, **updates}, tx.update(grads, opt_state)[1]
@@ -96,8 +100,8 @@ def test_lanczos_and_power_iteration_recover_the_top_eigenvalues(exact, hvp):
   assert relative(lanczos_top, top).max() < 1e-3, (lanczos_top, top)
 
   by_magnitude = eigenvalues[np.argsort(-np.abs(eigenvalues))][:3]
-  values, vectors = hessian.power_iteration(product, dim, 3, jax.random.key(2),
-                                            max_iterations=1000, tolerance=1e-7)
+  values, vectors = hessian.power_iteration(product, dim, 3, jax.random.key(2), max_iterations=1000,
+                                            tolerance=1e-7)
   assert relative(values, by_magnitude).max() < 1e-3, (values, by_magnitude)
   np.testing.assert_allclose(vectors @ vectors.T, np.eye(3), atol=1e-4)
 
@@ -111,7 +115,7 @@ def test_hutchinson_trace_is_within_5_percent_of_the_exact_trace(exact, hvp):
   expected_error = np.sqrt(2 * (np.sum(matrix ** 2) - np.sum(np.diag(matrix) ** 2)) / probes)
   assert expected_error < 0.0125 * trace  # so that 5% is four standard errors
   estimate, error = hessian.hutchinson_trace(product, dim, jax.random.key(3), num_probes=probes,
-                                            probes_at_once=400)
+                                             probes_at_once=400)
   assert abs(estimate - trace) < 0.05 * trace
   assert 0.7 < error / expected_error < 1.3
 
@@ -138,15 +142,15 @@ def test_train_mode_batch_norm_hvp_matches_reverse_over_reverse(trained):
   model, variables, examples = trained
   batch = {k: v[:128] for k, v in examples.items()}
   loss_fn = loss.example_loss_fn(model, variables["batch_stats"], train_batch_norm=True)
-  product, dim = hessian.dataset_hvp(loss_fn, variables["params"], [batch],
-                                     replicas.make_mesh(1))
+  product, dim = hessian.dataset_hvp(loss_fn, variables["params"], [batch], replicas.make_mesh(1))
   flat, unravel = ravel_pytree(variables["params"])
   v = jnp.asarray(np.random.default_rng(1).normal(size=dim), jnp.float32)
   grad = jax.grad(lambda w: jnp.mean(loss_fn(unravel(w), batch)))
   expected = jax.grad(lambda w: jnp.vdot(grad(w), v))(flat)
   np.testing.assert_allclose(product(v), expected, rtol=1e-4, atol=1e-5 * jnp.abs(expected).max())
-  eval_product, _ = hessian.dataset_hvp(loss.example_loss_fn(model, variables["batch_stats"]),
-                                        variables["params"], [batch], replicas.make_mesh(1))
+  eval_product, _ = hessian.dataset_hvp(
+      loss.example_loss_fn(model, variables["batch_stats"]), variables["params"], [batch],
+      replicas.make_mesh(1))
   assert jnp.linalg.norm(eval_product(v) - product(v)) > 1e-3 * jnp.linalg.norm(expected)
 
 
@@ -166,8 +170,8 @@ def test_m_sharpness_of_a_least_squares_model_is_its_closed_form(m):
     g = xs.T @ (xs @ w - ys)
     expected += rho * np.linalg.norm(g) + 0.5 * rho ** 2 * g @ xs.T @ xs @ g / (g @ g)
   examples = {"image": x.astype(np.float32), "label": y.astype(np.float32)}
-  got = sharpness.m_sharpness(squared_loss, {"w": jnp.asarray(w, jnp.float32)}, examples, m,
-                              rho, batch_size=32)
+  got = sharpness.m_sharpness(squared_loss, {"w": jnp.asarray(w, jnp.float32)}, examples, m, rho,
+                              batch_size=32)
   assert relative(got, expected / 128) < 1e-4
 
 
@@ -194,15 +198,27 @@ def test_scalars_are_read_back_a_later_file_winning_and_drawn_as_training_curves
   # A TF1-style event (value.simple_value), in a file whose name sorts last.
   value = summary_pb2.Summary.Value(tag="learning_rate", simple_value=0.125)
   with tf.io.TFRecordWriter(str(tmp_path / "events.out.tfevents.9999999999.simple")) as f:
-    f.write(event_pb2.Event(step=1, summary=summary_pb2.Summary(value=[value]))
-            .SerializeToString())
+    f.write(event_pb2.Event(step=1, summary=summary_pb2.Summary(value=[value])).SerializeToString())
   scalars = events.read_scalars(str(tmp_path))
-  assert scalars == {"train_loss": {1: 2.0, 2: 0.25}, "learning_rate": {1: 0.125},
-                     "test_error": {2: 0.75}, "test_loss": {2: 1.5}}
+  assert scalars == {
+      "train_loss": {
+          1: 2.0,
+          2: 0.25
+      },
+      "learning_rate": {
+          1: 0.125
+      },
+      "test_error": {
+          2: 0.75
+      },
+      "test_loss": {
+          2: 1.5
+      }
+  }
   path = tmp_path / "curves.png"
   plots.training_curves(scalars, str(path), "a run")
   assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
-  assert report.write_training_curves(str(tmp_path), str(tmp_path / "out"), "a run") == str(
-      tmp_path / "out" / "training_curves.png")
+  assert report.write_training_curves(str(tmp_path), str(tmp_path / "out"),
+                                      "a run") == str(tmp_path / "out" / "training_curves.png")
   assert plots.trained_with(0.0) == "trained with SGD (rho = 0)"
   assert plots.trained_with(0.05) == "trained with SAM rho = 0.05"

@@ -15,8 +15,6 @@ from sam_jax.data.datasets import get_dataset_info
 from sam_jax.errors import UsageError
 from sam_jax.models import get_model
 
-
-
 reproduce = load_script("reproduce_digits")
 reproduce_label_noise = load_script("reproduce_label_noise")  # defines no flags on import
 sys.modules["reproduce_digits"] = reproduce  # compare_variants imports it: one copy of its flags
@@ -30,10 +28,11 @@ def analysis_cli(*args):
 
 def run_reproduction(out):
   """The reproduction script, cut to one seed, 20% noise and one epoch: SGD and SAM."""
-  done = finish(start_process(
-      [sys.executable, "scripts/reproduce_digits.py", f"--out={out}", "--seeds=0",
-       "--noise=20", "--m_sweep=", "--epochs=1", "--jobs=1", "--lanczos_steps=6",
-       "--sharpness_m=16"], fast_compile=False), timeout=600)
+  done = finish(
+      start_process([
+          sys.executable, "scripts/reproduce_digits.py", f"--out={out}", "--seeds=0", "--noise=20",
+          "--m_sweep=", "--epochs=1", "--jobs=1", "--lanczos_steps=6", "--sharpness_m=16"
+      ], fast_compile=False), timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -112,10 +111,22 @@ def test_a_training_split_without_examples_is_refused(tmp_path):
 
 
 def fake_run(noise, optimizer, seed, m=16, error=0.1, sharp=1.0):
-  return {"name": f"{noise}_{optimizer}_{m}_s{seed}", "noise": noise, "optimizer": optimizer,
-          "m": m, "seed": seed, "test_error": error, "train_error": 0.0, "gap": error,
-          "lambda_max": 10 * sharp, "lambda_max/lambda_5": 2.0,
-          "m_sharpness": {1: sharp, 4: -sharp}}
+  return {
+      "name": f"{noise}_{optimizer}_{m}_s{seed}",
+      "noise": noise,
+      "optimizer": optimizer,
+      "m": m,
+      "seed": seed,
+      "test_error": error,
+      "train_error": 0.0,
+      "gap": error,
+      "lambda_max": 10 * sharp,
+      "lambda_max/lambda_5": 2.0,
+      "m_sharpness": {
+          1: sharp,
+          4: -sharp
+      }
+  }
 
 
 def test_the_tables_give_means_student_t_intervals_and_kendall_tau():
@@ -134,8 +145,14 @@ def test_the_tables_give_means_student_t_intervals_and_kendall_tau():
 
 def test_the_label_noise_table_pairs_sam_with_sgd_by_seed():
   def run(noise, optimizer, seed, accuracy, train_error):
-    return {"noise": noise, "optimizer": optimizer, "seed": seed,
-            "test_error": 1 - accuracy / 100, "train_eval_error": train_error}
+    return {
+        "noise": noise,
+        "optimizer": optimizer,
+        "seed": seed,
+        "test_error": 1 - accuracy / 100,
+        "train_eval_error": train_error
+    }
+
   sgd = [62.0, 60.0, 58.0]
   sam = [70.0, 69.0, 65.0]  # differences 8, 9, 7: a paired interval far narrower than
   runs = ([run(40, "sgd", s, a, 0.01) for s, a in enumerate(sgd)]  # the unpaired ones
@@ -149,12 +166,17 @@ def test_the_label_noise_table_pairs_sam_with_sgd_by_seed():
 def test_the_variant_table_has_a_row_per_variant_with_intervals_over_seeds():
   runs = compare_variants.run_list([0, 1, 2], ["0", "40"], ["sgd", "sam", "looksam"])
   assert [(r["cell"], r["name"]) for r in runs[:3]] == [  # SGD and SAM: the reproduction's
-      ("0,sgd", "0_sgd_s0"), ("0,sam", "0_sam_s0"),
-      ("0,sam,variant=looksam", "0_looksam_s0")]
+      ("0,sgd", "0_sgd_s0"), ("0,sam", "0_sam_s0"), ("0,sam,variant=looksam", "0_looksam_s0")
+  ]
   accuracy = {0: [99.0, 98.0, 94.0], 40: [60.0, 70.0, 80.0]}
-  done = [{**r, "noise": int(r["cell"].split(",")[0]), "lambda_max": 10.0 + r["seed"],
-           "test_error": 1 - accuracy[int(r["cell"].split(",")[0])][r["seed"]] / 100,
-           "seconds": {"train": 30.0 * (r["seed"] + 1)}} for r in runs]
+  done = [{
+      **r, "noise": int(r["cell"].split(",")[0]),
+      "lambda_max": 10.0 + r["seed"],
+      "test_error": 1 - accuracy[int(r["cell"].split(",")[0])][r["seed"]] / 100,
+      "seconds": {
+          "train": 30.0 * (r["seed"] + 1)
+      }
+  } for r in runs]
   lines = compare_variants.table(done, ["sgd", "sam", "looksam"], [0, 40]).splitlines()
   assert lines[0] == ("| variant | 0% noise: accuracy % | lambda_max | 40% noise: accuracy % "
                       "| lambda_max | training time (s) |") and len(lines) == 2 + 3

@@ -23,14 +23,14 @@ def pil(image):
     ("autocontrast", autoaugment.autocontrast, ImageOps.autocontrast, 0),
     ("invert", autoaugment.invert, ImageOps.invert, 0),
     ("posterize 3", lambda x: autoaugment.posterize(x, 3), lambda p: ImageOps.posterize(p, 3), 0),
-    ("solarize 100", lambda x: autoaugment.solarize(x, 100),
-     lambda p: ImageOps.solarize(p, 100), 0),
+    ("solarize 100", lambda x: autoaugment.solarize(x, 100), lambda p: ImageOps.solarize(p, 100),
+     0),
     ("sharpness 0.3", lambda x: autoaugment.sharpness(x, 0.3),
      lambda p: ImageEnhance.Sharpness(p).enhance(0.3), 1),
     ("sharpness 1.7", lambda x: autoaugment.sharpness(x, 1.7),
      lambda p: ImageEnhance.Sharpness(p).enhance(1.7), 1),
-    ("color 0.3", lambda x: autoaugment.color(x, 0.3),
-     lambda p: ImageEnhance.Color(p).enhance(0.3), 1),
+    ("color 0.3", lambda x: autoaugment.color(x, 0.3), lambda p: ImageEnhance.Color(p).enhance(0.3),
+     1),
     ("contrast 1.6", lambda x: autoaugment.contrast(x, 1.6),
      lambda p: ImageEnhance.Contrast(p).enhance(1.6), 1),
     ("brightness 0.5", lambda x: autoaugment.brightness(x, 0.5),
@@ -93,8 +93,9 @@ def test_magnitudes_scale_with_the_image_or_stay_the_originals():
     for policy in ("cifar", "svhn", "imagenet"):
       assert policies.magnitudes(policy, size, faithful=True) == policies.Magnitudes(
           250., 100., (0, 4), faithful=True)
-    assert policies.magnitudes("randaugment", size, faithful=True) == policies.Magnitudes(
-        100., 40., (0, 4), faithful=True)
+    assert policies.magnitudes("randaugment", size,
+                               faithful=True) == policies.Magnitudes(100., 40., (0, 4),
+                                                                     faithful=True)
   # The faithful level-9 translate throws a 32x32 image out of the frame; the scaled one not.
   image = tf.constant(PHOTO[:16, :16])
   faithful = autoaugment.apply_op(image, "TranslateX", 9, SEED,
@@ -115,8 +116,10 @@ def test_faithful_ops_give_the_official_outputs(level):
   runs all 16 ops side by side with the original file itself.)
   """
   x = RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
   def op(name):
     return autoaugment.apply_op(tf.constant(x), name, level, SEED, FAITHFUL).numpy()
+
   # Posterize (:185-188) keeps int(level / 10 * 4) bits (:476) by `x >> s << s`, s = 8 -
   # bits; TensorFlow clamps a shift by 8 to 7, so levels 0-2 keep the top bit.
   shift = min(8 - int(level / 10 * 4), 7)
@@ -135,8 +138,9 @@ def test_faithful_ops_give_the_official_outputs(level):
   # (:485): from level 4 on (pad 40) it covers a 32x32 image whole.
   pad = int(level / 10 * 100)
   filled = (op("Cutout") == autoaugment.FILL).all(-1)
-  cy, cx = (int(tf.random.stateless_uniform([], image_ops.fold_in(SEED, i), 0, 32, tf.int32))
-            for i in (0, 1))
+  cy, cx = (
+      int(tf.random.stateless_uniform([], image_ops.fold_in(SEED, i), 0, 32, tf.int32))
+      for i in (0, 1))
   rows, cols = np.arange(32)[:, None], np.arange(32)[None, :]
   square = (abs(rows - cy + 0.5) < pad) & (abs(cols - cx + 0.5) < pad)
   np.testing.assert_array_equal(filled, square | (x == autoaugment.FILL).all(-1))
@@ -148,12 +152,15 @@ def test_every_op_of_every_policy_keeps_shape_and_dtype(channels):
   # Low contrast, so that AutoContrast and Equalize have something to do.
   image = tf.constant(RNG.integers(20, 236, (32, 32, channels), dtype=np.uint8))
   mags = policies.magnitudes("cifar", 32)
-  ops = {(name, level) for policy in policies.POLICIES.values()
-         for sub_policy in policy for name, _, level in sub_policy}
+  ops = {(name, level)
+         for policy in policies.POLICIES.values()
+         for sub_policy in policy
+         for name, _, level in sub_policy}
   ops |= {(name, 9) for name in policies.RANDAUGMENT_OPS}
+
   def identity(name, level):  # level 0 of a geometric op, factor 1.0 (level 5), 8 bits...
-    return ((level == 0 and name in ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY",
-                                     "Cutout", "SolarizeAdd"))
+    return ((level == 0 and name
+             in ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY", "Cutout", "SolarizeAdd"))
             or (name, level) == ("Solarize", 10) or (name == "Posterize" and level < 3)
             or (level == 5 and name in ("Color", "Contrast", "Brightness", "Sharpness"))
             or (name == "Color" and channels == 1))
@@ -166,12 +173,17 @@ def test_every_op_of_every_policy_keeps_shape_and_dtype(channels):
 
 @pytest.mark.slow
 def test_policies_have_the_published_sizes_and_run_end_to_end():
-  assert {k: len(v) for k, v in policies.POLICIES.items()} == {
-      "cifar": 95, "svhn": 25, "imagenet": 25}
+  assert {
+      k: len(v) for k, v in policies.POLICIES.items()
+  } == {
+      "cifar": 95,
+      "svhn": 25,
+      "imagenet": 25
+  }
   image = tf.constant(PHOTO)
   for policy in policies.POLICIES:
-    run = tf.function(lambda s, p=policy: autoaugment.autoaugment(
-        image, s, p, policies.magnitudes(p, 24)))
+    run = tf.function(
+        lambda s, p=policy: autoaugment.autoaugment(image, s, p, policies.magnitudes(p, 24)))
     outs = [run(tf.constant([0, i], tf.int64)).numpy() for i in range(40)]
     assert all(o.dtype == np.uint8 and o.shape == PHOTO.shape for o in outs)
     assert len({o.tobytes() for o in outs}) > 10, policy  # different sub-policies and draws
@@ -189,9 +201,10 @@ def test_randaugment_applies_num_layers_ops_at_the_magnitude():
   expected = autoaugment.apply_op(image, policies.RANDAUGMENT_OPS[int(choice)], 9,
                                   image_ops.fold_in(layer_key, 1), mags)
   np.testing.assert_array_equal(one, expected)
-  outs = {autoaugment.randaugment(image, tf.constant([0, i], tf.int64), 2, 9, mags).numpy()
-          .tobytes()
-          for i in range(20)}
+  outs = {
+      autoaugment.randaugment(image, tf.constant([0, i], tf.int64), 2, 9, mags).numpy().tobytes()
+      for i in range(20)
+  }
   assert len(outs) > 10
 
 
@@ -217,8 +230,7 @@ def encode(image, fmt):
 
 
 def test_center_crop_takes_size_over_size_plus_32_of_the_shorter_side():
-  assert imagenet.center_window(tf.constant([256, 320]), 224).numpy().tolist() == [
-      16, 48, 224, 224]
+  assert imagenet.center_window(tf.constant([256, 320]), 224).numpy().tolist() == [16, 48, 224, 224]
   image = RNG.integers(0, 256, (64, 80, 3), dtype=np.uint8)
   got = imagenet.center_crop(encode(image, "PNG"), 32).numpy()  # 64 * 32/64 = 32: no resize
   np.testing.assert_array_equal(got, image[16:48, 24:56])

@@ -16,21 +16,42 @@ from sam_jax.models import get_model, layers
 # Transcribed from Foret et al. (2021), Tables 6 and 7:
 # (model, epochs, lr (or per dataset), wd, rho per dataset).
 PAPER = {
-    "table1_wrn28x10_200ep": ("WideResnet28x10", 200, 0.1, 5e-4,
-                              {"cifar10": 0.05, "cifar100": 0.1}),
-    "table1_wrn28x10_1800ep": ("WideResnet28x10", 1800, 0.05, 1e-3,
-                               {"cifar10": 0.05, "cifar100": 0.1}),
-    "table1_shake_shake": ("WideResnet28x6_ShakeShake", 1800, 0.02, 1e-3,
-                           {"cifar10": 0.02, "cifar100": 0.05}),
-    "table1_pyramidnet": ("Pyramid_vanilla", 1800, 0.05, 5e-4,
-                          {"cifar10": 0.05, "cifar100": 0.2}),
-    "table1_pyramid_shakedrop": ("Pyramid_ShakeDrop", 1800, {"cifar10": 0.02, "cifar100": 0.05},
-                                 5e-4, {"cifar10": 0.05, "cifar100": 0.05}),
-    "table5_wrn28x10": ("WideResnet28x10", 200, {"svhn": 0.01, "fashion_mnist": 0.1}, 5e-4,
-                        {"svhn": 0.01, "fashion_mnist": 0.05}),
+    "table1_wrn28x10_200ep": ("WideResnet28x10", 200, 0.1, 5e-4, {
+        "cifar10": 0.05,
+        "cifar100": 0.1
+    }),
+    "table1_wrn28x10_1800ep": ("WideResnet28x10", 1800, 0.05, 1e-3, {
+        "cifar10": 0.05,
+        "cifar100": 0.1
+    }),
+    "table1_shake_shake": ("WideResnet28x6_ShakeShake", 1800, 0.02, 1e-3, {
+        "cifar10": 0.02,
+        "cifar100": 0.05
+    }),
+    "table1_pyramidnet": ("Pyramid_vanilla", 1800, 0.05, 5e-4, {
+        "cifar10": 0.05,
+        "cifar100": 0.2
+    }),
+    "table1_pyramid_shakedrop": ("Pyramid_ShakeDrop", 1800, {
+        "cifar10": 0.02,
+        "cifar100": 0.05
+    }, 5e-4, {
+        "cifar10": 0.05,
+        "cifar100": 0.05
+    }),
+    "table5_wrn28x10": ("WideResnet28x10", 200, {
+        "svhn": 0.01,
+        "fashion_mnist": 0.1
+    }, 5e-4, {
+        "svhn": 0.01,
+        "fashion_mnist": 0.05
+    }),
 }
-AUGMENTATIONS = {"basic": ("basic", "none"), "cutout": ("basic", "cutout"),
-                 "aa": ("autoaugment", "cutout")}
+AUGMENTATIONS = {
+    "basic": ("basic", "none"),
+    "cutout": ("basic", "cutout"),
+    "aa": ("autoaugment", "cutout")
+}
 # SVHN's AA row: the SVHN policy without crops or flips (the original's aa-only), cutout.
 SVHN_AA = ("aa-only", "cutout")
 
@@ -57,22 +78,21 @@ def test_every_paper_cell_parses_into_the_papers_hyper_parameters(name):
     for optimizer in ("sam", "sgd"):
       config, workdir = parse_run(
           [f"--config=configs/{name}.py:{dataset},{augmentation},{optimizer}", "--workdir=/tmp/w"])
-      assert (config.dataset, config.model_name, config.num_epochs) == (
-          dataset, model, epochs)
+      assert (config.dataset, config.model_name, config.num_epochs) == (dataset, model, epochs)
       assert (config.image_level_augmentations, config.batch_level_augmentations) == (
           SVHN_AA if (dataset, augmentation) == ("svhn", "aa") else AUGMENTATIONS[augmentation])
       info = get_dataset_info(dataset)
       Augmentation.from_config(config).check(info)  # the pipeline offers it
       if augmentation == "aa":
-        assert Augmentation.from_config(config).policy(info) == (
-            "svhn" if dataset == "svhn" else "cifar")
+        assert Augmentation.from_config(config).policy(info) == ("svhn"
+                                                                 if dataset == "svhn" else "cifar")
       assert config.learning_rate == (lr[dataset] if isinstance(lr, dict) else lr)
       assert (config.weight_decay, config.weight_decay_type) == (wd, "l2")
       assert config.sam.rho == (rho[dataset] if optimizer == "sam" else 0.0)
-      assert (config.batch_size, config.sam.m, config.momentum, config.nesterov) == (
-          256, 32, 0.9, True)
-      assert (config.lr_schedule, config.gradient_clipping, config.sync_batch_norm) == (
-          "cosine", 5.0, False)
+      assert (config.batch_size, config.sam.m, config.momentum, config.nesterov) == (256, 32, 0.9,
+                                                                                     True)
+      assert (config.lr_schedule, config.gradient_clipping, config.sync_batch_norm) == ("cosine",
+                                                                                        5.0, False)
       assert config.autoaugment_faithful  # the original's AutoAugment in every AA cell
 
 
@@ -89,10 +109,12 @@ def test_imagenet_resnet_cells_follow_section_3_1():
   for model, epochs, sam_error, sgd_error in cells:
     assert float(sam_error) < float(sgd_error)
     for optimizer in ("sam", "sgd"):
-      config, _ = parse_run([f"--config=configs/table2_imagenet_resnet.py:{model},{epochs},"
-                             f"{optimizer}", "--workdir=/tmp/w"])
-      assert (config.dataset, config.model_name, config.num_epochs) == (
-          "imagenet", model, int(epochs))
+      config, _ = parse_run([
+          f"--config=configs/table2_imagenet_resnet.py:{model},{epochs},"
+          f"{optimizer}", "--workdir=/tmp/w"
+      ])
+      assert (config.dataset, config.model_name, config.num_epochs) == ("imagenet", model,
+                                                                        int(epochs))
       resnet = get_model(config.model_name, 1000)  # the paper's, not the standard v1.5
       assert not resnet.stem_relu and resnet.kernel_init is not layers.conv_init
       assert (config.batch_size, config.learning_rate, config.weight_decay) == (4096, 1.0, 1e-4)
@@ -104,10 +126,9 @@ def test_imagenet_resnet_cells_follow_section_3_1():
 def test_label_noise_cells_follow_section_3_3():
   for noise in (20, 40, 60, 80):
     for optimizer in ("sam", "sgd"):
-      config, _ = parse_run([f"--config=configs/table4_label_noise.py:{noise},{optimizer}",
-                             "--workdir=/tmp/w"])
-      assert (config.dataset, config.model_name, config.num_epochs) == (
-          "cifar10", "Resnet32", 200)
+      config, _ = parse_run(
+          [f"--config=configs/table4_label_noise.py:{noise},{optimizer}", "--workdir=/tmp/w"])
+      assert (config.dataset, config.model_name, config.num_epochs) == ("cifar10", "Resnet32", 200)
       assert config.label_noise == noise / 100
       rho = 0.05 if noise == 80 else 0.1
       assert config.sam.rho == (rho if optimizer == "sam" else 0.0)
@@ -125,17 +146,18 @@ def test_a_bad_cell_names_the_choices(cell, message):
 
 
 def test_original_imagenet_flags_mean_randaugment_and_mixup():
-  config, _ = parse_run(["--dataset=imagenet", "--image_level_augmentations=autoaugment",
-                         "--imagenet_mixup_alpha=0.2", "--randaug_magnitude=15",
-                         "--output_dir=/tmp/w"])
-  assert (config.image_level_augmentations, config.batch_level_augmentations) == (
-      "randaugment", "mixup")
+  config, _ = parse_run([
+      "--dataset=imagenet", "--image_level_augmentations=autoaugment", "--imagenet_mixup_alpha=0.2",
+      "--randaug_magnitude=15", "--output_dir=/tmp/w"
+  ])
+  assert (config.image_level_augmentations, config.batch_level_augmentations) == ("randaugment",
+                                                                                  "mixup")
   assert config.autoaugment_faithful  # the original's RandAugment constants and ops
   assert (config.mixup_alpha, config.randaug_magnitude, config.randaug_num_layers) == (0.2, 15, 2)
-  config, _ = parse_run(["--dataset=cifar10", "--image_level_augmentations=autoaugment",
-                         "--output_dir=/tmp/w"])
-  assert (config.image_level_augmentations, config.batch_level_augmentations) == (
-      "autoaugment", "none")
+  config, _ = parse_run(
+      ["--dataset=cifar10", "--image_level_augmentations=autoaugment", "--output_dir=/tmp/w"])
+  assert (config.image_level_augmentations, config.batch_level_augmentations) == ("autoaugment",
+                                                                                  "none")
   assert config.autoaugment_faithful
   config, _ = parse_run(["--dataset=cifar10", "--output_dir=/tmp/w"])
   assert not config.autoaugment_faithful  # the default, scaled: new work
@@ -157,27 +179,27 @@ def test_readme_lists_every_config_file():
 
 def test_finetuning_cells_follow_appendix_c2():
   from configs import table3_finetune
-  cells = re.findall(r"^\s+(b7|l2),(\w+)\s+([\d.]+)±\S+\s+([\d.]+)",
-                     table3_finetune.__doc__, re.MULTILINE)
+  cells = re.findall(r"^\s+(b7|l2),(\w+)\s+([\d.]+)±\S+\s+([\d.]+)", table3_finetune.__doc__,
+                     re.MULTILINE)
   assert len(cells) == 14
   assert {d for _, d, *_ in cells} == set(table3_finetune.DATASETS) - {"caltech_birds2011"}
   for model, dataset, sam_error, sgd_error in cells + [("b7", "caltech_birds2011", 0, 1),
                                                        ("l2", "caltech_birds2011", 0, 1)]:
     assert float(sam_error) < float(sgd_error)  # what the paper claims, transcribed right
     for optimizer in ("sam", "sgd"):
-      config, _ = parse_run([f"--config=configs/table3_finetune.py:{model},{dataset},{optimizer}",
-                             "--workdir=/tmp/w"])
+      config, _ = parse_run([
+          f"--config=configs/table3_finetune.py:{model},{dataset},{optimizer}", "--workdir=/tmp/w"
+      ])
       name = {"b7": "efficientnet-b7", "l2": "efficientnet-l2-475"}[model]
       assert (config.model_name, config.dataset) == (name, dataset)
       assert config.init_from == f"checkpoints/{name}" and config.freeze_batch_norm
       assert config.batch_size == (1024 if model == "b7" else 512)
       if dataset == "imagenet":
-        assert (config.num_epochs, config.learning_rate, config.num_train_steps) == (
-            10, 0.1, None)
+        assert (config.num_epochs, config.learning_rate, config.num_train_steps) == (10, 0.1, None)
         rho = 0.05
       else:
-        assert (config.num_train_steps, config.learning_rate) == (
-            (5000, 0.016) if model == "b7" else (10000, 0.008))
+        assert (config.num_train_steps,
+                config.learning_rate) == ((5000, 0.016) if model == "b7" else (10000, 0.008))
         rho = 0.1
       assert config.sam.rho == (rho if optimizer == "sam" else 0.0)
       assert (config.weight_decay, config.momentum, config.lr_schedule) == (1e-5, 0.9, "cosine")
@@ -191,11 +213,11 @@ def test_finetuning_cells_follow_appendix_c2():
 
 
 def test_original_finetuning_flags():
-  config, _ = parse_run(["--dataset=cifar100", "--model_name=efficientnet-b0", "--use_rmsprop",
-                         "--from_pretrained_checkpoint", "--efficientnet_checkpoint_path=/ckpt",
-                         "--output_dir=/tmp/w"])
-  assert (config.init_from, config.freeze_batch_norm, config.use_rmsprop) == (
-      "/ckpt", True, True)
+  config, _ = parse_run([
+      "--dataset=cifar100", "--model_name=efficientnet-b0", "--use_rmsprop",
+      "--from_pretrained_checkpoint", "--efficientnet_checkpoint_path=/ckpt", "--output_dir=/tmp/w"
+  ])
+  assert (config.init_from, config.freeze_batch_norm, config.use_rmsprop) == ("/ckpt", True, True)
   assert config.sync_batch_norm  # the original's EfficientNet, efficientnet.py:310-316
   config, _ = parse_run(["--efficientnet_checkpoint_path=/ckpt", "--output_dir=/tmp/w"])
   assert config.init_from is None  # the original read the path only when finetuning
@@ -215,8 +237,9 @@ def test_digits_cells_follow_table4_and_share_their_noise_between_sgd_and_sam():
       # scored on its noisy training labels; nothing else differs.
       long = digits_label_noise.get_config(f"{noise},{optimizer}")
       differ = {k for k, v in long.items() if v != small[k]}
-      assert differ == {"num_epochs", "also_eval_on_training_set", "evaluate_every",
-                        "log_every_steps"}
+      assert differ == {
+          "num_epochs", "also_eval_on_training_set", "evaluate_every", "log_every_steps"
+      }
       assert long.num_epochs == paper.num_epochs and long.also_eval_on_training_set
   for module in (digits_sharpness, digits_label_noise):
     sgd, sam = module.get_config("40,sgd"), module.get_config("40,sam")
@@ -225,9 +248,10 @@ def test_digits_cells_follow_table4_and_share_their_noise_between_sgd_and_sam():
   assert digits_sharpness.get_config("0,sam,4").sam.m == 4
   config, workdir = parse_run(docstring_command("digits_sharpness")[:-1])
   assert workdir == "workdirs/digits_sharpness/40_sam" and config.label_noise == 0.4
-  with pytest.raises(UsageError, match=re.escape(
-      "NOISE_PERCENT in 0|20|40|60|80, OPTIMIZER in sam|sgd, M an integer (default 16) and "
-      "VARIANT a string (default sam)")):
+  with pytest.raises(
+      UsageError, match=re.escape(
+          "NOISE_PERCENT in 0|20|40|60|80, OPTIMIZER in sam|sgd, M an integer (default 16) and "
+          "VARIANT a string (default sam)")):
     digits_sharpness.get_config("10,sam")
   gsam = digits_sharpness.get_config("40,sam,variant=gsam").sam
   assert (gsam.variant, gsam.rho, gsam.gsam_rho_min) == ("gsam", 0.2, 0.1)  # 2 rho -> rho
@@ -235,21 +259,29 @@ def test_digits_cells_follow_table4_and_share_their_noise_between_sgd_and_sam():
   assert msam.variant == "msam" and msam.rho == pytest.approx(1.5)  # the authors' 15x
   assert digits_sharpness.get_config("0,sam,variant=every5").sam.every == 5
   assert digits_sharpness.get_config("0,sgd,variant=looksam").sam.rho == 0.0  # sgd: no SAM
-  with pytest.raises(UsageError, match=r"^Unknown SAM variant 'asam' in the cell "
-                                       r"'0,sam,variant=asam': choose one of sam, gsam, "):
+  with pytest.raises(
+      UsageError, match=r"^Unknown SAM variant 'asam' in the cell "
+      r"'0,sam,variant=asam': choose one of sam, gsam, "):
     digits_sharpness.get_config("0,sam,variant=asam")
 
 
 def test_cells_are_positional_or_named_with_optional_typed_axes():
   from configs import cells
   axes = dict(noise_percent=("0", "20"), optimizer=cells.OPTIMIZERS, m=16)
-  assert cells.parse("20,sgd", **axes).to_dict() == {"noise_percent": "20", "optimizer": "sgd",
-                                                  "m": 16}
+  assert cells.parse("20,sgd", **axes).to_dict() == {
+      "noise_percent": "20",
+      "optimizer": "sgd",
+      "m": 16
+  }
   assert cells.parse("optimizer=sam,noise_percent=0,m=4", **axes).to_dict() == {
-      "noise_percent": "0", "optimizer": "sam", "m": 4}
+      "noise_percent": "0",
+      "optimizer": "sam",
+      "m": 4
+  }
   for bad in ("20,sgd,four", "20,sgd,4,5", "sgd,20", "noise=20,optimizer=sgd", ""):
-    with pytest.raises(UsageError, match=f"Unknown experiment cell '{bad}': give "
-                                         r"NOISE_PERCENT,OPTIMIZER\[,M\] after"):
+    with pytest.raises(
+        UsageError, match=f"Unknown experiment cell '{bad}': give "
+        r"NOISE_PERCENT,OPTIMIZER\[,M\] after"):
       cells.parse(bad, **axes)
   assert (cells.sam_rho("sam", 0.1), cells.sam_rho("sgd", 0.1)) == (0.1, 0.0)
 
@@ -257,15 +289,20 @@ def test_cells_are_positional_or_named_with_optional_typed_axes():
 # Every cell of the paper's Tables 1-5 (the tables' rows and columns, not the configs').
 TABLE1 = [f"{d},{a}" for d in ("cifar10", "cifar100") for a in ("basic", "cutout", "aa")]
 PAPER_CELLS = {
-    **{name: TABLE1 for name in ("table1_wrn28x10_200ep", "table1_wrn28x10_1800ep",
-                                 "table1_shake_shake", "table1_pyramidnet",
-                                 "table1_pyramid_shakedrop")},
-    "table2_imagenet_resnet": [f"{m},{e}" for m in ("Resnet50", "Resnet101", "Resnet152")
-                               for e in (100, 200, 400)],
+    **{
+        name: TABLE1
+        for name in ("table1_wrn28x10_200ep", "table1_wrn28x10_1800ep", "table1_shake_shake",
+                     "table1_pyramidnet", "table1_pyramid_shakedrop")
+    },
+    "table2_imagenet_resnet": [
+        f"{m},{e}" for m in ("Resnet50", "Resnet101", "Resnet152") for e in (100, 200, 400)
+    ],
     # Table 3's rows that TFDS carries (Birdsnap and FGVC Aircraft it does not).
-    "table3_finetune": [f"{m},{d}" for m in ("b7", "l2") for d in (
-        "imagenet", "cifar10", "cifar100", "oxford_flowers102", "oxford_iiit_pet", "cars196",
-        "food101")],
+    "table3_finetune": [
+        f"{m},{d}" for m in ("b7", "l2")
+        for d in ("imagenet", "cifar10", "cifar100", "oxford_flowers102", "oxford_iiit_pet",
+                  "cars196", "food101")
+    ],
     "table4_label_noise": ["20", "40", "60", "80"],
     "table5_wrn28x10": ["svhn,basic", "svhn,aa", "fashion_mnist,basic", "fashion_mnist,cutout"],
 }
@@ -276,8 +313,7 @@ def test_every_paper_cell_builds_what_the_original_code_ran(name):
   """Issue 15's list, cell by cell: what google-research/sam ran for each paper cell."""
   for cell in PAPER_CELLS[name]:
     for optimizer in ("sam", "sgd"):
-      config, _ = parse_run([f"--config=configs/{name}.py:{cell},{optimizer}",
-                             "--workdir=/tmp/w"])
+      config, _ = parse_run([f"--config=configs/{name}.py:{cell},{optimizer}", "--workdir=/tmp/w"])
       info = get_dataset_info(config.dataset)
       model = get_model(config.model_name, info.num_classes)
       # AutoAugment op for op (autoaugment/autoaugment.py:621): 250-px translates...
@@ -296,7 +332,7 @@ def test_every_paper_cell_builds_what_the_original_code_ran(name):
         assert not model.stem_relu and model.kernel_init is not layers.conv_init
       # ...and the original's defaults where no table says otherwise: cosine decay, no
       # EMA, no grouped perturbation sync, labels flipped to another class.
-      assert (config.lr_schedule, config.ema_decay, config.sam.sync_perturbations) == (
-          "cosine", 0.0, False), (name, cell)
+      assert (config.lr_schedule, config.ema_decay,
+              config.sam.sync_perturbations) == ("cosine", 0.0, False), (name, cell)
       assert not config.label_noise_keep_possible
       Augmentation.from_config(config).check(info)

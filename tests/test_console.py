@@ -19,8 +19,9 @@ def test_the_quiet_filter_keeps_our_lines_and_everyones_warnings():
   assert keep(record(ours, python_logging.INFO, "WideResnet10x2 on digits: ..."))
   assert not keep(record(orbax, python_logging.INFO, "[process=0] Saving checkpoint at step 44"))
   assert keep(record(orbax, python_logging.WARNING, "Could not write ..."))
-  assert not keep(record(orbax, python_logging.WARNING,
-                         "Metadata file does not exist: /w/checkpoints/44/_CHECKPOINT_METADATA"))
+  assert not keep(
+      record(orbax, python_logging.WARNING,
+             "Metadata file does not exist: /w/checkpoints/44/_CHECKPOINT_METADATA"))
 
 
 def test_a_log_file_gets_one_plain_line_per_report(monkeypatch, caplog):
@@ -40,8 +41,9 @@ def test_a_log_file_gets_one_plain_line_per_report(monkeypatch, caplog):
 
 def test_tensorflows_start_up_notices_are_held_back_and_the_rest_passed_on(capfd):
   with console.native_noise_filtered():
-    os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
-                b"written to STDERR\nI0000 00:00:1795311400.480637   24826 port.cc:153] oneDNN "
-                b"custom operations are on. You may see slightly different numerical results\n"
-                b"E0000 something native went wrong\n")
+    os.write(
+        2, b"WARNING: All log messages before absl::InitializeLog() is called are "
+        b"written to STDERR\nI0000 00:00:1795311400.480637   24826 port.cc:153] oneDNN "
+        b"custom operations are on. You may see slightly different numerical results\n"
+        b"E0000 something native went wrong\n")
   assert capfd.readouterr().err == "E0000 something native went wrong\n"

@@ -21,8 +21,8 @@ def test_gradients_equal_lax_in_a_loop_body_and_outside(strides, padding, kernel
   w = jnp.asarray(rng.standard_normal((kernel, kernel, 5, 6)), jnp.float32)
 
   def loss(conv):
-    return lambda x, w: jnp.sum(jnp.sin(conv(x, w, strides, padding,
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+    return lambda x, w: jnp.sum(
+        jnp.sin(conv(x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))))
 
   expected = jax.grad(loss(lax.conv_general_dilated), (0, 1))(x, w)
   with convolution.in_loop_body():
@@ -43,8 +43,8 @@ def test_kernels_larger_than_the_image_are_a_matmul_of_patches(strides, padding)
   w = jnp.asarray(rng.standard_normal((3, 3, 4, 5)), jnp.float32)
 
   def loss(conv):
-    return lambda x, w: jnp.sum(jnp.sin(conv(x, w, strides, padding,
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+    return lambda x, w: jnp.sum(
+        jnp.sin(conv(x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))))
 
   expected = jax.value_and_grad(loss(lax.conv_general_dilated), (0, 1))(x, w)
   for context in (contextlib.nullcontext, convolution.in_loop_body):
@@ -59,17 +59,20 @@ def test_kernels_larger_than_the_image_are_a_matmul_of_patches(strides, padding)
 def test_grouped_convolutions_are_lax_itself():
   x, w = jnp.ones((2, 6, 6, 4)), jnp.ones((3, 3, 1, 4))
   with convolution.in_loop_body():
-    jaxpr = str(jax.make_jaxpr(lambda x, w: convolution.conv_general_dilated(
-        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=4))(x, w))
+    jaxpr = str(
+        jax.make_jaxpr(lambda x, w: convolution.conv_general_dilated(
+            x, w,
+            (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=4))(x,
+                                                                                                w))
   assert "custom_vjp" not in jaxpr and "feature_group_count=4" in jaxpr
 
 
 def test_cpu_flags_are_added_unless_the_user_set_them():
   environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   xla_cpu.set_defaults(environ)
-  assert environ["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=2",
-                                          *xla_cpu.FLAGS]
+  assert environ["XLA_FLAGS"].split() == [
+      "--xla_force_host_platform_device_count=2", *xla_cpu.FLAGS
+  ]
   mine = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="}
   xla_cpu.set_defaults(mine)
   assert mine == {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="}
@@ -82,8 +85,8 @@ def test_cpu_flags_are_added_unless_the_user_set_them():
 def test_convolutions_are_xla_own_and_reductions_ynnpack():
   """Without the flag, jaxlib 0.10 compiles this convolution into a YNNPACK fusion."""
   x, w = jnp.ones((8, 16, 16, 64)), jnp.ones((3, 3, 64, 64))
-  conv = jax.jit(lambda x, w: lax.conv_general_dilated(
-      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+  conv = jax.jit(lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=(
+      "NHWC", "HWIO", "NHWC")))
   assert "__ynn_fusion" not in conv.lower(x, w).compile().as_text()
   total = jax.jit(lambda x: jnp.sum(x, (0, 1, 2)))
   assert "__ynn_fusion" in total.lower(x).compile().as_text()

@@ -42,9 +42,11 @@ def load(info, use_test_set=True):
 
 def test_validation_splits_are_the_originals():
   # google-research/sam sam_jax/datasets/dataset_source.py:195-196, 269-270 and 318-321.
-  expected = {"cifar10": ("train[:90%]", "train[90%:]"),  # 45,000 of 50,000
-              "fashion_mnist": ("train[:90%]", "train[90%:]"),  # 54,000 of 60,000
-              "svhn": ("train[:65929]+extra", "train[65929:]")}
+  expected = {
+      "cifar10": ("train[:90%]", "train[90%:]"),  # 45,000 of 50,000
+      "fashion_mnist": ("train[:90%]", "train[90%:]"),  # 54,000 of 60,000
+      "svhn": ("train[:65929]+extra", "train[65929:]")
+  }
   for name, splits in expected.items():
     assert loading.split_names(get_dataset_info(name), use_test_set=False) == splits
   assert loading.split_names(get_dataset_info("svhn"), True) == ("train+extra", "test")
@@ -56,8 +58,8 @@ def test_every_dataset_loads_at_the_model_resolution(name, mock_tfds):
   size = input_resolution(get_model("efficientnet-b0", info.num_classes))  # 224
   train, test = load(info)
   augmentation = Augmentation(image="basic", batch="mixcut")
-  batch = next(pipeline.train_batches(info, train, 4, seed=0, augmentation=augmentation,
-                                      image_size=size))
+  batch = next(
+      pipeline.train_batches(info, train, 4, seed=0, augmentation=augmentation, image_size=size))
   assert batch["image"].shape == (4, size, size, info.image_shape[-1])
   assert batch["image"].dtype == np.float32 and np.isfinite(batch["image"]).all()
   assert batch["label"].shape == (4, info.num_classes)  # mixup's soft labels
@@ -76,8 +78,7 @@ def test_the_jpeg_stream_depends_on_the_seed_only_and_resumes(mock_tfds):
 
   def stream(seed, start_step=0):
     return pipeline.train_batches(info, train, 5, seed=seed, start_step=start_step,
-                                  augmentation=Augmentation(image="basic"),
-                                  image_size=32)
+                                  augmentation=Augmentation(image="basic"), image_size=32)
 
   first = [b for _, b in zip(range(4), stream(1))]  # 20 examples: past the first epoch
   again = [b for _, b in zip(range(4), stream(1))]
@@ -91,10 +92,14 @@ def test_the_jpeg_stream_depends_on_the_seed_only_and_resumes(mock_tfds):
 
 @pytest.mark.slow
 def test_sam_on_imagenet_with_randaugment_and_mixup_through_the_loop(mock_tfds, tmp_path):
-  config = tiny_config(dataset="imagenet", num_epochs=1, batch_size=8,
-                       image_size=32,  # crops of 32 instead of 224, for speed
-                       image_level_augmentations="randaugment",
-                       batch_level_augmentations="mixup", label_smoothing=0.1)
+  config = tiny_config(
+      dataset="imagenet",
+      num_epochs=1,
+      batch_size=8,
+      image_size=32,  # crops of 32 instead of 224, for speed
+      image_level_augmentations="randaugment",
+      batch_level_augmentations="mixup",
+      label_smoothing=0.1)
   results = loop.train_and_evaluate(config, str(tmp_path))
   assert results["steps"] == 1 and results["test_examples"] == NUM_EXAMPLES
   # The smoothed targets put a / K on every class: another loss than the plain one.

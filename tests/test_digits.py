@@ -23,8 +23,7 @@ def _expected_images() -> tuple[np.ndarray, np.ndarray]:
 
 def _multiset(images: np.ndarray, labels: np.ndarray) -> collections.Counter:
   """Counts of (image bytes, label) pairs."""
-  return collections.Counter(
-      (img.tobytes(), int(lab)) for img, lab in zip(images, labels))
+  return collections.Counter((img.tobytes(), int(lab)) for img, lab in zip(images, labels))
 
 
 @pytest.fixture
@@ -33,8 +32,7 @@ def prepared(tmp_path) -> tuple[tfds.core.DatasetBuilder, dict[str, dict[str, np
   builder = tfds.builder("digits", data_dir=tmp_path)
   builder.download_and_prepare()
   splits = {
-      name: tfds.as_numpy(builder.as_dataset(split=name, batch_size=-1))
-      for name in SPLIT_SIZES
+      name: tfds.as_numpy(builder.as_dataset(split=name, batch_size=-1)) for name in SPLIT_SIZES
   }
   return builder, splits
 
@@ -72,8 +70,8 @@ def test_test_split_is_the_fixed_stratified_split(prepared):
   images, labels = _expected_images()
   _, test_idx = model_selection.train_test_split(
       np.arange(NUM_EXAMPLES), test_size=0.2, stratify=labels, random_state=0)
-  assert _multiset(splits["test"]["image"], splits["test"]["label"]) == _multiset(
-      images[test_idx], labels[test_idx])
+  assert _multiset(splits["test"]["image"],
+                   splits["test"]["label"]) == _multiset(images[test_idx], labels[test_idx])
 
 
 def test_test_split_is_stratified(prepared):
@@ -100,7 +98,7 @@ def test_features(prepared):
 
 
 def test_tfds_load_offline(tmp_path):
-  ds = tfds.load("digits", data_dir=tmp_path, split="test", download=True,
-                 as_supervised=True, batch_size=-1)
+  ds = tfds.load("digits", data_dir=tmp_path, split="test", download=True, as_supervised=True,
+                 batch_size=-1)
   image, label = tfds.as_numpy(ds)
   assert image.shape == (360, 8, 8, 1) and label.shape == (360,)

@@ -76,12 +76,14 @@ def jax_run(tx, w, data, base=None, **extra_fns):
     def losses(p, x=x, y=y):
       z = jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
       return optax.softmax_cross_entropy_with_integer_labels(z, y)
+
     def grad_fn(p, examples=None):
       chosen = (x, y) if examples is None else (x[examples], y[examples])
       return jax.grad(lambda q: jnp.mean(losses(q, *chosen)))(p)
+
     grads = grad_fn(params)
-    updates, state = tx.update(grads, state, params, grad_fn=grad_fn,
-                               example_losses=losses(params), example_losses_fn=losses)
+    updates, state = tx.update(grads, state, params, grad_fn=grad_fn, example_losses=losses(params),
+                               example_losses_fn=losses)
     return optax.apply_updates(params, updates), state
 
   for x, y in data:
@@ -147,22 +149,26 @@ def test_looksam_over_replicas_keeps_the_mean_gradients_orthogonal_part(setup):
       return mean_gs
     return lin(1.0, mean_g, alpha * norm(mean_g) / norm(memory["gv"]), memory["gv"])
 
-  tx = optax.chain(family.looksam(RHO, every=k, alpha=alpha, axis_name="r"),
-                   sam_jax.cross_replica_mean("r"), optax.sgd(LR, momentum=MU))
+  tx = optax.chain(
+      family.looksam(RHO, every=k, alpha=alpha, axis_name="r"), sam_jax.cross_replica_mean("r"),
+      optax.sgd(LR, momentum=MU))
   params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), w0)
   state = tx.init(params)
 
   def replica_step(params, state, x, y):
     def grad_fn(p):
-      return jax.grad(lambda q: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-          jnp.tanh(x @ q["w1"] + q["b1"]) @ q["w2"] + q["b2"], y)))(p)
+      return jax.grad(lambda q: jnp.mean(
+          optax.softmax_cross_entropy_with_integer_labels(
+              jnp.tanh(x @ q["w1"] + q["b1"]) @ q["w2"] + q["b2"], y)))(
+                  p)
+
     updates, state = tx.update(grad_fn(params), state, params, grad_fn=grad_fn)
     return optax.apply_updates(params, updates), state
 
-  step = jax.jit(jax.vmap(replica_step, in_axes=(None, None, 0, 0), out_axes=None,
-                          axis_name="r"))
+  step = jax.jit(jax.vmap(replica_step, in_axes=(None, None, 0, 0), out_axes=None, axis_name="r"))
   for x, y in data:
-    params, state = step(params, state, jnp.asarray(x, jnp.float32).reshape(2, 6, 5),
+    params, state = step(params, state,
+                         jnp.asarray(x, jnp.float32).reshape(2, 6, 5),
                          jnp.asarray(y).reshape(2, 6))
   assert max_abs_diff(params, oracle_run(looksam64, w0, data)) < 2e-5
 
@@ -199,11 +205,11 @@ def jax_run_one(tx, params, state, x, y):
   """One step of tx then plain SGD (no momentum), from `state` (None: init)."""
   tx = optax.chain(tx, optax.sgd(LR))
   state = tx.init(params) if state is None else state
-  grad_fn = jax.grad(lambda p: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-      jnp.tanh(jnp.asarray(x, jnp.float32) @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"],
-      jnp.asarray(y))))
-  updates, state = jax.jit(lambda p, s: tx.update(grad_fn(p), s, p, grad_fn=grad_fn))(
-      params, state)
+  grad_fn = jax.grad(lambda p: jnp.mean(
+      optax.softmax_cross_entropy_with_integer_labels(
+          jnp.tanh(jnp.asarray(x, jnp.float32) @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"],
+          jnp.asarray(y))))
+  updates, state = jax.jit(lambda p, s: tx.update(grad_fn(p), s, p, grad_fn=grad_fn))(params, state)
   return optax.apply_updates(params, updates), state
 
 
@@ -308,9 +314,13 @@ def test_momentum_sam_follows_the_authors_algorithm(setup):
 def test_reductions_to_sam(setup, variant):
   """GSAM alpha = 0, LookSAM k = 1, every k = 1, ESAM beta = gamma = 1, WSAM gamma = 0.5."""
   w0, data = setup
-  tx = {"gsam": family.gsam(RHO, alpha=0.0), "looksam": family.looksam(RHO, every=1),
-        "every": family.sometimes(sam_jax.sam(RHO), every=1),
-        "esam": family.esam(RHO, beta=1.0, gamma=1.0), "wsam": family.wsam(RHO, gamma=0.5)}
+  tx = {
+      "gsam": family.gsam(RHO, alpha=0.0),
+      "looksam": family.looksam(RHO, every=1),
+      "every": family.sometimes(sam_jax.sam(RHO), every=1),
+      "esam": family.esam(RHO, beta=1.0, gamma=1.0),
+      "wsam": family.wsam(RHO, gamma=0.5)
+  }
   got, _ = jax_run(tx[variant], w0, data)
   expected, _ = jax_run(sam_jax.sam(RHO), w0, data)
   assert max_abs_diff(got, expected) < 1e-6
@@ -323,21 +333,22 @@ SEEN = []  # the examples of each forward pass of CountingNet
 
 class CountingNet(nn.Module):
   """A linear classifier that records the number of examples of every forward pass."""
-
   @nn.compact
   def __call__(self, x, train=False):
     jax.debug.callback(lambda first: SEEN.append(len(first)), x[:, 0, 0, 0])
     return nn.Dense(10)(x.reshape(len(x), -1))
 
 
-@pytest.mark.parametrize("mapping, decided", [("loop", "cond"), ("scan", "cond"),
-                                              ("loop", "host"), ("scan", "host")])
-@pytest.mark.parametrize("variant,options,sam_steps,passes", [
-    ("looksam", dict(looksam_every=3), [0, 3], [4]),  # the SAM pass: 4 examples
-    ("sam", dict(every=3), [2, 5], [4]),
-    ("esam", dict(esam_beta=0.5, esam_gamma=0.5), range(6), [4, 2]),  # losses, 2 chosen
-    ("msam", dict(rho=3.0), [], []),
-])
+@pytest.mark.parametrize("mapping, decided", [("loop", "cond"), ("scan", "cond"), ("loop", "host"),
+                                              ("scan", "host")])
+@pytest.mark.parametrize(
+    "variant,options,sam_steps,passes",
+    [
+        ("looksam", dict(looksam_every=3), [0, 3], [4]),  # the SAM pass: 4 examples
+        ("sam", dict(every=3), [2, 5], [4]),
+        ("esam", dict(esam_beta=0.5, esam_gamma=0.5), range(6), [4, 2]),  # losses, 2 chosen
+        ("msam", dict(rho=3.0), [], []),
+    ])
 def test_cheap_steps_run_one_forward_backward_per_replica(mapping, decided, variant, options,
                                                           sam_steps, passes):
   """Decided in the program (a lax.cond) or on the host (optim.sam_schedule, as the loop)."""
@@ -345,15 +356,16 @@ def test_cheap_steps_run_one_forward_backward_per_replica(mapping, decided, vari
   config = tiny_config(learning_rate=0.1, num_epochs=1, sam=dict(variant=variant, **options))
   tx = optim.create_optimizer(config, 10, replicas.REPLICA_AXES)
   mesh = replicas.make_mesh(1)
-  state = replicas.replicate(steps.init_train_state(model, tx, jax.random.key(0), (2, 2, 1)),
-                             mesh)
+  state = replicas.replicate(steps.init_train_state(model, tx, jax.random.key(0), (2, 2, 1)), mesh)
   step = steps.make_train_step(model, tx, mesh, replicas.make_layout(8, 4, 1),
                                replica_mapping=mapping)
   rng = np.random.default_rng(0)
   for t in range(6):
     SEEN.clear()
-    batch = {"image": rng.standard_normal((8, 2, 2, 1), np.float32),
-             "label": rng.integers(0, 10, 8).astype(np.int32)}
+    batch = {
+        "image": rng.standard_normal((8, 2, 2, 1), np.float32),
+        "label": rng.integers(0, 10, 8).astype(np.int32)
+    }
     sam_step = optim.sam_schedule(config)(t) if decided == "host" else None
     state, metrics = step(state, replicas.shard_batch(batch, mesh), jax.random.key(1), sam_step)
     jax.block_until_ready(metrics)

@@ -41,9 +41,10 @@ def test_a_nan_stops_the_run_without_saving_it_or_is_skipped_when_asked(good_run
   # checkpoint of step 5 stays the last, nothing non-finite reaches the disk.
   workdir = copy_of(good_run, tmp_path)
   diverging = dict(FIELDS, num_train_steps=8, log_every_steps=1, learning_rate=1e30)
-  with pytest.raises(UsageError, match=r"^The loss or gradient became NaN/Inf at step 6 of 8; "
-                                       r"nothing after it was saved \(the last good checkpoint "
-                                       r"is step 5 in .*\)\. Lower --config.learning_rate"):
+  with pytest.raises(
+      UsageError, match=r"^The loss or gradient became NaN/Inf at step 6 of 8; "
+      r"nothing after it was saved \(the last good checkpoint "
+      r"is step 5 in .*\)\. Lower --config.learning_rate"):
     loop.train_and_evaluate(tiny_config(**diverging), str(workdir))
   step, saved = checkpoints.read(str(workdir))
   assert step == 5 and all(np.isfinite(x).all() for x in jax.tree.leaves(saved))
@@ -64,8 +65,8 @@ def test_a_nan_stops_the_run_without_saving_it_or_is_skipped_when_asked(good_run
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["empty _METADATA", "truncated arrays"])
-def test_a_damaged_newest_checkpoint_is_set_aside_and_the_one_before_used(good_run, tmp_path,
-                                                                          damage, caplog):
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_one_before_used(
+    good_run, tmp_path, damage, caplog):
   workdir = copy_of(good_run, tmp_path)
   newest = workdir / "checkpoints" / "4" / "default"
   if damage == "empty _METADATA":
@@ -81,8 +82,9 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_one_before_used(good_r
   assert len(warnings) == 1 and warnings[0].startswith(
       f"The checkpoint at step 4 in {workdir / 'checkpoints'} cannot be read (")
   assert warnings[0].endswith(f"): moved to {aside}; trying the one before.")
-  assert max_abs_diff(checkpoints.read(str(workdir))[1]["params"],
-                      checkpoints.read(str(good_run))[1]["params"]) < 1e-6
+  assert max_abs_diff(
+      checkpoints.read(str(workdir))[1]["params"],
+      checkpoints.read(str(good_run))[1]["params"]) < 1e-6
 
 
 def test_random_bytes_in_a_data_file_are_one_line(tmp_path, digits):
@@ -91,10 +93,11 @@ def test_random_bytes_in_a_data_file_are_one_line(tmp_path, digits):
   with open(train_file, "r+b") as f:
     f.seek(5000)
     f.write(np.random.default_rng(0).bytes(100))
-  with pytest.raises(UsageError, match=r"^TFDS dataset 'digits' in .*/data is damaged "
-                                       r"\(DataLossError: corrupted record at \d+\): delete "):
-    loop.train_and_evaluate(tiny_config(**FIELDS, data_dir=str(tmp_path / "data")),
-                            str(tmp_path / "run"))
+  with pytest.raises(
+      UsageError, match=r"^TFDS dataset 'digits' in .*/data is damaged "
+      r"\(DataLossError: corrupted record at \d+\): delete "):
+    loop.train_and_evaluate(
+        tiny_config(**FIELDS, data_dir=str(tmp_path / "data")), str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 
 
@@ -103,8 +106,8 @@ def small_disk(tmp_path):
   """A 2 MB tmpfs, unmounted afterwards."""
   disk = tmp_path / "disk"
   disk.mkdir()
-  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)],
-                    capture_output=True).returncode:
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs",
+                     str(disk)], capture_output=True).returncode:
     pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
   yield disk
   subprocess.run(["umount", "-l", str(disk)], check=True)
@@ -122,8 +125,9 @@ def test_a_full_or_read_only_workdir_is_one_line(small_disk, good_run):
   # Read-only, holding a run: one line before training, the run as it was.
   shutil.copytree(good_run / "checkpoints" / "2", small_disk / "run" / "checkpoints" / "2")
   subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
-  with pytest.raises(UsageError, match=r"^Cannot write in .*/disk/run \(Read-only file "
-                                       r"system\): choose another --workdir or make room"):
+  with pytest.raises(
+      UsageError, match=r"^Cannot write in .*/disk/run \(Read-only file "
+      r"system\): choose another --workdir or make room"):
     loop.train_and_evaluate(tiny_config(**FIELDS), str(small_disk / "run"))
   assert checkpoints.read(str(small_disk / "run"))[0] == 2
   subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
@@ -132,13 +136,14 @@ def test_a_full_or_read_only_workdir_is_one_line(small_disk, good_run):
   # Full in the middle of the run (200 KB left; a digits checkpoint is about 600 KB):
   # the first checkpoint does not fit, one line.
   fill(small_disk, 200_000)
-  with pytest.raises(UsageError, match=r"^Could not write a checkpoint in .*/disk/run/"
-                                       r"checkpoints \(No space left on device\); none was "
-                                       r"complete before: make room there"):
+  with pytest.raises(
+      UsageError, match=r"^Could not write a checkpoint in .*/disk/run/"
+      r"checkpoints \(No space left on device\); none was "
+      r"complete before: make room there"):
     loop.train_and_evaluate(tiny_config(**FIELDS), str(small_disk / "run"))
 
   # Full before it starts: one line before training.
   fill(small_disk, 0)
   with pytest.raises(UsageError, match=r"^Cannot write in .*/disk/run \(No space left on "
-                                       r"device\)"):
+                     r"device\)"):
     loop.train_and_evaluate(tiny_config(**FIELDS), str(small_disk / "run"))

@@ -11,8 +11,10 @@ from sam_jax.errors import UsageError
 @pytest.fixture(scope="module")
 def examples():
   rng = np.random.default_rng(0)
-  return {"image": rng.integers(0, 256, (50_000, 8, 8, 3), dtype=np.uint8),
-          "label": rng.integers(0, 10, 50_000).astype(np.int32)}
+  return {
+      "image": rng.integers(0, 256, (50_000, 8, 8, 3), dtype=np.uint8),
+      "label": rng.integers(0, 10, 50_000).astype(np.int32)
+  }
 
 
 @pytest.mark.parametrize("rate", [0.2, 0.4, 0.6, 0.8])
@@ -46,8 +48,7 @@ def test_noise_is_a_function_of_seed_and_image_not_of_order(examples):
   again, _ = label_noise.symmetric_noise(examples, 0.4, 10, seed=3)
   np.testing.assert_array_equal(first["label"], again["label"])
   order = np.random.default_rng(1).permutation(50_000)[:20_000]  # another process's share
-  part, _ = label_noise.symmetric_noise({k: v[order] for k, v in examples.items()}, 0.4, 10,
-                                        seed=3)
+  part, _ = label_noise.symmetric_noise({k: v[order] for k, v in examples.items()}, 0.4, 10, seed=3)
   np.testing.assert_array_equal(part["label"], first["label"][order])
   other, _ = label_noise.symmetric_noise(examples, 0.4, 10, seed=4)
   assert (other["label"] != first["label"]).mean() > 0.3

@@ -23,19 +23,20 @@ def event_tags(workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, dataset, sync_batch_norm, sam", [
-    ("WideResnet_ShakeShake_mini", "cifar10", False, dict(variant="gsam", gsam_rho_min=0.01)),
-    ("Pyramid_ShakeDrop_mini", "cifar100", False, dict(variant="looksam", looksam_every=2)),
-    ("Resnet20", "svhn", False, dict(variant="esam")),
-    ("WideResnet10x1", "fashion_mnist", True, dict(variant="msam")),  # BN over all replicas
-])  # EfficientNet: test_pretrained's finetuning run; every variant: test_train_binary
+@pytest.mark.parametrize(
+    "name, dataset, sync_batch_norm, sam",
+    [
+        ("WideResnet_ShakeShake_mini", "cifar10", False, dict(variant="gsam", gsam_rho_min=0.01)),
+        ("Pyramid_ShakeDrop_mini", "cifar100", False, dict(variant="looksam", looksam_every=2)),
+        ("Resnet20", "svhn", False, dict(variant="esam")),
+        ("WideResnet10x1", "fashion_mnist", True, dict(variant="msam")),  # BN over all replicas
+    ])  # EfficientNet: test_pretrained's finetuning run; every variant: test_train_binary
 def test_one_sam_epoch_of_each_family_on_each_small_dataset(name, dataset, sync_batch_norm, sam,
-                                                          tmp_path):
+                                                            tmp_path):
   config = tiny_config(model_name=name, dataset=dataset, num_epochs=1,
                        batch_level_augmentations="cutout", compute_top_5_error_rate=True,
                        sync_batch_norm=sync_batch_norm, sam=sam)
-  with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES,
-                              policy=tfds.testing.MockPolicy.USE_CODE):
+  with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES, policy=tfds.testing.MockPolicy.USE_CODE):
     results = loop.train_and_evaluate(config, str(tmp_path))
   assert results["test_examples"] == MOCK_EXAMPLES  # every test example scored once
   assert results["steps"] == MOCK_EXAMPLES // config.batch_size == 2
@@ -44,21 +45,26 @@ def test_one_sam_epoch_of_each_family_on_each_small_dataset(name, dataset, sync_
   assert json.load(open(tmp_path / "results.json"))["steps"] == results["steps"]
   assert json.load(open(tmp_path / "config.json"))["sam"]["variant"] == sam["variant"]
   perturbed = {"train_perturbed_loss", "train_perturbed_error"}  # Momentum-SAM: one pass
-  assert {"train_loss", "train_error", "test_loss", "test_error", "test_top5_error",
-          "learning_rate", "grad_norm", "clean_grad_norm", "param_norm"} | (
-              set() if sam["variant"] == "msam" else perturbed) <= event_tags(str(tmp_path))
+  assert {
+      "train_loss", "train_error", "test_loss", "test_error", "test_top5_error", "learning_rate",
+      "grad_norm", "clean_grad_norm", "param_norm"
+  } | (set() if sam["variant"] == "msam" else perturbed) <= event_tags(str(tmp_path))
 
 
 @pytest.mark.slow
-def test_a_digits_run_with_label_noise_finished_stopped_resumed_then_another_model(tmp_path,
-                                                                                  monkeypatch):
+def test_a_digits_run_with_label_noise_finished_stopped_resumed_then_another_model(
+    tmp_path, monkeypatch):
   seen = []
   real = label_noise.symmetric_noise
-  monkeypatch.setattr(label_noise, "symmetric_noise",
-                      lambda examples, *args, **kwargs: seen.append(len(examples["label"]))
-                      or real(examples, *args, **kwargs))
-  config = tiny_config(dataset="digits", batch_size=64, num_epochs=1,  # 1,437 train, 360 test
-                       label_noise=0.4, save_progress_seconds=60)
+  monkeypatch.setattr(
+      label_noise, "symmetric_noise", lambda examples, *args, **kwargs: seen.append(
+          len(examples["label"])) or real(examples, *args, **kwargs))
+  config = tiny_config(
+      dataset="digits",
+      batch_size=64,
+      num_epochs=1,  # 1,437 train, 360 test
+      label_noise=0.4,
+      save_progress_seconds=60)
   results = loop.train_and_evaluate(config, str(tmp_path))
   assert seen == [1437]  # the training split, once; the 360 test labels stay clean
   assert results["test_examples"] == 360 and results["steps"] == 1437 // 64
@@ -71,8 +77,9 @@ def test_a_digits_run_with_label_noise_finished_stopped_resumed_then_another_mod
   # stops; the same call resumes there and ends where the uninterrupted run did.
   sigterm_at_call(monkeypatch, 10)
   stopped = tmp_path / "stopped"
-  with pytest.raises(Stopped, match=r"stopped by SIGTERM at step 10 of 22, saved in .*; the "
-                                    "same command resumes from there"):
+  with pytest.raises(
+      Stopped, match=r"stopped by SIGTERM at step 10 of 22, saved in .*; the "
+      "same command resumes from there"):
     loop.train_and_evaluate(config, str(stopped))
   assert checkpoints.read(str(stopped))[0] == 10 and not (stopped / "results.json").exists()
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are put back
@@ -82,8 +89,12 @@ def test_a_digits_run_with_label_noise_finished_stopped_resumed_then_another_mod
   assert step == 22 and max_abs_diff(resumed["params"], whole["params"]) < 1e-6
   # config.json keeps what the checkpoints were trained with; the change is recorded.
   assert json.loads((stopped / "config.json").read_text())["save_progress_seconds"] == 60
-  assert json.loads((stopped / "config_changes.json").read_text()) == [
-      {"step": 10, "changes": {"save_progress_seconds": [60, 0]}}]
+  assert json.loads((stopped / "config_changes.json").read_text()) == [{
+      "step": 10,
+      "changes": {
+          "save_progress_seconds": [60, 0]
+      }
+  }]
   # Killed after step 22's metrics were written, before its checkpoint was: the rerun
   # resumes at step 20 and its curves show every step once (the finished run's too, which
   # evaluated its last step again).
@@ -92,11 +103,11 @@ def test_a_digits_run_with_label_noise_finished_stopped_resumed_then_another_mod
   assert loop.train_and_evaluate(resumed_config, str(stopped)) == results
   assert repeated_points(stopped) == {} and repeated_points(tmp_path) == {}
   assert sorted(scalars(stopped, "train_loss")) == list(range(2, 23, 2))
-  assert scalars(stopped, "train_loss") == pytest.approx(scalars(tmp_path, "train_loss"),
-                                                         rel=1e-5)
+  assert scalars(stopped, "train_loss") == pytest.approx(scalars(tmp_path, "train_loss"), rel=1e-5)
   config.model_name = "WideResnet10x2"
-  with pytest.raises(UsageError, match=r"The checkpoint at step 22 in .* does not fit this "
-                                       r"model and optimizer \(\d+ arrays: .*\); use another"):
+  with pytest.raises(
+      UsageError, match=r"The checkpoint at step 22 in .* does not fit this "
+      r"model and optimizer \(\d+ arrays: .*\); use another"):
     loop.train_and_evaluate(config, str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == before
 
@@ -119,7 +130,7 @@ def bad(**fields):
     (bad(sam=dict(p=0.5)), r"sam.p must be a norm in \[1, inf\]"),
     (bad(label_noise=1.5), r"label_noise must be a fraction in \[0, 1\]"),
     (bad(init_from="/nowhere"), "init_from loads EfficientNet checkpoints; WideResnet10x1 is "
-                                "not one"),
+     "not one"),
     (bad(model_name="efficientnet-mini", init_from="/nowhere"), "No checkpoint at /nowhere"),
 ])
 def test_bad_input_is_one_line_before_anything_is_written(config, message, tmp_path):
@@ -131,16 +142,18 @@ def test_bad_input_is_one_line_before_anything_is_written(config, message, tmp_p
 
 def test_missing_data_says_where_it_looked_and_how_to_get_it(tmp_path):
   config = bad(dataset="cifar10", data_dir=str(tmp_path / "empty"))
-  with pytest.raises(UsageError, match=rf"TFDS dataset 'cifar10' is not prepared in "
-                                       rf"{tmp_path / 'empty'}: run `tfds build cifar10"):
+  with pytest.raises(
+      UsageError, match=rf"TFDS dataset 'cifar10' is not prepared in "
+      rf"{tmp_path / 'empty'}: run `tfds build cifar10"):
     loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 
 
 def test_label_noise_on_a_streamed_dataset_is_refused(tmp_path):
   with tfds.testing.mock_data(num_examples=4, policy=tfds.testing.MockPolicy.USE_CODE):
-    with pytest.raises(UsageError, match="label_noise needs an in-memory dataset such as "
-                                         "cifar10, not imagenet"):
+    with pytest.raises(
+        UsageError, match="label_noise needs an in-memory dataset such as "
+        "cifar10, not imagenet"):
       loop.train_and_evaluate(bad(dataset="imagenet", label_noise=0.2), str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 
@@ -159,6 +172,7 @@ def test_a_bug_is_not_a_usage_error(tmp_path, monkeypatch):
 
   def broken_step(*args, **kwargs):
     raise ZeroDivisionError("a bug in the step")
+
   monkeypatch.setattr(checkpoints, "make_manager", manager)
   monkeypatch.setattr(loop.steps, "make_train_step", broken_step)
   with pytest.raises(ZeroDivisionError, match="a bug in the step"):

@@ -31,14 +31,16 @@ PARAMETER_COUNTS = {
     ("efficientnet-b6", 1000, 528): 43_040_704,
     ("efficientnet-b7", 1000, 600): 66_347_960,
 }
-TINY = ["WideResnet_mini", "WideResnet_ShakeShake_mini", "Pyramid_ShakeDrop_mini",
-        "Pyramid_vanilla_mini", "Resnet20", "Resnet18", "efficientnet-mini"]
+TINY = [
+    "WideResnet_mini", "WideResnet_ShakeShake_mini", "Pyramid_ShakeDrop_mini",
+    "Pyramid_vanilla_mini", "Resnet20", "Resnet18", "efficientnet-mini"
+]
 
 
 def parameter_count(name, classes, resolution):
   model = get_model(name, classes)
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, resolution, resolution, 3)), train=False))
+  shapes = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, resolution, resolution, 3)), train=False))
   return sum(leaf.size for leaf in jax.tree.leaves(shapes["params"]))
 
 
@@ -49,18 +51,24 @@ def test_parameter_counts_match_the_originals(key):
 
 def test_efficientnet_l2_has_about_480_million_parameters_and_its_resolutions():
   assert 479e6 < parameter_count("efficientnet-l2", 1000, 64) < 481e6
-  resolutions = {name: input_resolution(get_model(name, 10))
-                 for name in ("efficientnet-b0", "efficientnet-b7", "efficientnet-l2",
-                              "efficientnet-l2-475", "WideResnet28x10")}
-  assert resolutions == {"efficientnet-b0": 224, "efficientnet-b7": 600,
-                         "efficientnet-l2": 800, "efficientnet-l2-475": 475,
-                         "WideResnet28x10": None}
+  resolutions = {
+      name: input_resolution(get_model(name, 10))
+      for name in ("efficientnet-b0", "efficientnet-b7", "efficientnet-l2", "efficientnet-l2-475",
+                   "WideResnet28x10")
+  }
+  assert resolutions == {
+      "efficientnet-b0": 224,
+      "efficientnet-b7": 600,
+      "efficientnet-l2": 800,
+      "efficientnet-l2-475": 475,
+      "WideResnet28x10": None
+  }
 
 
 def test_cifar_resnet32_and_the_vanilla_pyramidnet_are_the_expected_sizes():
   assert parameter_count("Resnet32", 10, 32) == 464_154  # He et al. (2016): 0.46M
-  shakedrop, vanilla = (parameter_count(n, 100, 32) for n in ("Pyramid_ShakeDrop",
-                                                               "Pyramid_vanilla"))
+  shakedrop, vanilla = (
+      parameter_count(n, 100, 32) for n in ("Pyramid_ShakeDrop", "Pyramid_vanilla"))
   assert vanilla == shakedrop  # ShakeDrop has no parameters
 
 
@@ -82,8 +90,8 @@ STOCHASTIC = ("WideResnet_ShakeShake_mini", "Pyramid_ShakeDrop_mini", "efficient
 def test_forward_passes_keys_and_dtypes(name, images):
   model = get_model(name, 10)
   variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(images)
-  train = jax.jit(lambda v, x, k: model.apply(v, x, train=True, mutable=["batch_stats"],
-                                              rngs=train_rngs(k)))
+  train = jax.jit(
+      lambda v, x, k: model.apply(v, x, train=True, mutable=["batch_stats"], rngs=train_rngs(k)))
   (logits, updates), (again, _), (other, _) = (
       train(variables, images, jax.random.key(k)) for k in (1, 1, 2))
   assert logits.shape == (4, 10) and logits.dtype == jnp.float32
@@ -98,12 +106,14 @@ def test_forward_passes_keys_and_dtypes(name, images):
   def evaluate(dtype):
     model = get_model(name, 10, dtype=dtype)
     return jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
+
   eval32, eval16 = evaluate(jnp.float32), evaluate(jnp.bfloat16)
   assert eval16.dtype == eval32.dtype == jnp.float32 and np.isfinite(eval32).all()
   scale = float(np.abs(eval32).max()) + 1e-3
   assert 0 < float(np.abs(eval16 - eval32).max()) < 0.1 * scale  # bfloat16, close to f32
-  variables16 = jax.eval_shape(lambda x: get_model(name, 10, dtype=jnp.bfloat16).init(
-      jax.random.key(0), x, train=False), images)
+  variables16 = jax.eval_shape(
+      lambda x: get_model(name, 10, dtype=jnp.bfloat16).init(jax.random.key(0), x, train=False),
+      images)
   for leaf in jax.tree.leaves(variables16):  # parameters and statistics stay float32
     assert leaf.dtype == jnp.float32
 
@@ -173,8 +183,10 @@ def test_true_gradient_ascent_changes_the_sam_step_of_a_shake_model():
   config = tiny_config(weight_decay=0.0, sam=dict(rho=0.5))
   layout, mesh = replicas.make_layout(8, 8, 1), replicas.make_mesh(1)
   tx = optim.create_optimizer(config, 10, replicas.REPLICA_AXES)
-  batch = {"image": np.random.default_rng(0).standard_normal((8, 8, 8, 3), np.float32),
-           "label": np.arange(8, dtype=np.int32)}
+  batch = {
+      "image": np.random.default_rng(0).standard_normal((8, 8, 8, 3), np.float32),
+      "label": np.arange(8, dtype=np.int32)
+  }
   params = {}
   for flag in (False, True):
     state = replicas.replicate(
@@ -189,8 +201,9 @@ def test_wide_resnet_classifier_kernel_is_the_originals_uniform():
   # google-research/sam sam_jax/models/utils.py:64-78: U(-1, 1) / sqrt(num_outputs), used
   # by wide_resnet.py:236; Flax's default (lecun normal, std 1/sqrt(64) here) would fail.
   model = get_model("WideResnet_mini", 100)
-  kernel = np.asarray(model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
-                      ["Dense_0"]["kernel"], np.float64)
+  kernel = np.asarray(
+      model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]["Dense_0"]["kernel"],
+      np.float64)
   bound = 1 / np.sqrt(100)
   assert kernel.shape == (64, 100)
   assert 0.99 * bound < np.abs(kernel).max() <= bound
@@ -205,8 +218,8 @@ def test_additional_skip_connections_add_the_image_after_the_last_group():
   model = get_model("WideResnet_mini", 10, additional_skip_connections=True)
   variables = model.init(jax.random.key(0), images)
   params = jax.tree_util.tree_map_with_path(
-      lambda path, x: jnp.zeros_like(x) if "Conv" in jax.tree_util.keystr(path) else x,
-      variables["params"])
+      lambda path, x: jnp.zeros_like(x)
+      if "Conv" in jax.tree_util.keystr(path) else x, variables["params"])
   logits = model.apply({**variables, "params": params}, images)
   features = np.zeros((2, 64))
   features[:, :3] = np.asarray(images, np.float64).mean(axis=(1, 2)) / np.sqrt(1 + 1e-5)
@@ -252,8 +265,8 @@ def resnet_block_input_and_stem(name, images):
   stem = jax.lax.conv_general_dilated(images, kernel, (2, 2), [(3, 3), (3, 3)],
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
   stem = stem / np.sqrt(1 + 1e-5)  # BatchNorm at its initial statistics, scale 1, bias 0
-  return (block_input(variables, images), nn.max_pool(stem, (3, 3), (2, 2), padding="SAME"),
-          variables["params"])
+  return (block_input(variables, images), nn.max_pool(stem, (3, 3), (2, 2),
+                                                      padding="SAME"), variables["params"])
 
 
 def test_the_papers_imagenet_resnet_and_the_standard_v1_5():
@@ -275,8 +288,7 @@ def test_the_papers_imagenet_resnet_and_the_standard_v1_5():
             if x.ndim in (2, 4) and x.size >= 100_000]
 
   assert len(kernels(params)) == len(kernels(standard_params)) == 12
-  for (path, paper_kernel), (_, standard_kernel) in zip(kernels(params),
-                                                        kernels(standard_params)):
+  for (path, paper_kernel), (_, standard_kernel) in zip(kernels(params), kernels(standard_params)):
     fan_in = np.prod(paper_kernel.shape[:-1])
     fan_out = np.prod(paper_kernel.shape[:-2]) * paper_kernel.shape[-1]
     lecun = 1 / np.sqrt(fan_in)  # the std; truncated at 2 / 0.8796 std_before_truncation
@@ -303,8 +315,8 @@ def test_efficientnet_initialisers_are_the_originals():
     if "kernel" in name:
       kernel = np.asarray(kernel, np.float64)
       fan_out = np.prod(kernel.shape[:-2]) * kernel.shape[-1]
-      normalised["depthwise" if "depthwise" in name else "conv"].append(
-          kernel.ravel() / np.sqrt(2 / fan_out))
+      normalised["depthwise" if "depthwise" in name else "conv"].append(kernel.ravel() /
+                                                                        np.sqrt(2 / fan_out))
   assert len(normalised["conv"]) == 4  # expand, squeeze, excite, project
   for kind, draws in normalised.items():
     draws = np.concatenate(draws)

@@ -60,8 +60,15 @@ def test_no_schedule_is_constant():
   np.testing.assert_allclose(schedule_values(use_learning_rate_schedule=False), 0.4)
 
 
-PARAMS = {"conv": {"kernel": jnp.full((3, 3), 2.0), "bias": jnp.full((3,), 4.0)},
-          "bn": {"scale": jnp.full((3,), -1.0)}}
+PARAMS = {
+    "conv": {
+        "kernel": jnp.full((3, 3), 2.0),
+        "bias": jnp.full((3,), 4.0)
+    },
+    "bn": {
+        "scale": jnp.full((3,), -1.0)
+    }
+}
 GRADS = jax.tree.map(lambda w: jnp.full_like(w, 0.5), PARAMS)
 
 
@@ -72,9 +79,10 @@ def one_update(config):
   def update(params, grads):
     updates, _ = tx.update(grads, tx.init(params), params, grad_fn=lambda p: grads)
     return updates
+
   add_axis = lambda tree: jax.tree.map(lambda x: x[None], tree)
-  return jax.tree.map(lambda u: u[0], jax.vmap(update, axis_name="r")(add_axis(PARAMS),
-                                                                      add_axis(GRADS)))
+  return jax.tree.map(lambda u: u[0],
+                      jax.vmap(update, axis_name="r")(add_axis(PARAMS), add_axis(GRADS)))
 
 
 @pytest.mark.parametrize("no_weight_decay_on_bn", [False, True])
@@ -98,7 +106,6 @@ def test_l2_weight_decay_is_half_wd_squared_norm_over_the_mask():
 
 class BatchNormMLP(nn.Module):
   """Dense-BatchNorm-ReLU-Dense: parameters and statistics for the EMA, compiled fast."""
-
   @nn.compact
   def __call__(self, x, train=False):
     x = nn.Dense(16)(x.reshape((x.shape[0], -1)))
@@ -120,8 +127,10 @@ def test_ema_is_the_originals_warmup_then_capped_tf_decay():
   rng = np.random.default_rng(0)
   history = []  # the step donates (deletes) its input
   for _ in range(4):
-    batch = {"image": rng.standard_normal((16,) + image, np.float32),
-             "label": rng.integers(0, 10, 16).astype(np.int32)}
+    batch = {
+        "image": rng.standard_normal((16,) + image, np.float32),
+        "label": rng.integers(0, 10, 16).astype(np.int32)
+    }
     state, _ = step(state, replicas.shard_batch(batch, mesh), jax.random.key(1))
     history.append(jax.tree.map(lambda x: np.asarray(x, np.float64), state))
   for part in ("params", "batch_stats"):
@@ -138,9 +147,12 @@ def test_ema_is_the_originals_warmup_then_capped_tf_decay():
 
 def test_checkpoints_at_chosen_steps_are_kept_forever(tmp_path):
   manager = checkpoints.make_manager(str(tmp_path), keep=1, keep_forever_steps=[2, 4])
+
   def state(step):
-    return steps.TrainState(step=jnp.array(step, jnp.int32), params={"w": jnp.full(3, float(step))},
-                              batch_stats={}, opt_state={}, ema={})
+    return steps.TrainState(
+        step=jnp.array(step, jnp.int32), params={"w": jnp.full(3, float(step))}, batch_stats={},
+        opt_state={}, ema={})
+
   for step in range(1, 7):
     checkpoints.save(manager, state(step))
   manager.wait_until_finished()
@@ -172,5 +184,4 @@ def test_num_train_steps_sets_the_run_and_schedule_length():
   config = make_config(num_train_steps=20)
   assert optim.total_steps(config, STEPS_PER_EPOCH) == 20
   schedule = optim.learning_rate_schedule(config, STEPS_PER_EPOCH)
-  np.testing.assert_allclose([float(schedule(t)) for t in (0, 10, 20)], [0.4, 0.2, 0.0],
-                             atol=1e-6)
+  np.testing.assert_allclose([float(schedule(t)) for t in (0, 10, 20)], [0.4, 0.2, 0.0], atol=1e-6)

@@ -23,8 +23,7 @@ def as_multiset(examples):
 def test_two_processes_read_each_split_exactly_once(digits, use_test_set):
   for split in loading.split_names(DIGITS, use_test_set):
     whole = loading.load_split(DIGITS, loading.process_split(split, 0, 1), None)
-    parts = [loading.load_split(DIGITS, loading.process_split(split, i, 2), None)
-             for i in range(2)]
+    parts = [loading.load_split(DIGITS, loading.process_split(split, i, 2), None) for i in range(2)]
     assert abs(len(parts[0]["label"]) - len(parts[1]["label"])) <= 1
     assert as_multiset(parts[0]) + as_multiset(parts[1]) == as_multiset(whole)
 
@@ -74,8 +73,8 @@ def test_each_epoch_is_a_permutation_of_the_training_set(digits):
     assert collections.Counter(labels.tolist()) == collections.Counter(train["label"].tolist())
     images = np.concatenate([b["image"] for b in epoch])
     expected = (train["image"] / 255.0 - DIGITS.mean[0]) / DIGITS.std[0]
-    assert (collections.Counter(np.round(i, 4).tobytes() for i in images)
-            == collections.Counter(np.round(i, 4).tobytes() for i in expected.astype(np.float32)))
+    assert (collections.Counter(np.round(i, 4).tobytes() for i in images) == collections.Counter(
+        np.round(i, 4).tobytes() for i in expected.astype(np.float32)))
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "digits"])
@@ -120,7 +119,7 @@ def test_cutout_mask_is_shared_by_the_batch_or_drawn_per_example(digits, cutout_
   train = digits["train"]
   ones = {"image": np.full_like(train["image"], 255), "label": train["label"]}
   augmentation = Augmentation(image="none", batch="cutout", cutout_length=4,
-                                       cutout_mask=cutout_mask)
+                              cutout_mask=cutout_mask)
   stream = pipeline.train_batches(DIGITS, ones, 64, seed=0, augmentation=augmentation)
   masks = [np.all(next(stream)["image"] == 0, axis=-1) for _ in range(2)]
   assert all(m.any(axis=(1, 2)).all() for m in masks)  # every image lost a square
@@ -158,7 +157,9 @@ def test_no_two_augmentation_streams_share_a_key(monkeypatch):
     def record(image, *args, seed=None, **kwargs):
       seen.append((stream, tuple((seed if seed is not None else args[-1]).numpy())))
       return result(image)
+
     return record
+
   monkeypatch.setattr(tf.image, "stateless_random_crop",
                       recorder("crop", lambda image: image[:32, :32]))
   monkeypatch.setattr(tf.image, "stateless_random_flip_left_right",

@@ -27,27 +27,50 @@ from sam_jax.models import efficientnet, get_model
 
 SIDE = 64  # even at every stride-2 stage, where Keras' explicit padding equals SAME
 # Keras block sub-layer -> tensorflow/tpu layer, (with, without) an expansion conv.
-TF_BLOCK = {"expand_conv": ("conv2d",), "expand_bn": ("tpu_batch_normalization",),
-            "dwconv": ("depthwise_conv2d",) * 2,
-            "bn": ("tpu_batch_normalization_1", "tpu_batch_normalization"),
-            "se_reduce": ("se/conv2d",) * 2, "se_expand": ("se/conv2d_1",) * 2,
-            "project_conv": ("conv2d_1", "conv2d"),
-            "project_bn": ("tpu_batch_normalization_2", "tpu_batch_normalization_1")}
-TF_OUTER = {"stem_conv": "stem/conv2d", "stem_bn": "stem/tpu_batch_normalization",
-            "top_conv": "head/conv2d", "top_bn": "head/tpu_batch_normalization",
-            "predictions": "head/dense"}
-TF_LEAF = {"kernel": "kernel", "bias": "bias", "gamma": "gamma", "beta": "beta",
-           "moving_mean": "moving_mean", "moving_variance": "moving_variance"}
+TF_BLOCK = {
+    "expand_conv": ("conv2d",),
+    "expand_bn": ("tpu_batch_normalization",),
+    "dwconv": ("depthwise_conv2d",) * 2,
+    "bn": ("tpu_batch_normalization_1", "tpu_batch_normalization"),
+    "se_reduce": ("se/conv2d",) * 2,
+    "se_expand": ("se/conv2d_1",) * 2,
+    "project_conv": ("conv2d_1", "conv2d"),
+    "project_bn": ("tpu_batch_normalization_2", "tpu_batch_normalization_1")
+}
+TF_OUTER = {
+    "stem_conv": "stem/conv2d",
+    "stem_bn": "stem/tpu_batch_normalization",
+    "top_conv": "head/conv2d",
+    "top_bn": "head/tpu_batch_normalization",
+    "predictions": "head/dense"
+}
+TF_LEAF = {
+    "kernel": "kernel",
+    "bias": "bias",
+    "gamma": "gamma",
+    "beta": "beta",
+    "moving_mean": "moving_mean",
+    "moving_variance": "moving_variance"
+}
 # Keras block sub-layer -> original SAM (flax.nn) module.
-FLAX_BLOCK = {"expand_conv": ("expand_conv2d_0",), "expand_bn": ("batch_normalization_0",),
-              "dwconv": ("depthwise_conv2d",) * 2,
-              "bn": ("batch_normalization_1", "batch_normalization_0"),
-              "se_reduce": ("SqueezeExcite_0/reduce_conv2d_0",) * 2,
-              "se_expand": ("SqueezeExcite_0/expand_conv2d_1",) * 2,
-              "project_conv": ("project_conv2d_1", "project_conv2d_0"),
-              "project_bn": ("batch_normalization_2", "batch_normalization_1")}
-FLAX_LEAF = {"kernel": "kernel", "bias": "bias", "gamma": "scale", "beta": "bias",
-             "moving_mean": "mean", "moving_variance": "var"}
+FLAX_BLOCK = {
+    "expand_conv": ("expand_conv2d_0",),
+    "expand_bn": ("batch_normalization_0",),
+    "dwconv": ("depthwise_conv2d",) * 2,
+    "bn": ("batch_normalization_1", "batch_normalization_0"),
+    "se_reduce": ("SqueezeExcite_0/reduce_conv2d_0",) * 2,
+    "se_expand": ("SqueezeExcite_0/expand_conv2d_1",) * 2,
+    "project_conv": ("project_conv2d_1", "project_conv2d_0"),
+    "project_bn": ("batch_normalization_2", "batch_normalization_1")
+}
+FLAX_LEAF = {
+    "kernel": "kernel",
+    "bias": "bias",
+    "gamma": "scale",
+    "beta": "bias",
+    "moving_mean": "mean",
+    "moving_variance": "var"
+}
 
 
 def keras_model(variant: str, classes: int = 10):
@@ -59,25 +82,30 @@ def keras_model(variant: str, classes: int = 10):
   for layer in model.layers:
     if isinstance(layer, keras.layers.BatchNormalization):
       size = layer.gamma.shape
-      layer.set_weights([rng.uniform(0.5, 1.5, size), rng.normal(0, 0.2, size),
-                         rng.normal(0, 0.2, size), rng.uniform(0.5, 1.5, size)])
+      layer.set_weights([
+          rng.uniform(0.5, 1.5, size),
+          rng.normal(0, 0.2, size),
+          rng.normal(0, 0.2, size),
+          rng.uniform(0.5, 1.5, size)
+      ])
     elif isinstance(layer, keras.layers.Normalization):  # we feed normalised input
       layer.set_weights([np.zeros(3), np.ones(3), np.zeros(())])
     elif layer.weights:  # conv kernels keep their init; biases become non-zero
-      layer.set_weights([w + rng.normal(0, 0.05, w.shape) if w.ndim == 1 else w
-                         for w in layer.get_weights()])
+      layer.set_weights(
+          [w + rng.normal(0, 0.05, w.shape) if w.ndim == 1 else w for w in layer.get_weights()])
   return model
 
 
 def keras_weights(model) -> dict[tuple[str, str], np.ndarray]:
   """(layer, leaf) -> value of every weight of the Keras EfficientNet's layers."""
-  return {(layer.name, w.path.split("/")[-1]): np.asarray(w.numpy())
-          for layer in model.layers if not isinstance(layer, keras.layers.Normalization)
-          for w in layer.weights}
+  return {
+      (layer.name, w.path.split("/")[-1]): np.asarray(w.numpy()) for layer in model.layers
+      if not isinstance(layer, keras.layers.Normalization) for w in layer.weights
+  }
 
 
-def official_name(layer: str, leaf: str, blocks: list[str], expands: set[str],
-                  table: dict, outer: dict, leaves: dict) -> str:
+def official_name(layer: str, leaf: str, blocks: list[str], expands: set[str], table: dict,
+                  outer: dict, leaves: dict) -> str:
   """A Keras (layer, leaf) under another release's names; blocks count from 0."""
   if match := re.match(r"(block\d[a-z])_(.*)", layer):
     block, sub = match.groups()
@@ -88,8 +116,9 @@ def official_name(layer: str, leaf: str, blocks: list[str], expands: set[str],
 
 def block_list(weights):
   blocks = sorted({m[1] for (layer, _) in weights if (m := re.match(r"(block\d[a-z])_", layer))})
-  expands = {m[1] for (layer, _) in weights if (m := re.match(r"(block\d[a-z])_expand_conv",
-                                                              layer))}
+  expands = {
+      m[1] for (layer, _) in weights if (m := re.match(r"(block\d[a-z])_expand_conv", layer))
+  }
   return blocks, expands
 
 
@@ -97,12 +126,11 @@ def tf_names(weights, scope: str) -> dict[str, np.ndarray]:
   blocks, expands = block_list(weights)
   named = {}
   for (layer, leaf), value in weights.items():
-    index, module, leaf = official_name(layer, leaf, blocks, expands, TF_BLOCK, TF_OUTER,
-                                        TF_LEAF)
+    index, module, leaf = official_name(layer, leaf, blocks, expands, TF_BLOCK, TF_OUTER, TF_LEAF)
     if module == "depthwise_conv2d":
       leaf = "depthwise_kernel"
-    named[f"{scope}/{module}/{leaf}" if index is None
-          else f"{scope}/blocks_{index}/{module}/{leaf}"] = value
+    named[f"{scope}/{module}/{leaf}" if index is
+          None else f"{scope}/blocks_{index}/{module}/{leaf}"] = value
   return named
 
 
@@ -129,9 +157,9 @@ def original_flax_tree(weights) -> dict:
   blocks, expands = block_list(weights)
   params, state = {}, {}
   for (layer, leaf), value in weights.items():
-    index, module, name = official_name(layer, leaf, blocks, expands, FLAX_BLOCK,
-                                        {k: v.split("/")[1] for k, v in TF_OUTER.items()},
-                                        FLAX_LEAF)
+    index, module, name = official_name(layer, leaf, blocks, expands, FLAX_BLOCK, {
+        k: v.split("/")[1] for k, v in TF_OUTER.items()
+    }, FLAX_LEAF)
     if index is None:
       top = "Stem_0" if layer.startswith("stem") else f"Head_{len(blocks) + 1}"
       module = {"tpu_batch_normalization": "batch_normalization"}.get(module, module)
@@ -191,8 +219,7 @@ def test_every_format_gives_keras_logits(tmp_path, variant, keras_b0, b0_files):
   for fmt, path in paths.items():
     assert pretrained.detect_format(path) == fmt
     variables = pretrained.load(path, model, fresh)
-    np.testing.assert_allclose(apply(variables, images), expected, atol=1e-4, rtol=0,
-                               err_msg=fmt)
+    np.testing.assert_allclose(apply(variables, images), expected, atol=1e-4, rtol=0, err_msg=fmt)
 
 
 def test_raw_tf_variables_on_request(b0_files, keras_b0):
@@ -245,9 +272,10 @@ def test_missing_and_unexpected_variables_are_listed(tmp_path, keras_b0):
   variables["efficientnet-b0/blocks_3/conv2d_7/kernel"] = np.zeros((1, 1, 4, 4), np.float32)
   path = write_tf_checkpoint(str(tmp_path / "model.ckpt"), variables)
   model, fresh = efficientnet_and_variables("b0")
-  with pytest.raises(pretrained.CheckpointError,
-                     match=r"2 variables do not match \(missing efficientnet-b0/blocks_3/se/"
-                           r"conv2d_1/bias; unexpected efficientnet-b0/blocks_3/conv2d_7/kernel"):
+  with pytest.raises(
+      pretrained.CheckpointError,
+      match=r"2 variables do not match \(missing efficientnet-b0/blocks_3/se/"
+      r"conv2d_1/bias; unexpected efficientnet-b0/blocks_3/conv2d_7/kernel"):
     pretrained.load(path, model, fresh)
 
 
@@ -269,9 +297,10 @@ def test_truncated_files_are_refused(tmp_path, b0_files):
       copy.write_bytes(open(path, "rb").read())
       path = str(copy)
       truncate(path)
-    with pytest.raises(pretrained.CheckpointError,
-                       match=f"Could not read .*copy_{fmt}.* as a {fmt} checkpoint .*Download "
-                             "it again"):
+    with pytest.raises(
+        pretrained.CheckpointError,
+        match=f"Could not read .*copy_{fmt}.* as a {fmt} checkpoint .*Download "
+        "it again"):
       pretrained.load(path, model, shapes, fmt=fmt)
   with pytest.raises(pretrained.CheckpointError, match="No checkpoint at"):
     pretrained.load(str(tmp_path / "nothing"), model, shapes)
@@ -285,6 +314,7 @@ def official_l2_shapes(classes: int = 1000) -> dict[str, tuple[int, ...]]:
   """
   def filters(c):
     return efficientnet.round_filters(c, 4.3)
+
   shapes = {}
 
   def bn(scope, channels):
@@ -305,12 +335,13 @@ def official_l2_shapes(classes: int = 1000) -> dict[str, tuple[int, ...]]:
       shapes[f"{scope}/depthwise_conv2d/depthwise_kernel"] = (kernel, kernel, channels, 1)
       bn(f"{scope}/tpu_batch_normalization" + (f"_{n}" if n else ""), channels)
       reduced = max(1, int(inp * 0.25))
-      shapes.update({f"{scope}/se/conv2d/kernel": (1, 1, channels, reduced),
-                     f"{scope}/se/conv2d/bias": (reduced,),
-                     f"{scope}/se/conv2d_1/kernel": (1, 1, reduced, channels),
-                     f"{scope}/se/conv2d_1/bias": (channels,),
-                     f"{scope}/conv2d" + (f"_{n}" if n else "") + "/kernel": (1, 1, channels,
-                                                                             filters(out))})
+      shapes.update({
+          f"{scope}/se/conv2d/kernel": (1, 1, channels, reduced),
+          f"{scope}/se/conv2d/bias": (reduced,),
+          f"{scope}/se/conv2d_1/kernel": (1, 1, reduced, channels),
+          f"{scope}/se/conv2d_1/bias": (channels,),
+          f"{scope}/conv2d" + (f"_{n}" if n else "") + "/kernel": (1, 1, channels, filters(out))
+      })
       bn(f"{scope}/tpu_batch_normalization_{n + 1}", filters(out))
       index += 1
   shapes["head/conv2d/kernel"] = (1, 1, filters(320), filters(1280))
@@ -335,11 +366,11 @@ def test_l2_475_loads_the_full_official_variable_list_abstractly():
 
   def load(source, fresh):
     return pretrained.convert(shapes, lambda n: read.append(n) or source[n], fresh, model, "tf")
+
   loaded = jax.eval_shape(load, source, fresh)  # no compute: shapes only
   assert jax.tree.map(lambda x: x.shape, loaded) == jax.tree.map(lambda x: x.shape, fresh)
-  assert len(read) == len(jax.tree.leaves(fresh)) == 1 + sum(
-      not n.endswith(("/ExponentialMovingAverage", "/RMSProp", "/RMSProp_1", "global_step"))
-      for n in shapes) - 1
+  assert len(read) == len(jax.tree.leaves(fresh)) == 1 + sum(not n.endswith(
+      ("/ExponentialMovingAverage", "/RMSProp", "/RMSProp_1", "global_step")) for n in shapes) - 1
   assert all(n.endswith("/ExponentialMovingAverage") for n in read)
   count = sum(np.prod(x.shape) for x in jax.tree.leaves(loaded["params"]))
   assert 470e6 < count < 490e6, count  # "about 480M" (Xie et al. 2020)
@@ -354,10 +385,16 @@ def write_tiny_checkpoint(prefix: str, classes: int = 7):
       lambda x: rng.uniform(0.5, 1.5, x.shape).astype(np.float32), variables["batch_stats"])
   flat = flax.traverse_util.flatten_dict(variables, sep="/")
   expands = {int(n.split("/")[1][7:]) for n in flat if "/expand_conv/" in n}
-  named = {pretrained.source_name(n, "tf", model, expands, "efficientnet-mini"): np.asarray(v)
-           for n, v in flat.items()}
-  write_tf_checkpoint(prefix, {**named, **{f"{n}/ExponentialMovingAverage": v
-                                           for n, v in named.items()}})
+  named = {
+      pretrained.source_name(n, "tf", model, expands, "efficientnet-mini"): np.asarray(v)
+      for n, v in flat.items()
+  }
+  write_tf_checkpoint(prefix, {
+      **named,
+      **{
+          f"{n}/ExponentialMovingAverage": v for n, v in named.items()
+      }
+  })
   return variables
 
 
@@ -369,8 +406,8 @@ def test_the_converter_writes_an_orbax_folder_that_finetunes_with_frozen_batch_n
                       "--model=efficientnet-mini", f"--to={converted}")
   assert result.returncode == 0, result.stderr
   assert "efficientnet-mini" in result.stdout and "7 classes" in result.stdout
-  again = run_binary("sam_jax.pretrained", f"--from={tmp_path / 'tf'}",
-                     "--model=efficientnet-mini", f"--to={converted}")
+  again = run_binary("sam_jax.pretrained", f"--from={tmp_path / 'tf'}", "--model=efficientnet-mini",
+                     f"--to={converted}")
   assert again.returncode == 2 and "Traceback" not in again.stderr
   assert again.stderr.strip().splitlines()[-1] == (
       f"sam_jax.pretrained: error: {converted} exists already: give --to a new folder.")
@@ -397,7 +434,7 @@ def test_a_bad_init_checkpoint_leaves_the_workdir_untouched(tmp_path):
   config = tiny_config(dataset="digits", model_name="efficientnet-mini", num_train_steps=1,
                        freeze_batch_norm=True)
   for bad, message in ((tmp_path / "tf", "Could not read"), (tmp_path / "missing",
-                                                            "No checkpoint at")):
+                                                             "No checkpoint at")):
     config.init_from = str(bad)
     with pytest.raises(UsageError, match=message):
       loop.train_and_evaluate(config, str(workdir))
@@ -418,8 +455,8 @@ def test_files_that_are_not_published_checkpoints_are_refused(tmp_path, keras_b0
                      match="is not a Keras weight file by layer name .a Keras 3 .weights.h5"):
     pretrained.load(keras3, model, shapes)
   with pytest.raises(pretrained.CheckpointError, match="Unknown checkpoint format 'onnx': "
-                                                       "choose tf, flax, keras, orbax"):
+                     "choose tf, flax, keras, orbax"):
     pretrained.load(str(foreign), model, shapes, fmt="onnx")
   with pytest.raises(pretrained.CheckpointError, match="Pretrained checkpoints are "
-                                                       "EfficientNets; Resnet50 is not one"):
+                     "EfficientNets; Resnet50 is not one"):
     pretrained.convert_to_orbax(str(foreign), "Resnet50", str(tmp_path / "out"))

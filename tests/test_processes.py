@@ -35,13 +35,14 @@ def wait_for_checkpoint(workdir, step: int, processes, timeout: float = 240) -> 
   deadline = time.monotonic() + timeout
   while not any(s >= step for s in saved_steps(workdir)):
     assert time.monotonic() < deadline and all(p.poll() is None for p in processes), [
-        finish(p).stderr[-2000:] for p in processes]
+        finish(p).stderr[-2000:] for p in processes
+    ]
     time.sleep(0.2)
 
 
 @pytest.mark.slow
-def test_two_processes_train_as_one_and_survive_a_dead_peer_sigterm_and_ctrl_c(tmp_path,
-                                                                               monkeypatch):
+def test_two_processes_train_as_one_and_survive_a_dead_peer_sigterm_and_ctrl_c(
+    tmp_path, monkeypatch):
   # The reference: 1 process x 8 devices reading the training split as 2 shards, which
   # is how 2 processes read it (config.data_shards defaults to the process count).
   one = loop.train_and_evaluate(tiny_config(**FIELDS, data_shards=2), str(tmp_path / "one"))
@@ -59,8 +60,7 @@ def test_two_processes_train_as_one_and_survive_a_dead_peer_sigterm_and_ctrl_c(t
   # them is killed (SIGKILL) after step 7: the other stops within a bounded time with
   # JAX's line, and the last checkpoint it finished is intact (one at every step here) ...
   # (data_shards=2 is their default; said here, as the run's config.json has it.)
-  args = [*ARGS, "--config.data_shards=2", "--config.save_progress_seconds=0",
-          f"--workdir={run}"]
+  args = [*ARGS, "--config.data_shards=2", "--config.save_progress_seconds=0", f"--workdir={run}"]
   processes = start_processes(2, 4, *args, heartbeat_timeout_seconds=5)
   wait_for_checkpoint(run, 7, processes)
   processes[1].kill()
@@ -83,9 +83,10 @@ def test_two_processes_train_as_one_and_survive_a_dead_peer_sigterm_and_ctrl_c(t
   assert [p.returncode for p in stopped] == [0, 0], [p.stderr[-3000:] for p in stopped]
   lines = [p.stderr.strip().splitlines()[-1] for p in stopped]
   step = int(lines[0].split(" at step ")[1].split()[0])
-  assert lines == [f"sam_jax.train: stopped by {name} at step {step} of 14, saved in "
-                   f"{run}/checkpoints; the same command resumes from there."
-                   for name in ("SIGTERM", "SIGINT")]
+  assert lines == [
+      f"sam_jax.train: stopped by {name} at step {step} of 14, saved in "
+      f"{run}/checkpoints; the same command resumes from there." for name in ("SIGTERM", "SIGINT")
+  ]
   assert killed_step + 2 <= step < 14 and saved_steps(run)[-1] == step
 
   # ... and one process finishes from the 2 processes' checkpoint.
@@ -136,10 +137,13 @@ def test_the_step_compiles_for_16_devices_in_2_processes():
   with socket.socket() as s:
     s.bind(("localhost", 0))
     address = f"localhost:{s.getsockname()[1]}"
-  started = [start_process([sys.executable, "-c", COMPILE_ON_16_DEVICES, address, str(i)],
-                           devices=8) for i in range(2)]
+  started = [
+      start_process([sys.executable, "-c", COMPILE_ON_16_DEVICES, address,
+                     str(i)], devices=8) for i in range(2)
+  ]
   runs = [finish(p, timeout=300) for p in started]
   assert [r.returncode for r in runs] == [0, 0], [r.stderr[-3000:] for r in runs]
   assert [run.stdout.strip() for run in runs] == [
       f"process {i} of 2: 8 cpu devices ({8 * i}-{8 * i + 7} of 16); 16 replicas, per device 16"
-      for i in range(2)]
+      for i in range(2)
+  ]

@@ -11,8 +11,8 @@ from conftest import max_abs_diff
 
 RHO, LR = 0.05, 0.1
 
-
 # --- a quadratic L(w) = 0.5 w'Aw + b'w, whose gradient Aw + b is exact in float64 ---
+
 
 def quadratic(seed=0, n=6):
   rng = np.random.default_rng(seed)
@@ -74,10 +74,12 @@ def test_asam_matches_float64_closed_form_with_unscaled_biases():
   rng = np.random.default_rng(2)
   w = {"dense": {"kernel": rng.standard_normal((3, 4)), "bias": rng.standard_normal(4)}}
   target = rng.standard_normal((3, 4))
+
   # L = 0.5 ||kernel - target||^2 + 0.5 ||bias||^2 + sum(kernel * bias): couples the leaves.
   def grads64(p):
     k, c = p["dense"]["kernel"], p["dense"]["bias"]
     return {"dense": {"kernel": k - target + c[None, :], "bias": c + k.sum(0)}}
+
   g = grads64(w)
   eta = 0.01
   t = {"kernel": np.abs(w["dense"]["kernel"]) + eta, "bias": np.ones(4)}
@@ -88,9 +90,11 @@ def test_asam_matches_float64_closed_form_with_unscaled_biases():
   expected = jax.tree.map(lambda x, d: x - LR * d, w, grads64(w_adv))
 
   params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), w)
+
   def grad_fn(p):
     k, c = p["dense"]["kernel"], p["dense"]["bias"]
     return {"dense": {"kernel": k - target + c[None, :], "bias": c + k.sum(0)}}
+
   got = sam_sgd_step(sam_jax.asam(rho, eta=eta), params, grad_fn)
   assert max_abs_diff(got, expected) < 1e-5
   # Scaling the biases too (mask all True) gives a different step: the mask matters.
@@ -100,10 +104,15 @@ def test_asam_matches_float64_closed_form_with_unscaled_biases():
 
 # --- a tiny MLP with hand-written float64 backprop as the oracle ---
 
+
 def mlp_data(seed=3):
   rng = np.random.default_rng(seed)
-  params = {"w1": rng.standard_normal((5, 8)) * 0.5, "b1": rng.standard_normal(8) * 0.1,
-            "w2": rng.standard_normal((8, 3)) * 0.5, "b2": rng.standard_normal(3) * 0.1}
+  params = {
+      "w1": rng.standard_normal((5, 8)) * 0.5,
+      "b1": rng.standard_normal(8) * 0.1,
+      "w2": rng.standard_normal((8, 3)) * 0.5,
+      "b2": rng.standard_normal(3) * 0.1
+  }
   x = rng.standard_normal((16, 5))
   y = rng.integers(0, 3, 16)
   return params, x, y
@@ -149,16 +158,16 @@ def test_equals_optax_contrib_sam_in_opaque_mode():
   params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), w)
   grad_fn = jax.grad(lambda p: mlp_loss(p, jnp.asarray(x, jnp.float32), y))
   ours = optax.chain(sam_jax.sam(RHO), optax.sgd(LR, momentum=0.9, nesterov=True))
-  theirs = optax.contrib.sam(optax.sgd(LR, momentum=0.9, nesterov=True),
-                             optax.chain(optax.contrib.normalize(), optax.sgd(RHO)),
-                             sync_period=2, opaque_mode=True)
+  theirs = optax.contrib.sam(
+      optax.sgd(LR, momentum=0.9, nesterov=True),
+      optax.chain(optax.contrib.normalize(), optax.sgd(RHO)), sync_period=2, opaque_mode=True)
   p_ours, p_theirs = params, params
   s_ours, s_theirs = ours.init(params), theirs.init(params)
   for _ in range(5):
     u, s_ours = ours.update(grad_fn(p_ours), s_ours, p_ours, grad_fn=grad_fn)
     p_ours = optax.apply_updates(p_ours, u)
-    u, s_theirs = theirs.update(grad_fn(p_theirs), s_theirs, p_theirs,
-                                grad_fn=lambda p, _: grad_fn(p))
+    u, s_theirs = theirs.update(
+        grad_fn(p_theirs), s_theirs, p_theirs, grad_fn=lambda p, _: grad_fn(p))
     p_theirs = optax.apply_updates(p_theirs, u)
   assert max_abs_diff(p_ours, p_theirs) < 1e-6
   assert max_abs_diff(p_ours, params) > 1e-2  # they moved
@@ -168,8 +177,10 @@ def test_rho_zero_is_the_base_optimizer_bit_for_bit():
   w, x, y = mlp_data(seed=5)
   params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), w)
   grad_fn = jax.grad(lambda p: mlp_loss(p, jnp.asarray(x, jnp.float32), y))
+
   def never_called(_):
     raise AssertionError("rho = 0 must not evaluate the perturbed gradient")
+
   base = optax.sgd(LR, momentum=0.9, nesterov=True)
   with_sam = optax.chain(sam_jax.sam(0.0), optax.clip_by_global_norm(1e9), base)
   p_base, p_sam = params, params
@@ -183,15 +194,16 @@ def test_rho_zero_is_the_base_optimizer_bit_for_bit():
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"p": np.inf}, {"p": 3.0}, {"p": 1},
-                                    {"adaptive": True}])
+@pytest.mark.parametrize("kwargs", [{}, {"p": np.inf}, {"p": 3.0}, {"p": 1}, {"adaptive": True}])
 def test_zero_gradient_gives_zero_perturbation_not_nan(kwargs):
   params = {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}
   zeros = jax.tree.map(jnp.zeros_like, params)
   seen = []
+
   def grad_fn(p):
     seen.append(p)
     return jax.tree.map(lambda v: v * 2.0, p)
+
   tx = sam_jax.sam(RHO, **kwargs)
   out, _ = jax.jit(lambda g, p: tx.update(g, tx.init(p), p, grad_fn=grad_fn))(zeros, params)
   assert all(np.all(np.isfinite(v)) for v in jax.tree.leaves(out))
@@ -254,6 +266,7 @@ def test_a_traced_rho_is_the_python_rho_inside_jit():
   @jax.jit
   def step(rho):
     return sam_sgd_step(sam_jax.sam(rho), params, grad_fn)
+
   for rho in (0.0, RHO):
     expected = sam_sgd_step(sam_jax.sam(rho), params, grad_fn)
     np.testing.assert_allclose(step(jnp.float32(rho))["kernel"], expected["kernel"], rtol=1e-6)
@@ -271,9 +284,12 @@ def test_a_jitted_step_with_aux_is_compiled_once():
 
   @jax.jit
   def step(params, state):
-    updates, state = tx.update(grad(params), state, params,
-                               grad_fn=lambda p: (grad(p), {"loss": jnp.sum(p["kernel"])}))
+    updates, state = tx.update(
+        grad(params), state, params, grad_fn=lambda p: (grad(p), {
+            "loss": jnp.sum(p["kernel"])
+        }))
     return optax.apply_updates(params, updates), state
+
   state = tx.init(params)
   for _ in range(3):
     params, state = step(params, state)

@@ -26,9 +26,8 @@ def code_lines(source: list[str], node: ast.AST) -> int:
   body = getattr(node, "body", [])
   if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
     skip = set(range(body[0].lineno, body[0].end_lineno + 1))
-  return sum(1 for number in range(node.lineno, node.end_lineno + 1)
-             if number not in skip and source[number - 1].strip()
-             and not source[number - 1].strip().startswith("#"))
+  return sum(1 for number in range(node.lineno, node.end_lineno + 1) if number not in skip
+             and source[number - 1].strip() and not source[number - 1].strip().startswith("#"))
 
 
 def imported_modules(tree: ast.AST) -> set[str]:
@@ -47,16 +46,22 @@ def test_modules_are_small_and_keep_to_their_layer(path):
   text = path.read_text()
   source, tree = text.splitlines(), ast.parse(text)
   assert len(source) <= 300, f"{len(source)} lines"
-  long = {node.name: code_lines(source, node) for node in ast.walk(tree)
-          if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+  long = {
+      node.name: code_lines(source, node)
+      for node in ast.walk(tree)
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+  }
   assert not {name: n for name, n in long.items() if n > 60}, "functions over 60 lines of code"
   name = relative(path)
-  tensorflow = {m for m in imported_modules(tree)
-                if m.split(".")[0] in ("tensorflow", "tensorflow_datasets")}
+  tensorflow = {
+      m for m in imported_modules(tree) if m.split(".")[0] in ("tensorflow", "tensorflow_datasets")
+  }
   assert not tensorflow or name.startswith(TENSORFLOW_HOMES), tensorflow
   if not name.endswith(BINARIES):  # a module that cannot see absl's flags cannot read them
-    assert not {m for m in imported_modules(tree)
-                if m.startswith(("absl.flags", "ml_collections.config_flags"))}
+    assert not {
+        m for m in imported_modules(tree)
+        if m.startswith(("absl.flags", "ml_collections.config_flags"))
+    }
 
 
 @pytest.mark.slow
@@ -64,7 +69,10 @@ def test_the_core_imports_neither_tensorflow_nor_the_training_extras():
   core = ("sam_jax, sam_jax.sam, sam_jax.family, sam_jax.replicas, sam_jax.steps, sam_jax.optim, "
           "sam_jax.models")
   heavy = ("tensorflow", "tensorflow_datasets", "ml_collections", "orbax", "clu")
-  done = finish(start_process([sys.executable, "-c", f"import sys, {core}; print(sorted(m for m "
-                               f"in {heavy} if m in sys.modules))"]), timeout=120)
+  done = finish(
+      start_process([
+          sys.executable, "-c", f"import sys, {core}; print(sorted(m for m "
+          f"in {heavy} if m in sys.modules))"
+      ]), timeout=120)
   assert done.returncode == 0, done.stderr
   assert done.stdout.strip() == "[]"

@@ -17,26 +17,30 @@ from sam_jax.errors import Stopped, UsageError
 
 
 def digits_args(workdir, *overrides):
-  return [f"--config={ROOT}/configs/smoke.py", f"--workdir={workdir}", "--config.dataset=digits",
-          "--config.batch_size=64", "--config.num_epochs=1", *overrides]
+  return [
+      f"--config={ROOT}/configs/smoke.py", f"--workdir={workdir}", "--config.dataset=digits",
+      "--config.batch_size=64", "--config.num_epochs=1", *overrides
+  ]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--config.sam.m=3"], "m=3 examples per replica does not divide the per-device batch of "
-                           "32 (global batch 64 over 2 devices): choose m among the divisors "
-                           "of 32."),
-    # ml_collections reads --config.FIELD overrides when the binary defines its flags.
-    (["--config.sam.rh0=0.1"], "a --config.FIELD override names a field the config does not "
-                               "have: 'rh0'. (python -m sam_jax.train --helpfull lists the "
-                               "fields)."),
-    (["--config.autoaugment_faithful_magnitudes=True"],  # renamed: ml_collections' hint
-     "a --config.FIELD override names a field the config does not have: "
-     "'autoaugment_faithful_magnitudes'. Did you mean \"autoaugment_faithful\" instead of "
-     "\"autoaugment_faithful_magnitudes\"? (python -m sam_jax.train --helpfull lists the "
-     "fields)."),
-])
-def test_bad_input_is_one_line_on_stderr_exit_status_2_and_nothing_written(argv, message,
-                                                                           tmp_path):
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--config.sam.m=3"], "m=3 examples per replica does not divide the per-device batch of "
+         "32 (global batch 64 over 2 devices): choose m among the divisors "
+         "of 32."),
+        # ml_collections reads --config.FIELD overrides when the binary defines its flags.
+        (["--config.sam.rh0=0.1"], "a --config.FIELD override names a field the config does not "
+         "have: 'rh0'. (python -m sam_jax.train --helpfull lists the "
+         "fields)."),
+        (
+            ["--config.autoaugment_faithful_magnitudes=True"],  # renamed: ml_collections' hint
+            "a --config.FIELD override names a field the config does not have: "
+            "'autoaugment_faithful_magnitudes'. Did you mean \"autoaugment_faithful\" instead of "
+            "\"autoaugment_faithful_magnitudes\"? (python -m sam_jax.train --helpfull lists the "
+            "fields)."),
+    ])
+def test_bad_input_is_one_line_on_stderr_exit_status_2_and_nothing_written(argv, message, tmp_path):
   done = run_binary("sam_jax.train", *digits_args(tmp_path / "run", *argv), devices=2)
   assert done.returncode == 2
   assert done.stderr.strip().splitlines()[-1] == f"sam_jax.train: error: {message}"
@@ -45,14 +49,14 @@ def test_bad_input_is_one_line_on_stderr_exit_status_2_and_nothing_written(argv,
 
 
 @pytest.mark.parametrize("argv, message", [
-    ([f"--config={ROOT}/configs/table1_wrn28x10_200ep.py:cifar10,autoaug,sam"],
-     "Unknown experiment cell 'cifar10,autoaug,sam'"),
+    ([f"--config={ROOT}/configs/table1_wrn28x10_200ep.py:cifar10,autoaug,sam"
+     ], "Unknown experiment cell 'cifar10,autoaug,sam'"),
     ([f"--config={ROOT}/configs/nothing.py"], "configs/nothing.py"),
     (["--num_epochs=ten"], "--num_epochs"),
     (["--num_processes=2"], "Several processes need all of --coordinator_address=HOST:PORT, "
-                            "--num_processes and --process_id"),
-    (["--coordinator_address=localhost:1", "--num_processes=2", "--process_id=2"],
-     "--process_id=2 is not in [0, 2) (--num_processes=2)."),
+     "--num_processes and --process_id"),
+    (["--coordinator_address=localhost:1", "--num_processes=2", "--process_id=2"
+     ], "--process_id=2 is not in [0, 2) (--num_processes=2)."),
 ])
 def test_bad_flags_are_one_line_and_exit_status_2(argv, message, capsys):
   with pytest.raises(SystemExit) as exit_:
@@ -74,11 +78,11 @@ def test_original_readme_command_parses_into_the_same_setup():
   config, workdir = parse_run([
       "--dataset", "cifar10", "--model_name", "WideResnet28x10", "--output_dir", "/tmp/out",
       "--image_level_augmentations", "autoaugment", "--num_epochs", "1800", "--sam_rho", "0.05",
-      "--inner_group_size", "16", "--additional_checkpoints_at_epochs", "10,20",
-      "--run_seed", "7"])
+      "--inner_group_size", "16", "--additional_checkpoints_at_epochs", "10,20", "--run_seed", "7"
+  ])
   assert workdir == "/tmp/out"
-  assert (config.dataset, config.model_name, config.num_epochs) == (
-      "cifar10", "WideResnet28x10", 1800)
+  assert (config.dataset, config.model_name, config.num_epochs) == ("cifar10", "WideResnet28x10",
+                                                                    1800)
   assert config.image_level_augmentations == "autoaugment"
   # --inner_group_size: replicas per shared perturbation (flax_training.py:87-92), not m.
   assert (config.sam.rho, config.sam.sync_group_size, config.seed) == (0.05, 16, 7)
@@ -88,8 +92,8 @@ def test_original_readme_command_parses_into_the_same_setup():
 
 def test_a_config_file_imports_its_siblings_from_any_directory(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)  # configs/paper.py is imported as `configs.paper`
-  config, _ = parse_run([f"--config={ROOT}/configs/table1_shake_shake.py:cifar100,aa,sam",
-                         "--workdir=w"])
+  config, _ = parse_run(
+      [f"--config={ROOT}/configs/table1_shake_shake.py:cifar100,aa,sam", "--workdir=w"])
   assert (config.model_name, config.sam.rho) == ("WideResnet28x6_ShakeShake", 0.05)
 
 
@@ -108,8 +112,9 @@ def test_helpfull_documents_every_original_flag_and_config_field():
   for field in fields:
     value = validation.get(demo, field)
     kind = type(value).__name__ if value is not None else None
-    assert re.search(rf"--config\.{re.escape(field)} \((\w+), default "
-                     rf"{re.escape(repr(value))}\): \S", words), field
+    assert re.search(
+        rf"--config\.{re.escape(field)} \((\w+), default "
+        rf"{re.escape(repr(value))}\): \S", words), field
     assert kind is None or f"--config.{field} ({kind}," in words
   assert "--config.sam.rho (float, default 0.05): the neighbourhood's radius" in words
   assert "--config.num_epochs (int, default 30)" in words  # the demo's, not default.py's 200
@@ -121,8 +126,14 @@ def finished_workdir(path, *overrides):
   config, _ = parse_run(digits_args(path, *overrides))
   (path / "checkpoints" / "22").mkdir(parents=True)
   workdir.write_config(config, str(path))
-  (path / "results.json").write_text(json.dumps(
-      {"test_loss": 0.1, "test_error": 0.025, "test_examples": 360, "steps": 22, "epochs": 1.0}))
+  (path / "results.json").write_text(
+      json.dumps({
+          "test_loss": 0.1,
+          "test_error": 0.025,
+          "test_examples": 360,
+          "steps": 22,
+          "epochs": 1.0
+      }))
   return path
 
 
@@ -156,8 +167,7 @@ def test_a_finished_run_says_so_and_changes_need_a_flag(tmp_path, monkeypatch, c
       f"sam_jax.train: error: {path} was trained with another config (sam.rho 0.05 -> 0.1, "
       "seed 0 -> 3): give another --workdir for a new run, or --allow_config_changes to "
       "continue this one with them (recorded in config_changes.json).\n")
-  assert run_main(digits_args(path, "--config.sam.rho=0.1", "--allow_config_changes"),
-                  monkeypatch)
+  assert run_main(digits_args(path, "--config.sam.rho=0.1", "--allow_config_changes"), monkeypatch)
   assert "Resuming" in caplog.text and "sam.rho 0.05 -> 0.1 (recorded in config_changes" in (
       caplog.text)
   assert run_main(digits_args(path, "--config.compute_top_5_error_rate=True"), monkeypatch)
@@ -173,26 +183,34 @@ def test_a_finished_run_says_so_and_changes_need_a_flag(tmp_path, monkeypatch, c
 
 
 def test_a_bad_config_value_is_refused_before_jax_and_tensorflow_load(tmp_path):
-  done = finish(start_process([sys.executable, "-X", "importtime", "-m", "sam_jax.train",
-                               *digits_args(tmp_path / "run", "--config.sam.rho=-1")]))
+  done = finish(
+      start_process([
+          sys.executable, "-X", "importtime", "-m", "sam_jax.train",
+          *digits_args(tmp_path / "run", "--config.sam.rho=-1")
+      ]))
   assert done.returncode == 2 and not (tmp_path / "run").exists()
   assert done.stderr.strip().splitlines()[-1] == (
       "sam_jax.train: error: --config.sam.rho=-1.0 is out of range: sam.rho must be a radius "
       ">= 0 (0: the base optimizer; the paper's is 0.05).")
-  imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()
-              if line.startswith("import time:")}
+  imported = {
+      line.split("|")[-1].strip()
+      for line in done.stderr.splitlines()
+      if line.startswith("import time:")
+  }
   assert "ml_collections" in imported and not imported & {"tensorflow", "flax", "orbax"}
 
 
 def test_a_stopped_run_is_one_line_and_exit_status_0(monkeypatch, capsys):
   from sam_jax import loop
   message = "stopped by SIGTERM at step 3 of 9, saved in /w/checkpoints; the same command ..."
+
   def stop(config, workdir):
     raise Stopped(message)
+
   monkeypatch.setattr(loop, "train_and_evaluate", stop)
   try:  # what app.run does; main returning is exit status 0
-    train.main(train.parse_flags(["train", f"--config={ROOT}/configs/smoke.py",
-                                  "--workdir=/tmp/unused"]))
+    train.main(
+        train.parse_flags(["train", f"--config={ROOT}/configs/smoke.py", "--workdir=/tmp/unused"]))
   finally:
     flags.FLAGS.unparse_flags()
   assert capsys.readouterr().err == f"sam_jax.train: {message}\n"
@@ -210,15 +228,19 @@ VARIANTS = {  # each member of the SAM family as a user switches it on
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant, dataset, test_examples", [
-    *((variant, "digits", 360) for variant in VARIANTS),  # on mock CIFAR, GSAM and LookSAM:
-    *((variant, "cifar10", 32) for variant in ("esam", "gcsam", "msam", "wsam")),  # test_loop
-])
+@pytest.mark.parametrize(
+    "variant, dataset, test_examples",
+    [
+        *((variant, "digits", 360) for variant in VARIANTS),  # on mock CIFAR, GSAM and LookSAM:
+        *((variant, "cifar10", 32) for variant in ("esam", "gcsam", "msam", "wsam")),  # test_loop
+    ])
 def test_every_sam_variant_trains_through_the_binary(variant, dataset, test_examples, tmp_path):
   from sam_jax import events  # pylint: disable=import-outside-toplevel
-  argv = ["train", f"--config={ROOT}/configs/smoke.py", f"--workdir={tmp_path}",
-          f"--config.dataset={dataset}", "--config.num_train_steps=3",
-          "--config.log_every_steps=1", *VARIANTS[variant]]
+  argv = [
+      "train", f"--config={ROOT}/configs/smoke.py", f"--workdir={tmp_path}",
+      f"--config.dataset={dataset}", "--config.num_train_steps=3", "--config.log_every_steps=1",
+      *VARIANTS[variant]
+  ]
   try:
     with (tfds.testing.mock_data(num_examples=test_examples,
                                  policy=tfds.testing.MockPolicy.USE_CODE)

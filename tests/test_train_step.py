@@ -22,15 +22,17 @@ TINY_WRN = "WideResnet10x1"
 
 def make_config(rho=0.05, sync=False, clip=5.0, momentum=0.9, weight_decay=5e-4, group=None):
   """The default schema with a 10-step cosine schedule (1 epoch of 10 steps)."""
-  return tiny_config(learning_rate=0.1, num_epochs=1, momentum=momentum,
-                     weight_decay=weight_decay, gradient_clipping=clip,
-                     sam=dict(rho=rho, sync_perturbations=sync, sync_group_size=group))
+  return tiny_config(learning_rate=0.1, num_epochs=1, momentum=momentum, weight_decay=weight_decay,
+                     gradient_clipping=clip, sam=dict(rho=rho, sync_perturbations=sync,
+                                                      sync_group_size=group))
 
 
 def batches(num=3, seed=0, size=64):
   rng = np.random.default_rng(seed)
-  return [{"image": rng.standard_normal((size,) + IMAGE, np.float32),
-           "label": rng.integers(0, 10, size).astype(np.int32)} for _ in range(num)]
+  return [{
+      "image": rng.standard_normal((size,) + IMAGE, np.float32),
+      "label": rng.integers(0, 10, size).astype(np.int32)
+  } for _ in range(num)]
 
 
 def train(model, config, num_devices, m, data, replica_mapping="loop", **step_options):
@@ -51,8 +53,9 @@ def test_layouts_of_the_same_replicas_agree_and_m_matters():
   """4 replicas of m = 8 on 4 devices, or on 2 devices x 2 virtual replicas: the same run;
   one replica of m = 32 (one perturbation for the whole batch): another."""
   model, config, data = get_model(TINY_WRN, 10), make_config(), batches(size=32)
-  (wide, wide_metrics), (mixed, mixed_metrics), (whole, _) = (
-      train(model, config, devices, m, data)[1:] for devices, m in ((4, 8), (2, 8), (1, 32)))
+  (wide, wide_metrics), (mixed, mixed_metrics), (
+      whole,
+      _) = (train(model, config, devices, m, data)[1:] for devices, m in ((4, 8), (2, 8), (1, 32)))
   assert max_abs_diff(wide.params, mixed.params) < 1e-5
   assert max_abs_diff(wide.batch_stats, mixed.batch_stats) < 1e-5
   assert int(mixed.step) == 3
@@ -69,8 +72,9 @@ def test_metrics_are_the_replica_averages_at_w_and_at_w_plus_eps():
   variables = {"params": initial.params, "batch_stats": initial.batch_stats}
 
   def loss_and_logits(params, images, labels):
-    logits, _ = model.apply({**variables, "params": params}, images, train=True,
-                            mutable=["batch_stats"])
+    logits, _ = model.apply({
+        **variables, "params": params
+    }, images, train=True, mutable=["batch_stats"])
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
 
   pass_ = jax.value_and_grad(loss_and_logits, has_aux=True)
@@ -83,12 +87,16 @@ def test_metrics_are_the_replica_averages_at_w_and_at_w_plus_eps():
     (sam_loss, sam_logits), sam_grad = pass_(perturbed, images, labels)
     sam_grads.append(sam_grad)
     per_replica.append({
-        "loss": loss, "error": np.mean(np.argmax(logits, -1) != labels),
-        "perturbed_loss": sam_loss, "perturbed_error": np.mean(np.argmax(sam_logits, -1) != labels),
-        "clean_grad_norm": norm})
+        "loss": loss,
+        "error": np.mean(np.argmax(logits, -1) != labels),
+        "perturbed_loss": sam_loss,
+        "perturbed_error": np.mean(np.argmax(sam_logits, -1) != labels),
+        "clean_grad_norm": norm
+    })
   expected = {k: float(np.mean([float(r[k]) for r in per_replica])) for k in per_replica[0]}
-  expected["grad_norm"] = float(optax.tree_utils.tree_norm(
-      jax.tree.map(lambda *g: sum(g) / 4, *sam_grads)))  # below the clip of 5
+  expected["grad_norm"] = float(
+      optax.tree_utils.tree_norm(jax.tree.map(lambda *g: sum(g) / 4,
+                                              *sam_grads)))  # below the clip of 5
   expected["nonfinite"] = 0.0
   assert set(metrics) == set(expected)
   for name, value in expected.items():
@@ -112,9 +120,11 @@ def test_perturbation_groups_of_one_are_no_sync_and_of_all_are_full_sync():
   # The original's --inner_group_size (flax_training.py:539-545): replicas per shared
   # perturbation. 4 replicas (2 devices x 2 virtual) of m = 4.
   model, data = DropoutNet(rate=0.0), batches(1, seed=9, size=16)  # the layout matters
-  params = {name: train(model, make_config(sync=sync, group=group), 2, 4, data)[1].params
-            for name, sync, group in (("none", False, None), ("1", True, 1), ("2", True, 2),
-                                      ("4", True, 4), ("all", True, None))}
+  params = {
+      name: train(model, make_config(sync=sync, group=group), 2, 4, data)[1].params
+      for name, sync, group in (("none", False, None), ("1", True, 1), ("2", True, 2),
+                                ("4", True, 4), ("all", True, None))
+  }
   assert max_abs_diff(params["1"], params["none"]) < 1e-6
   assert max_abs_diff(params["4"], params["all"]) < 1e-6
   assert min(max_abs_diff(params["2"], params[other]) for other in ("none", "all")) > 1e-4
@@ -124,8 +134,9 @@ def test_perturbation_groups_of_one_are_no_sync_and_of_all_are_full_sync():
 
 def test_group_mean_averages_consecutive_replicas_of_a_flattened_axis_tuple():
   x = np.arange(8.0) ** 2
-  grouped = jax.vmap(jax.vmap(lambda v: group_mean(v, ("a", "b"), 2), axis_name="b"),
-                     axis_name="a")(x.reshape(2, 4))
+  grouped = jax.vmap(
+      jax.vmap(lambda v: group_mean(v, ("a", "b"), 2), axis_name="b"), axis_name="a")(
+          x.reshape(2, 4))
   np.testing.assert_allclose(grouped.ravel(), np.repeat(x.reshape(4, 2).mean(1), 2))
   plain = jax.vmap(lambda v: group_mean(v, "i"), axis_name="i")(x)
   np.testing.assert_allclose(plain, np.full(8, x.mean()))
@@ -135,8 +146,10 @@ def test_replica_mappings_agree():
   """The unrolled loop, the scan (gradient accumulation) and plain vmap: one step of 4
   replicas of m = 4."""
   model, config, data = get_model(TINY_WRN, 10), make_config(), batches(1, seed=2, size=16)
-  runs = {mapping: train(model, config, 1, 4, data, replica_mapping=mapping)[1:]
-          for mapping in replicas.MAPPINGS}
+  runs = {
+      mapping: train(model, config, 1, 4, data, replica_mapping=mapping)[1:]
+      for mapping in replicas.MAPPINGS
+  }
   for mapping in ("scan", "vmap"):
     assert max_abs_diff(runs["loop"][0].params, runs[mapping][0].params) < 1e-5, mapping
     assert max_abs_diff(runs["loop"][0].batch_stats, runs[mapping][0].batch_stats) < 1e-5
@@ -165,7 +178,6 @@ class DropoutNet(nn.Module):
 
 class ShakeNet(nn.Module):
   """Two dense branches mixed by shake-shake: uniform draws and no Bernoulli mask."""
-
   @nn.compact
   def __call__(self, x, train=False):
     x = x.reshape((x.shape[0], -1))
@@ -197,11 +209,12 @@ def test_gradients_are_averaged_across_replicas_before_clipping():
   # Clipping the mean gives an update of norm exactly lr * clip; clipping each replica
   # first and then averaging would give less.
   config = make_config(clip=1e-3, momentum=0.0, weight_decay=0.0)
-  initial, final, metrics = train(get_model(TINY_WRN, 10), config, 2, 4,
-                                  batches(1, seed=5, size=16))
+  initial, final, metrics = train(
+      get_model(TINY_WRN, 10), config, 2, 4, batches(1, seed=5, size=16))
   np.testing.assert_allclose(metrics["grad_norm"], 1e-3, rtol=1e-5)  # logged after clipping
-  step_norm = float(optax.tree_utils.tree_norm(jax.tree.map(
-      lambda a, b: np.asarray(a, np.float64) - b, final.params, initial.params)))
+  step_norm = float(
+      optax.tree_utils.tree_norm(
+          jax.tree.map(lambda a, b: np.asarray(a, np.float64) - b, final.params, initial.params)))
   np.testing.assert_allclose(step_norm, config.learning_rate * 1e-3, rtol=1e-4)
 
 
@@ -249,10 +262,12 @@ def test_eval_step_counts_only_unmasked_examples():
   tx = optim.create_optimizer(make_config(), 10, replicas.REPLICA_AXES)
   state = replicas.replicate(steps.init_train_state(model, tx, jax.random.key(0), IMAGE), mesh)
   batch = dict(batches(1, seed=7)[0], mask=np.r_[np.ones(50), np.zeros(14)].astype(np.float32))
-  sums = steps.make_eval_step(model, mesh, label_smoothing=0.1)(
-      state, replicas.shard_batch(batch, mesh))
-  logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                       batch["image"][:50], train=False)
+  sums = steps.make_eval_step(model, mesh, label_smoothing=0.1)(state,
+                                                                replicas.shard_batch(batch, mesh))
+  logits = model.apply({
+      "params": state.params,
+      "batch_stats": state.batch_stats
+  }, batch["image"][:50], train=False)
   assert float(sums["count"]) == 50
   assert int(sums["error"]) == int(np.sum(np.argmax(logits, -1) != batch["label"][:50]))
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"][:50]).sum()
@@ -268,11 +283,10 @@ def test_cross_entropy_takes_class_indices_or_soft_mixup_targets():
   logits = jnp.array(np.random.default_rng(0).normal(size=(3, 4)), jnp.float32)
   soft = jnp.array([[0.7, 0.3, 0, 0], [0, 0, 1.0, 0], [0.25, 0, 0, 0.75]], jnp.float32)
   log_p = np.log(np.exp(np.float64(logits)) / np.exp(np.float64(logits)).sum(-1, keepdims=True))
-  np.testing.assert_allclose(steps.cross_entropy(logits, soft), -(soft * log_p).sum(-1),
-                             rtol=1e-5)
-  np.testing.assert_allclose(steps.cross_entropy(logits, jnp.array([0, 2, 3])),
-                             -log_p[[0, 1, 2], [0, 2, 3]], rtol=1e-5)
+  np.testing.assert_allclose(steps.cross_entropy(logits, soft), -(soft * log_p).sum(-1), rtol=1e-5)
+  np.testing.assert_allclose(
+      steps.cross_entropy(logits, jnp.array([0, 2, 3])), -log_p[[0, 1, 2], [0, 2, 3]], rtol=1e-5)
   smoothed = 0.9 * np.asarray(soft) + 0.1 / 4
-  np.testing.assert_allclose(steps.cross_entropy(logits, soft, 0.1), -(smoothed * log_p).sum(-1),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+      steps.cross_entropy(logits, soft, 0.1), -(smoothed * log_p).sum(-1), rtol=1e-5)
   assert steps.hard_labels(soft).tolist() == [0, 2, 3]

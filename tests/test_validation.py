@@ -71,7 +71,7 @@ def test_every_ranged_field_is_covered_here():
 def test_a_value_past_the_range_is_one_line_naming_the_field(field):
   bad, edge = EDGES[field]
   with pytest.raises(UsageError, match=rf"^--config\.{field}=.* is out of range: {field} must "
-                                       r"be ") as error:
+                     r"be ") as error:
     validation.check(with_value(field, bad))
   assert "\n" not in str(error.value)
   validation.check(with_value(field, edge))
@@ -111,8 +111,9 @@ def test_replica_mappings_are_the_ones_replicas_knows():
   assert validation.CHOICES["replica_mapping"] == ("auto", *replicas.MAPPINGS)
 
 
-@pytest.mark.parametrize("backend, dtype, mapping", [
-    ("cpu", "float32", "loop"), ("gpu", "bfloat16", "vmap"), ("tpu", "bfloat16", "vmap")])
+@pytest.mark.parametrize("backend, dtype, mapping", [("cpu", "float32", "loop"),
+                                                     ("gpu", "bfloat16", "vmap"),
+                                                     ("tpu", "bfloat16", "vmap")])
 def test_auto_dtype_and_mapping_follow_the_backend(monkeypatch, backend, dtype, mapping):
   import jax  # pylint: disable=import-outside-toplevel
   from sam_jax import experiment  # pylint: disable=import-outside-toplevel

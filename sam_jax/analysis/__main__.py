@@ -40,15 +40,18 @@ _LANCZOS_STEPS = flags.DEFINE_integer("lanczos_steps", 40, "Lanczos steps per ve
 _SLQ_VECTORS = flags.DEFINE_integer("slq_vectors", 2, "Random vectors of the SLQ density "
                                     "(0 skips the Hessian).")
 _PROBES = flags.DEFINE_integer("hutchinson_probes", 20, "Probes of the trace estimate (0: none).")
-_POWER = flags.DEFINE_integer("power_iterations", 0, "Also run power iteration with deflation "
-                              "for the top-k, with at most this many steps each (0: no).")
+_POWER = flags.DEFINE_integer(
+    "power_iterations", 0, "Also run power iteration with deflation "
+    "for the top-k, with at most this many steps each (0: no).")
 _M = flags.DEFINE_list("m", ["1", "4", "16", "64", "256"], "m values of the m-sharpness "
                        "(empty: none).")
-_RHO = flags.DEFINE_float("rho", None, "Radius of the m-sharpness (default: the run's "
-                          "sam.rho, or 0.05 for a run without SAM).")
+_RHO = flags.DEFINE_float(
+    "rho", None, "Radius of the m-sharpness (default: the run's "
+    "sam.rho, or 0.05 for a run without SAM).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random Lanczos and probe vectors.")
-_VERBOSE = flags.DEFINE_bool("verbose", False, "Show every library's INFO lines too, not only "
-                             "sam_jax's lines and everyone's warnings.")
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "Show every library's INFO lines too, not only "
+    "sam_jax's lines and everyone's warnings.")
 
 
 def m_values() -> list[int]:
@@ -74,24 +77,25 @@ def main(argv):
       from sam_jax.analysis import plots, report as analysis
     config, info, model, variables, step = analysis.load_run(workdir, _STEP.value, _USE_EMA.value)
     out = _OUT.value or os.path.join(workdir, "analysis")
-    analysis.write_training_curves(workdir, out, f"{config.model_name} on {config.dataset}, "
-                                   f"{plots.trained_with(config.sam.rho)}")
+    analysis.write_training_curves(
+        workdir, out, f"{config.model_name} on {config.dataset}, "
+        f"{plots.trained_with(config.sam.rho)}")
     examples = analysis.training_examples(config, info, model, _NUM_EXAMPLES.value)
-    logging.info("Analysing %s at step %d (%s on %s) over %d training examples, into %s.",
-                 workdir, step, config.model_name, config.dataset, len(examples["label"]), out)
+    logging.info("Analysing %s at step %d (%s on %s) over %d training examples, into %s.", workdir,
+                 step, config.model_name, config.dataset, len(examples["label"]), out)
     rho = _RHO.value if _RHO.value is not None else (config.sam.rho or 0.05)
     report, density = analysis.analyze(
-        model, variables, examples, m_values=ms, rho=rho,
-        batch_size=_BATCH_SIZE.value, train_batch_norm=_BATCH_NORM.value == "train",
-        top_k=_TOP_K.value, lanczos_steps=_LANCZOS_STEPS.value, slq_vectors=_SLQ_VECTORS.value,
+        model, variables, examples, m_values=ms, rho=rho, batch_size=_BATCH_SIZE.value,
+        train_batch_norm=_BATCH_NORM.value == "train", top_k=_TOP_K.value,
+        lanczos_steps=_LANCZOS_STEPS.value, slq_vectors=_SLQ_VECTORS.value,
         hutchinson_probes=_PROBES.value, power_iterations=_POWER.value, seed=_SEED.value)
   except UsageError as e:
     exit_with_usage_error("sam_jax.analysis", str(e))
   report = {**analysis.describe_run(workdir, config, step), **report}
   analysis.write(report, density, out, config.model_name)
   hessian_report = report.get("hessian", {})
-  logging.info("Wrote %s: lambda_max %s, m-sharpness %s.", out,
-               hessian_report.get("lambda_max"), report.get("m_sharpness", {}).get("values"))
+  logging.info("Wrote %s: lambda_max %s, m-sharpness %s.", out, hessian_report.get("lambda_max"),
+               report.get("m_sharpness", {}).get("values"))
 
 
 if __name__ == "__main__":

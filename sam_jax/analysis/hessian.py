@@ -161,8 +161,7 @@ def lanczos(hvp: HVP, start: jax.Array, num_steps: int) -> Tridiagonal:
   return Tridiagonal(np.asarray(alphas), np.asarray(betas))
 
 
-def top_eigenvalues(hvp: HVP, dim: int, k: int, key: jax.Array,
-                    num_steps: int = 80) -> np.ndarray:
+def top_eigenvalues(hvp: HVP, dim: int, k: int, key: jax.Array, num_steps: int = 80) -> np.ndarray:
   """The k largest eigenvalues (descending), as Ritz values of `num_steps` Lanczos steps."""
   values, _ = lanczos(hvp, _normal_unit(key, dim), min(num_steps, dim)).ritz()
   return values[::-1][:k]
@@ -187,9 +186,8 @@ class SpectralDensity:
     return float(self.nodes.max())
 
 
-def spectral_density(hvp: HVP, dim: int, key: jax.Array, num_vectors: int = 3,
-                     num_steps: int = 80, num_points: int = 2001,
-                     sigma_fraction: float = 0.01) -> SpectralDensity:
+def spectral_density(hvp: HVP, dim: int, key: jax.Array, num_vectors: int = 3, num_steps: int = 80,
+                     num_points: int = 2001, sigma_fraction: float = 0.01) -> SpectralDensity:
   """Stochastic Lanczos quadrature estimate of the eigenvalue density of H.
 
   For each of `num_vectors` Rademacher vectors v, Lanczos gives Ritz values theta_j and

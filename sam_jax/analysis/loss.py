@@ -52,5 +52,7 @@ def padded_batches(examples: dict[str, np.ndarray], batch_size: int):
     batch = {name: values[start:start + batch_size] for name, values in examples.items()}
     missing = batch_size - len(batch["label"])
     batch["mask"] = np.ones(len(batch["label"]), np.float32)
-    yield {name: np.concatenate([values, np.zeros((missing,) + values.shape[1:], values.dtype)])
-           for name, values in batch.items()}
+    yield {
+        name: np.concatenate([values, np.zeros((missing,) + values.shape[1:], values.dtype)])
+        for name, values in batch.items()
+    }

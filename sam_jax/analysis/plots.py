@@ -43,8 +43,8 @@ def trained_with(rho: float) -> str:
   return f"trained with SAM rho = {rho:g}" if rho else "trained with SGD (rho = 0)"
 
 
-def m_sharpness(curves: dict[str, tuple[list[int], list[float], list[float] | None]],
-                path: str, rho: float, about: str = "") -> None:
+def m_sharpness(curves: dict[str, tuple[list[int], list[float], list[float] | None]], path: str,
+                rho: float, about: str = "") -> None:
   """m-sharpness against m (log scale), one curve per label: {label: (ms, values, errors)}.
 
   `rho` is the radius of the measurement (Foret et al. 2021, Sec. 4.1), named in the title

@@ -45,12 +45,13 @@ def load_run(workdir: str, step: int | None = None, use_ema: bool = False):
   model = experiment.build_model(config, info.num_classes)
   variables = state["ema"] if use_ema else {  # Momentum-SAM: without its perturbation
       "params": unperturbed(state["params"], state["opt_state"]),
-      "batch_stats": state["batch_stats"]}
+      "batch_stats": state["batch_stats"]
+  }
   if use_ema and not variables:
     raise UsageError(f"The run in {workdir} kept no EMA (ema_decay 0): drop --use_ema.")
   shape = experiment.image_shape(config, model, info)
-  wanted = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1,) + shape),
-                                             train=False))
+  wanted = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1,) + shape), train=False))
   wanted = {"params": wanted["params"], "batch_stats": wanted.get("batch_stats", {})}
   problems = checkpoints.shape_mismatches(variables, wanted)
   if problems:
@@ -62,10 +63,18 @@ def load_run(workdir: str, step: int | None = None, use_ema: bool = False):
 
 def describe_run(workdir: str, config, step: int) -> dict:
   """What the report is about: the run, how it was trained, and its results.json."""
-  description = {"workdir": os.path.abspath(workdir), "step": step, "model": config.model_name,
-                 "dataset": config.dataset, "trained_with": {
-                     "rho": config.sam.rho, "m": config.sam.m, "label_noise": config.label_noise,
-                     "seed": config.seed}}
+  description = {
+      "workdir": os.path.abspath(workdir),
+      "step": step,
+      "model": config.model_name,
+      "dataset": config.dataset,
+      "trained_with": {
+          "rho": config.sam.rho,
+          "m": config.sam.m,
+          "label_noise": config.label_noise,
+          "seed": config.seed
+      }
+  }
   results_path = os.path.join(workdir, "results.json")
   if os.path.exists(results_path):
     with open(results_path) as f:
@@ -100,6 +109,7 @@ def mean_loss_and_error(model, variables, examples, batch_size: int) -> tuple[fl
     losses = steps.cross_entropy(logits, batch["label"])
     errors = jnp.argmax(logits, -1) != batch["label"]
     return jnp.sum(losses * batch["mask"]), jnp.sum(errors * batch["mask"])
+
   totals = np.sum([np.asarray(sums(b)) for b in loss.padded_batches(examples, batch_size)], 0)
   return float(totals[0]) / len(examples["label"]), float(totals[1]) / len(examples["label"])
 
@@ -118,17 +128,20 @@ def analyze(model, variables, examples, *, m_values=(1, 4, 16, 64, 256), rho: fl
   count = len(examples["label"])
   loss_fn = loss.example_loss_fn(model, variables["batch_stats"], train_batch_norm)
   train_loss, train_error = mean_loss_and_error(model, variables, examples, batch_size)
-  report = {"num_examples": count, "batch_norm": "train" if train_batch_norm else "eval",
-            "train_loss": train_loss, "train_error": train_error}
+  report = {
+      "num_examples": count,
+      "batch_norm": "train" if train_batch_norm else "eval",
+      "train_loss": train_loss,
+      "train_error": train_error
+  }
   density = None
   if slq_vectors:
     products = slq_vectors * lanczos_steps + hutchinson_probes + power_iterations * top_k
     with console.tally("Hessian-vector products", products, "products") as counted:
       report["hessian"], density = hessian_report(
-          loss_fn, variables["params"], loss.padded_batches(examples, batch_size * mesh.size),
-          mesh, key, counted.advance, top_k=top_k, lanczos_steps=lanczos_steps,
-          slq_vectors=slq_vectors, hutchinson_probes=hutchinson_probes,
-          power_iterations=power_iterations)
+          loss_fn, variables["params"], loss.padded_batches(examples, batch_size * mesh.size), mesh,
+          key, counted.advance, top_k=top_k, lanczos_steps=lanczos_steps, slq_vectors=slq_vectors,
+          hutchinson_probes=hutchinson_probes, power_iterations=power_iterations)
   if m_values:
     unit = math.lcm(*m_values) * mesh.size
     used = count // unit * unit
@@ -139,8 +152,8 @@ def analyze(model, variables, examples, *, m_values=(1, 4, 16, 64, 256), rho: fl
     values = {}
     with console.tally("m-sharpness", len(m_values), "values of m") as counted:
       for m in m_values:
-        values[str(m)] = sharpness.m_sharpness(loss_fn, variables["params"], subset, m, rho,
-                                               mesh, batch_size * mesh.size)
+        values[str(m)] = sharpness.m_sharpness(loss_fn, variables["params"], subset, m, rho, mesh,
+                                               batch_size * mesh.size)
         counted.advance()
     report["m_sharpness"] = {"rho": rho, "num_examples": used, "values": values}
   return report, density
@@ -157,18 +170,24 @@ def hessian_report(loss_fn, params, batches, mesh, key: jax.Array, advance, *, t
     product = dataset_hvp(vectors)
     advance()
     return product
+
   density = hessian.spectral_density(hvp, dim, key, slq_vectors, lanczos_steps)
   top = np.sort(density.nodes[0])[::-1][:top_k]  # the first vector's Ritz values
   found = {
-      "num_parameters": dim, "lanczos_steps": lanczos_steps, "slq_vectors": slq_vectors,
-      "top_eigenvalues": top.tolist(), "lambda_max": float(top[0]),
+      "num_parameters": dim,
+      "lanczos_steps": lanczos_steps,
+      "slq_vectors": slq_vectors,
+      "top_eigenvalues": top.tolist(),
+      "lambda_max": float(top[0]),
       f"lambda_max/lambda_{len(top)}": float(top[0] / top[-1]),
-      "density": {"grid": density.grid.tolist(), "density": density.density.tolist(),
-                  "sigma": density.sigma},
+      "density": {
+          "grid": density.grid.tolist(),
+          "density": density.density.tolist(),
+          "sigma": density.sigma
+      },
   }
   if hutchinson_probes:
-    trace, error = hessian.hutchinson_trace(hvp, dim, jax.random.fold_in(key, 1),
-                                            hutchinson_probes)
+    trace, error = hessian.hutchinson_trace(hvp, dim, jax.random.fold_in(key, 1), hutchinson_probes)
     found["trace"] = {"estimate": trace, "standard_error": error, "probes": hutchinson_probes}
   if power_iterations:
     values, _ = hessian.power_iteration(hvp, dim, top_k, jax.random.fold_in(key, 2),

@@ -21,9 +21,8 @@ from sam_jax.errors import UsageError
 from sam_jax.sam import dual_direction
 
 
-def m_sharpness(loss_fn: ExampleLossFn, params, examples: dict[str, np.ndarray], m: int,
-                rho: float, mesh: jax.sharding.Mesh | None = None,
-                batch_size: int = 1024) -> float:
+def m_sharpness(loss_fn: ExampleLossFn, params, examples: dict[str, np.ndarray], m: int, rho: float,
+                mesh: jax.sharding.Mesh | None = None, batch_size: int = 1024) -> float:
   """The m-sharpness of `params` over all of `examples`, subsets in order.
 
   Subset r is examples [r m, (r + 1) m), as replica r sees them in a training step. The

@@ -40,8 +40,8 @@ class Augmentation:
   def from_config(cls, config) -> "Augmentation":
     return cls(config.image_level_augmentations, config.batch_level_augmentations,
                config.cutout_length, config.cutout_mask, config.mixup_alpha,
-               config.autoaugment_policy, config.autoaugment_faithful,
-               config.randaug_num_layers, config.randaug_magnitude)
+               config.autoaugment_policy, config.autoaugment_faithful, config.randaug_num_layers,
+               config.randaug_magnitude)
 
   def policy(self, info: DatasetInfo) -> str | None:
     return self.autoaugment_policy or info.autoaugment_policy
@@ -50,21 +50,18 @@ class Augmentation:
     """Raises a one-line UsageError for an AutoAugment without a policy for `info`'s
     dataset (the choices themselves are checked with the config, `validation.py`)."""
     if self.image in ("autoaugment", "aa-only") and self.policy(info) not in POLICIES:
-      raise UsageError(
-          f"No AutoAugment policy was learned on {info.tfds_name}: set "
-          f"--config.autoaugment_policy to one of {', '.join(POLICIES)} to use one.")
+      raise UsageError(f"No AutoAugment policy was learned on {info.tfds_name}: set "
+                       f"--config.autoaugment_policy to one of {', '.join(POLICIES)} to use one.")
 
 
 def _policy_ops(image, key, info: DatasetInfo, aug: Augmentation, size: int):
   """AutoAugment or RandAugment on a uint8 image, as `aug` asks (else the image)."""
   if aug.image in ("autoaugment", "aa-only"):
     policy = aug.policy(info)
-    return autoaugment.autoaugment(image, key, policy,
-                                   magnitudes(policy, size, aug.faithful))
+    return autoaugment.autoaugment(image, key, policy, magnitudes(policy, size, aug.faithful))
   if aug.image == "randaugment":
-    return autoaugment.randaugment(
-        image, key, aug.randaug_num_layers, aug.randaug_magnitude,
-        magnitudes("randaugment", size, aug.faithful))
+    return autoaugment.randaugment(image, key, aug.randaug_num_layers, aug.randaug_magnitude,
+                                   magnitudes("randaugment", size, aug.faithful))
   return image
 
 

@@ -19,8 +19,8 @@ from sam_jax.data.tf_cpu import tf
 MAX_LEVEL = 10.0
 FILL = 128  # value of pixels uncovered by geometric ops and of AutoAugment's cutout
 
-
 # ---------------------------------------------------------------- pixel ops (PIL's)
+
 
 def blend(image1: tf.Tensor, image2: tf.Tensor, factor) -> tf.Tensor:
   """image1 + factor (image2 - image1), clipped to [0, 255]: 0 gives image1, 1 image2."""
@@ -128,15 +128,17 @@ def equalize(image):
 
 # ---------------------------------------------------------------- geometric ops
 
+
 def transform(image, matrix) -> tf.Tensor:
   """Output pixel (x, y) takes input pixel (a0 x + a1 y + a2, b0 x + b1 y + b2), nearest.
 
   `matrix` is [a0, a1, a2, b0, b1, b2] (x = column, y = row); uncovered pixels get FILL.
   """
   transforms = tf.concat([tf.cast(tf.stack(matrix), tf.float32), tf.zeros([2])], 0)[None]
-  return tf.raw_ops.ImageProjectiveTransformV3(
-      images=image[None], transforms=transforms, output_shape=tf.shape(image)[:2],
-      fill_value=float(FILL), interpolation="NEAREST", fill_mode="CONSTANT")[0]
+  return tf.raw_ops.ImageProjectiveTransformV3(images=image[None], transforms=transforms,
+                                               output_shape=tf.shape(image)[:2],
+                                               fill_value=float(FILL), interpolation="NEAREST",
+                                               fill_mode="CONSTANT")[0]
 
 
 def translate_x(image, pixels):
@@ -181,6 +183,7 @@ def cutout_square(image, pad: int, key):
 
 # ---------------------------------------------------------------- levels to ops
 
+
 def _signed(value, key):
   """value or -value, each with probability 1/2."""
   negate = tf.random.stateless_uniform([], key) < 0.5
@@ -215,8 +218,12 @@ def apply_op(image, name: str, level: float, key, mags: Magnitudes) -> tf.Tensor
   if name == "SolarizeAdd":
     return solarize_add(image, int(fraction * 110))
   if name in ("Color", "Contrast", "Brightness", "Sharpness"):
-    return {"Color": color, "Brightness": brightness, "Sharpness": sharpness,
-            "Contrast": contrast_original if mags.faithful else contrast}[name](image, enhance)
+    return {
+        "Color": color,
+        "Brightness": brightness,
+        "Sharpness": sharpness,
+        "Contrast": contrast_original if mags.faithful else contrast
+    }[name](image, enhance)
   if name in ("ShearX", "ShearY"):
     return (shear_x if name == "ShearX" else shear_y)(image, _signed(fraction * 0.3, key))
   if name in ("TranslateX", "TranslateY"):
@@ -243,9 +250,10 @@ def autoaugment(image: tf.Tensor, key: tf.Tensor, policy: str, mags: Magnitudes)
         if probability > 0:
           image = tf.cond(
               tf.random.stateless_uniform([], fold_in(op_key, 0)) < probability,
-              lambda i=image, s=fold_in(op_key, 1), n=name, l=level: apply_op(i, n, l, s, mags),
+              lambda i=image, s=fold_in(op_key, 1), n=name, v=level: apply_op(i, n, v, s, mags),
               lambda i=image: i)
       return image
+
     return apply
 
   return tf.switch_case(choice, [branch(p) for p in sub_policies])
@@ -264,5 +272,6 @@ def randaugment(image: tf.Tensor, key: tf.Tensor, num_layers: int, magnitude: fl
                                          tf.int32)
     image = tf.switch_case(choice, [
         lambda i=image, n=name: apply_op(i, n, magnitude, fold_in(layer_key, 1), mags)
-        for name in RANDAUGMENT_OPS])
+        for name in RANDAUGMENT_OPS
+    ])
   return image

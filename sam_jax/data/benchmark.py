@@ -57,23 +57,27 @@ def synthetic_jpegs(data_dir: str, count: int) -> StreamedSplit:
       image = np.repeat(np.repeat(small, 16, 0), 16, 1)[:height, :width]
       yield {"image": image, "label": i % 1000}
 
-  signature = {"image": tf.TensorSpec((None, None, 3), tf.uint8),
-               "label": tf.TensorSpec((), tf.int64)}
+  signature = {
+      "image": tf.TensorSpec((None, None, 3), tf.uint8),
+      "label": tf.TensorSpec((), tf.int64)
+  }
   builder = tfds.dataset_builders.store_as_tfds_dataset(
-      name="synthetic_jpegs", version="1.0.0", data_dir=data_dir,
-      split_datasets={"train": tf.data.Dataset.from_generator(examples,
-                                                              output_signature=signature)},
-      features=tfds.features.FeaturesDict({
+      name="synthetic_jpegs", version="1.0.0", data_dir=data_dir, split_datasets={
+          "train": tf.data.Dataset.from_generator(examples, output_signature=signature)
+      }, features=tfds.features.FeaturesDict({
           "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-          "label": tfds.features.ClassLabel(num_classes=1000)}))
+          "label": tfds.features.ClassLabel(num_classes=1000)
+      }))
   return StreamedSplit(builder, "train", count)
 
 
 def main(argv):
   del argv
   rng = np.random.default_rng(0)
-  examples = {"image": rng.integers(0, 256, (50_000, 32, 32, 3), dtype=np.uint8),
-              "label": rng.integers(0, 10, 50_000).astype(np.int32)}
+  examples = {
+      "image": rng.integers(0, 256, (50_000, 32, 32, 3), dtype=np.uint8),
+      "label": rng.integers(0, 10, 50_000).astype(np.int32)
+  }
   cores = os.cpu_count()
   batch, batches = _BATCH_SIZE.value, _BATCHES.value
   print(f"{cores} cores, batch {batch}, {batches} batches timed")
@@ -87,9 +91,9 @@ def main(argv):
     report(name, images_per_second(stream, batch, batches))
   with tempfile.TemporaryDirectory() as data_dir:
     split = synthetic_jpegs(data_dir, _JPEGS.value)
-    stream = pipeline.train_batches(get_dataset_info("imagenet"), split, batch, seed=0,
-                                    augmentation=Augmentation(image="randaugment"),
-                                    image_size=224)
+    stream = pipeline.train_batches(
+        get_dataset_info("imagenet"), split, batch, seed=0,
+        augmentation=Augmentation(image="randaugment"), image_size=224)
     report("imagenet crop 224 + randaugment", images_per_second(stream, batch,
                                                                 max(1, batches // 10)))
 

@@ -60,8 +60,7 @@ def split_indices() -> dict[str, np.ndarray]:
   """
   labels = sk_datasets.load_digits().target
   train, test = model_selection.train_test_split(
-      np.arange(len(labels)), test_size=TEST_FRACTION, stratify=labels,
-      random_state=SPLIT_SEED)
+      np.arange(len(labels)), test_size=TEST_FRACTION, stratify=labels, random_state=SPLIT_SEED)
   return {"train": np.sort(train), "test": np.sort(test)}
 
 
@@ -99,8 +98,8 @@ class Digits(tfds.core.GeneratorBasedBuilder):
         citation=_CITATION,
     )
 
-  def _split_generators(
-      self, dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator[Any]]:
+  def _split_generators(self,
+                        dl_manager: tfds.download.DownloadManager) -> dict[str, Iterator[Any]]:
     """Returns the train/test generators; nothing is downloaded.
 
     Args:
@@ -118,9 +117,8 @@ class Digits(tfds.core.GeneratorBasedBuilder):
         for name, indices in split_indices().items()
     }
 
-  def _generate_examples(
-      self, images: np.ndarray, labels: np.ndarray,
-      indices: np.ndarray) -> Iterator[tuple[int, dict[str, Any]]]:
+  def _generate_examples(self, images: np.ndarray, labels: np.ndarray,
+                         indices: np.ndarray) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yields (sklearn index, example) for the given indices.
 
     Args:

@@ -16,9 +16,9 @@ CROP_PADDING = 32
 
 def image_shape(data: tf.Tensor) -> tf.Tensor:
   """[height, width] of an encoded image, from the JPEG header when it is one."""
-  return tf.cond(tf.io.is_jpeg(data),
-                 lambda: tf.image.extract_jpeg_shape(data)[:2],
-                 lambda: tf.shape(_decode_whole(data))[:2])
+  return tf.cond(
+      tf.io.is_jpeg(data), lambda: tf.image.extract_jpeg_shape(data)[:2],
+      lambda: tf.shape(_decode_whole(data))[:2])
 
 
 def _decode_whole(data):
@@ -27,9 +27,9 @@ def _decode_whole(data):
 
 def decode_window(data: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
   """Decodes the [offset_y, offset_x, height, width] window of an encoded image."""
-  return tf.cond(tf.io.is_jpeg(data),
-                 lambda: tf.image.decode_and_crop_jpeg(data, window, channels=3),
-                 lambda: tf.image.crop_to_bounding_box(_decode_whole(data), *tf.unstack(window)))
+  return tf.cond(
+      tf.io.is_jpeg(data), lambda: tf.image.decode_and_crop_jpeg(data, window, channels=3),
+      lambda: tf.image.crop_to_bounding_box(_decode_whole(data), *tf.unstack(window)))
 
 
 def resize_uint8(image: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -41,24 +41,24 @@ def resize_uint8(image: tf.Tensor, image_size: int) -> tf.Tensor:
 
 def center_window(shape: tf.Tensor, image_size: int) -> tf.Tensor:
   """The evaluation window: a centred square of side size/(size+32) x the shorter side."""
-  side = tf.cast(image_size / (image_size + CROP_PADDING)
-                 * tf.cast(tf.reduce_min(shape), tf.float32), tf.int32)
+  side = tf.cast(
+      image_size / (image_size + CROP_PADDING) * tf.cast(tf.reduce_min(shape), tf.float32),
+      tf.int32)
   side = tf.maximum(side, 1)
   return tf.stack([(shape[0] - side + 1) // 2, (shape[1] - side + 1) // 2, side, side])
 
 
 def center_crop(data: tf.Tensor, image_size: int) -> tf.Tensor:
   """Evaluation preprocessing: the centre window, resized."""
-  return resize_uint8(decode_window(data, center_window(image_shape(data), image_size)),
-                      image_size)
+  return resize_uint8(decode_window(data, center_window(image_shape(data), image_size)), image_size)
 
 
 def inception_window(shape: tf.Tensor, seed: tf.Tensor, image_size: int) -> tf.Tensor:
   """A random window of 8%..100% of the area and aspect 3/4..4/3, or the centre window."""
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.concat([shape, [3]], 0), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
-      seed=seed, min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3),
-      area_range=(0.08, 1.0), max_attempts=10, use_image_if_no_bounding_boxes=True)
+      tf.concat([shape, [3]], 0), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
+      min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
+      max_attempts=10, use_image_if_no_bounding_boxes=True)
   window = tf.stack([begin[0], begin[1], size[0], size[1]])
   failed = tf.reduce_all(size[:2] == shape)  # every attempt failed: the whole image came back
   return tf.where(failed, center_window(shape, image_size), window)

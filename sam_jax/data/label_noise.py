@@ -37,11 +37,11 @@ def _uniforms(images: np.ndarray, seed: int, stream: int) -> np.ndarray:
   digests = np.array([zlib.crc32(image.tobytes()) for image in images], np.uint64)
   with np.errstate(over="ignore"):
     keys = digests + (np.uint64(seed) << np.uint64(34)) + (np.uint64(stream) << np.uint64(32))
-  return (_splitmix64(keys) >> np.uint64(11)).astype(np.float64) / 2.0**53
+  return (_splitmix64(keys) >> np.uint64(11)).astype(np.float64) / 2.0 ** 53
 
 
-def symmetric_noise(examples: dict[str, np.ndarray], rate: float, num_classes: int,
-                    seed: int, keep_possible: bool = False) -> tuple[dict[str, np.ndarray], float]:
+def symmetric_noise(examples: dict[str, np.ndarray], rate: float, num_classes: int, seed: int,
+                    keep_possible: bool = False) -> tuple[dict[str, np.ndarray], float]:
   """(examples with noisy labels, realised fraction of changed labels).
 
   `keep_possible`: the redrawn label is uniform over all classes (may equal the true one),

@@ -50,8 +50,7 @@ def shard(split: str, index: int, count: int):
   return functools.reduce(operator.add, parts)
 
 
-def process_split(split: str, process_index: int | None = None,
-                  process_count: int | None = None):
+def process_split(split: str, process_index: int | None = None, process_count: int | None = None):
   """This process's share of `split`: its shard of as many as there are processes."""
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count

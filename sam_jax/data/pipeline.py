@@ -22,10 +22,9 @@ SHUFFLE_BUFFER = 16_384  # examples; the files are shuffled too
 _BATCH_STREAM = 7  # batch keys are fold_in([seed, batch index], 7), apart from example keys
 
 
-def train_batches(info: DatasetInfo, examples, batch_size: int, *, seed: int,
-                  start_step: int = 0, augmentation: Augmentation = Augmentation(),
-                  image_size: int | None = None, first_shard: int = 0, num_shards: int = 1,
-                  stop_step: int | None = None):
+def train_batches(info: DatasetInfo, examples, batch_size: int, *, seed: int, start_step: int = 0,
+                  augmentation: Augmentation = Augmentation(), image_size: int | None = None,
+                  first_shard: int = 0, num_shards: int = 1, stop_step: int | None = None):
   """Iterator of augmented training batches from `start_step` to `stop_step` (or endless).
 
   Args:
@@ -53,9 +52,11 @@ def train_batches(info: DatasetInfo, examples, batch_size: int, *, seed: int,
   augmentation.check(info)
   shards = examples if isinstance(examples, list) else [examples]
   shard_batch = batch_size // len(shards)
-  streams = [_shard_batches(info, shard, shard_batch, _Keys(seed, first_shard + i, num_shards),
-                            (start_step, stop_step), augmentation, image_size)
-             for i, shard in enumerate(shards)]
+  streams = [
+      _shard_batches(info, shard, shard_batch, _Keys(seed, first_shard + i, num_shards),
+                     (start_step, stop_step), augmentation, image_size)
+      for i, shard in enumerate(shards)
+  ]
   ds = streams[0] if len(streams) == 1 else tf.data.Dataset.zip(tuple(streams)).map(
       lambda *batches: {k: tf.concat([b[k] for b in batches], 0) for k in batches[0]})
   return ds.prefetch(2).as_numpy_iterator()
@@ -64,7 +65,6 @@ def train_batches(info: DatasetInfo, examples, batch_size: int, *, seed: int,
 class _Keys:
   """Random keys of one shard's stream: example i and epoch e of shard s (of S) use
   (seed, i*S + s) and (seed, e*S + s), so one shard has the keys (seed, i), (seed, e)."""
-
   def __init__(self, seed: int, shard: int, num_shards: int):
     self.seed, self.shard, self.num_shards = seed, shard, num_shards
 
@@ -80,13 +80,14 @@ class _Keys:
 def _shard_batches(info, examples, batch_size, keys, steps, aug, image_size):
   """One shard's batches for `steps` = (start, stop or None)."""
   if isinstance(examples, StreamedSplit):
-    ds = _streamed_examples(info, examples, batch_size, keys, steps, aug,
-                            image_size or info.default_image_size)
+    ds = _streamed_examples(info, examples, batch_size, keys, steps, aug, image_size
+                            or info.default_image_size)
   else:
     ds = _small_examples(info, examples, batch_size, keys, steps, aug)
   ds = ds.batch(batch_size, drop_remainder=True)
-  return ds.map(_batch_ops(info, aug, keys, batch_size, image_size),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.map(
+      _batch_ops(info, aug, keys, batch_size, image_size), num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True)
 
 
 def _small_examples(info, examples, batch_size, keys, steps, aug):
@@ -101,7 +102,7 @@ def _small_examples(info, examples, batch_size, keys, steps, aug):
     return {"image": image_ops.normalize(image, info), "label": labels[index], "index": i}
 
   start, stop = steps
-  ds = tf.data.Dataset.range(start * batch_size, 2**62 if stop is None else stop * batch_size)
+  ds = tf.data.Dataset.range(start * batch_size, 2 ** 62 if stop is None else stop * batch_size)
   return ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
@@ -122,8 +123,11 @@ def _streamed_examples(info, split: StreamedSplit, batch_size, keys, steps, aug,
   def example(i, record):
     data, label = record
     image = augment_streamed(data, keys(i), info, aug, image_size)
-    return {"image": image_ops.normalize(image, info), "label": tf.cast(label, tf.int32),
-            "index": i}
+    return {
+        "image": image_ops.normalize(image, info),
+        "label": tf.cast(label, tf.int32),
+        "index": i
+    }
 
   return ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -143,6 +147,7 @@ def _batch_ops(info: DatasetInfo, aug: Augmentation, keys: _Keys, batch_size: in
                                         aug.cutout_mask == "example")
     batch["image"] = image_ops.resize(batch["image"], image_size)
     return batch
+
   return apply
 
 
@@ -161,23 +166,29 @@ def eval_batches(info: DatasetInfo, examples, batch_size: int, image_size: int |
     size = image_size or info.default_image_size
     ds = examples.builder.as_dataset(split=examples.split,
                                      decoders={"image": tfds.decode.SkipDecoding()})
-    ds = ds.map(lambda e: {
-        "image": image_ops.normalize(imagenet.center_crop(e["image"], size), info),
-        "label": tf.cast(e["label"], tf.int32), "mask": 1.0},
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(
+        lambda e: {
+            "image": image_ops.normalize(imagenet.center_crop(e["image"], size), info),
+            "label": tf.cast(e["label"], tf.int32),
+            "mask": 1.0
+        }, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   else:
     ds = tf.data.Dataset.from_tensor_slices(examples).map(
-        lambda e: {"image": image_ops.resize(image_ops.normalize(e["image"], info), image_size),
-                   "label": e["label"], "mask": 1.0})
+        lambda e: {
+            "image": image_ops.resize(image_ops.normalize(e["image"], info), image_size),
+            "label": e["label"],
+            "mask": 1.0
+        })
 
   def pad(batch):  # the last, short batch: zeros with mask 0
     missing = batch_size - tf.shape(batch["label"])[0]
-    return {k: tf.pad(v, [[0, missing]] + [[0, 0]] * (len(v.shape) - 1))
-            for k, v in batch.items()}
+    return {k: tf.pad(v, [[0, missing]] + [[0, 0]] * (len(v.shape) - 1)) for k, v in batch.items()}
 
   ds = ds.batch(batch_size).map(pad)
   if num_batches is not None:
-    padding = {k: tf.zeros([batch_size, *spec.shape[1:]], spec.dtype)
-               for k, spec in ds.element_spec.items()}
+    padding = {
+        k: tf.zeros([batch_size, *spec.shape[1:]], spec.dtype)
+        for k, spec in ds.element_spec.items()
+    }
     ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat()).take(num_batches)
   return ds.prefetch(2).as_numpy_iterator()

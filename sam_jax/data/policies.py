@@ -23,6 +23,7 @@ import dataclasses
 # (op, probability, level) pairs, from the AutoAugment paper's appendix (the tensorflow/tpu
 # transcription the original used): 95 sub-policies for CIFAR-10 (the five best of each
 # of the paper's searches), 25 for SVHN, 25 for ImageNet.
+# yapf: disable  (the tables keep the layout of the code they were checked against)
 CIFAR_POLICY = (
     (("Invert", 0.1, 7), ("Contrast", 0.2, 6)), (("Rotate", 0.7, 2), ("TranslateX", 0.3, 9)),
     (("Sharpness", 0.8, 1), ("Sharpness", 0.9, 3)), (("ShearY", 0.5, 8), ("TranslateY", 0.7, 9)),
@@ -112,18 +113,27 @@ IMAGENET_POLICY = (
     (("Posterize", 0.8, 2), ("Solarize", 0.6, 10)), (("Solarize", 0.6, 8), ("Equalize", 0.6, 1)),
     (("Color", 0.8, 6), ("Rotate", 0.4, 5)),
 )
+# yapf: enable
 POLICIES = {"cifar": CIFAR_POLICY, "svhn": SVHN_POLICY, "imagenet": IMAGENET_POLICY}
-RANDAUGMENT_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize",
-                   "Color", "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY",
-                   "TranslateX", "TranslateY", "Cutout", "SolarizeAdd")
+RANDAUGMENT_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color",
+                   "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX",
+                   "TranslateY", "Cutout", "SolarizeAdd")
 
 # Level-10 translate and cutout half-side (the original's pad_size), as fractions of the
 # side of the images the policy was learned on (see the module docstring), and the
 # original's constants in pixels.
-SCALED = {"cifar": (10 / 32, 10 / 32), "svhn": (10 / 32, 10 / 32),
-          "imagenet": (150 / 331, 30 / 331), "randaugment": (100 / 224, 40 / 224)}
-FAITHFUL = {"cifar": (250, 100), "svhn": (250, 100), "imagenet": (250, 100),
-            "randaugment": (100, 40)}
+SCALED = {
+    "cifar": (10 / 32, 10 / 32),
+    "svhn": (10 / 32, 10 / 32),
+    "imagenet": (150 / 331, 30 / 331),
+    "randaugment": (100 / 224, 40 / 224)
+}
+FAITHFUL = {
+    "cifar": (250, 100),
+    "svhn": (250, 100),
+    "imagenet": (250, 100),
+    "randaugment": (100, 40)
+}
 
 
 @dataclasses.dataclass(frozen=True)

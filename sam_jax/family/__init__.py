@@ -13,11 +13,12 @@ cheaper.py: SAM every k steps or with probability p (`sometimes`), LookSAM, ESAM
 Momentum-SAM. stronger.py: GSAM, GCSAM, WSAM.
 """
 
-from sam_jax.family.cheaper import (esam, looksam, momentum_perturbation, sam_step_due,
-                                    sometimes, unperturbed)
+from sam_jax.family.cheaper import (esam, looksam, momentum_perturbation, sam_step_due, sometimes,
+                                    unperturbed)
 from sam_jax.family.stronger import (centralize_gradient, decoupled_wsam, gcsam, gsam,
                                      rho_following, wsam)
 
-__all__ = ["centralize_gradient", "decoupled_wsam", "esam", "gcsam", "gsam", "looksam",
-           "momentum_perturbation", "rho_following", "sam_step_due", "sometimes",
-           "unperturbed", "wsam"]
+__all__ = [
+    "centralize_gradient", "decoupled_wsam", "esam", "gcsam", "gsam", "looksam",
+    "momentum_perturbation", "rho_following", "sam_step_due", "sometimes", "unperturbed", "wsam"
+]

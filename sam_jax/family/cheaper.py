@@ -30,7 +30,7 @@ def sometimes(inner: optax.GradientTransformationExtraArgs, *, every: int = 1,
   `every=k`: SAM on steps t (0-based) with (t + 1) % k == 0, as MosaicML Composer's SAM
   `interval` (composer/algorithms/sam/sam.py:92); k = 1 is SAM at every step.
   `probability=p`: SAM with probability p at each step, a Bernoulli draw from
-  (seed, t) that every replica shares: randomized SAM (RST, Zhao et al., AAAI 2023,
+  (seed, t) that every replica shares: randomized SAM (RST, Zhao et al. 2022,
   constant schedule p(t) = p). See `sam_step_due`. The skipped steps are plain steps of
   the base optimizer on the clean gradient and do not compute the second pass: a
   `lax.cond` on a predicate that is the same on every replica stays a branch under vmap
@@ -49,10 +49,13 @@ def sometimes(inner: optax.GradientTransformationExtraArgs, *, every: int = 1,
 
   def update_fn(grads, state, params=None, *, sam_step: bool | None = None, **extra_args):
     count, inner_state = state
+
     def run():
       return inner.update(grads, inner_state, params, **extra_args)
+
     def skip():
       return grads, inner_state
+
     if sam_step is None:
       updates, inner_state = jax.lax.cond(
           sam_step_due(count, every=every, probability=probability, seed=seed), run, skip)
@@ -70,8 +73,8 @@ class LookSamState(NamedTuple):
   orthogonal: optax.Updates
 
 
-def looksam(rho: float, *, every: int = 5, alpha: float = 0.7,
-            axis_name: AxisName | None = None, eps: float = 1e-12, aux_init: Any = None,
+def looksam(rho: float, *, every: int = 5, alpha: float = 0.7, axis_name: AxisName | None = None,
+            eps: float = 1e-12, aux_init: Any = None,
             **perturb_kwargs) -> optax.GradientTransformationExtraArgs:
   """LookSAM (Liu et al., CVPR 2022, arXiv 2203.02714, Algorithm 1): SAM every k steps.
 
@@ -133,8 +136,8 @@ def looksam(rho: float, *, every: int = 5, alpha: float = 0.7,
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def esam(rho: float, *, beta: float = 0.5, gamma: float = 0.5, seed: int = 0,
-         eps: float = 1e-12, aux_init: Any = None) -> optax.GradientTransformationExtraArgs:
+def esam(rho: float, *, beta: float = 0.5, gamma: float = 0.5, seed: int = 0, eps: float = 1e-12,
+         aux_init: Any = None) -> optax.GradientTransformationExtraArgs:
   """ESAM (Du et al., ICLR 2022, arXiv 2110.03141): stochastic weight perturbation and
   sharpness-sensitive data selection.
 
@@ -166,13 +169,14 @@ def esam(rho: float, *, beta: float = 0.5, gamma: float = 0.5, seed: int = 0,
 
   def update_fn(grads, state, params=None, *, grad_fn: GradFn,
                 example_losses: jax.Array | None = None,
-                example_losses_fn: Callable[[optax.Params], jax.Array] | None = None,
-                **extra_args):
+                example_losses_fn: Callable[[optax.Params], jax.Array] | None = None, **extra_args):
     del extra_args
     leaves, treedef = jax.tree.flatten(grads)
     keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), state.count), len(leaves))
-    kept = [g * jax.random.bernoulli(k, beta).astype(g.dtype) if beta < 1 else g
-            for g, k in zip(leaves, keys)]
+    kept = [
+        g * jax.random.bernoulli(k, beta).astype(g.dtype) if beta < 1 else g
+        for g, k in zip(leaves, keys)
+    ]
     kept = jax.tree.unflatten(treedef, kept)
     scale = rho / beta / (optax.tree_utils.tree_norm(kept) + eps)
     perturbed = jax.tree.map(lambda w, g: w + (scale * g).astype(w.dtype), params, kept)

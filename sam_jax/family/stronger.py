@@ -25,8 +25,8 @@ def rho_following(learning_rate: Schedule, rho_max: float, rho_min: float, lr_ma
       lr_max - lr_min)
 
 
-def gsam(rho: float | Schedule, *, alpha: float = 0.01, eps: float = 1e-12,
-         aux_init: Any = None, **perturb_kwargs) -> optax.GradientTransformationExtraArgs:
+def gsam(rho: float | Schedule, *, alpha: float = 0.01, eps: float = 1e-12, aux_init: Any = None,
+         **perturb_kwargs) -> optax.GradientTransformationExtraArgs:
   """GSAM (Zhuang et al., ICLR 2022, arXiv 2203.08065): surrogate-gap guided SAM.
 
   With g = grad f(w) (clean) and g_p = grad f(w + eps) (the SAM gradient), g is split
@@ -50,7 +50,7 @@ def gsam(rho: float | Schedule, *, alpha: float = 0.01, eps: float = 1e-12,
     del extra_args
     radius = rho(state.count) if callable(rho) else rho
     robust, aux = gradient(grad_fn, perturb(params, grads, radius, eps=eps, **perturb_kwargs),
-                            state)
+                           state)
     along = dot(grads, robust) / (dot(robust, robust) + eps)
     updates = combine(1.0 + alpha * along, robust, -alpha, grads)
     return updates, FamilyState(state.count + 1, aux)
@@ -64,8 +64,8 @@ def centralize_gradient(grads: optax.Updates) -> optax.Updates:
   [kh, kw, in, out]); biases and norms unchanged. (`optax.centralize` averages over
   all axes but the first: PyTorch's output axis, not Flax's.)"""
   return jax.tree.map(
-      lambda g: g - jnp.mean(g, tuple(range(g.ndim - 1)), keepdims=True) if g.ndim > 1 else g,
-      grads)
+      lambda g: g - jnp.mean(g, tuple(range(g.ndim - 1)), keepdims=True)
+      if g.ndim > 1 else g, grads)
 
 
 def gcsam(rho: float, *, eps: float = 1e-12,
@@ -115,16 +115,15 @@ def wsam(rho: float, *, gamma: float = 0.9, eps: float = 1e-12, aux_init: Any = 
   def update_fn(grads, state, params=None, *, grad_fn: GradFn, **extra_args):
     del extra_args
     sam_grads, aux = gradient(grad_fn, perturb(params, grads, rho, eps=eps, **perturb_kwargs),
-                               state)
+                              state)
     return combine(1.0 - weight, grads, weight, sam_grads), FamilyState(state.count + 1, aux)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def decoupled_wsam(rho: float, base: optax.GradientTransformation,
-                   learning_rate: float | Schedule, *, gamma: float = 0.9,
-                   axis_name: AxisName | None = None, eps: float = 1e-12, aux_init: Any = None,
-                   **perturb_kwargs) -> optax.GradientTransformationExtraArgs:
+def decoupled_wsam(rho: float, base: optax.GradientTransformation, learning_rate: float | Schedule,
+                   *, gamma: float = 0.9, axis_name: AxisName | None = None, eps: float = 1e-12,
+                   aux_init: Any = None, **perturb_kwargs) -> optax.GradientTransformationExtraArgs:
   """WSAM, decoupled (the authors' default): the base optimizer steps on the clean g, and
   the sharpness term is a plain step of the current learning rate, without momentum:
 

@@ -35,12 +35,14 @@ _NAMED = {
     "Pyramid_vanilla_mini": functools.partial(PyramidNet, 11, 200, shake_drop=False),
     # 7 one-block stages at 32x32: EfficientNet's structure at a size a CPU test can run.
     "efficientnet-mini": functools.partial(EfficientNet, 0.25, 0.25, 32, 0.2),
-    **{name: functools.partial(EfficientNet, *args) for name, args in VARIANTS.items()},
+    **{
+        name: functools.partial(EfficientNet, *args) for name, args in VARIANTS.items()
+    },
 }
 _WIDE_RESNET = re.compile(r"WideResnet(\d+)x(\d+)$")
 _RESNET = re.compile(r"Resnet(\d+)(_v1\.5)?$")
-EXAMPLES = ("WideResnet28x10", "WideResnet28x6_ShakeShake", "Pyramid_ShakeDrop",
-            "Pyramid_vanilla", "Resnet50", "Resnet32", "efficientnet-b0", "efficientnet-l2-475")
+EXAMPLES = ("WideResnet28x10", "WideResnet28x6_ShakeShake", "Pyramid_ShakeDrop", "Pyramid_vanilla",
+            "Resnet50", "Resnet32", "efficientnet-b0", "efficientnet-l2-475")
 
 
 def get_model(name: str, num_classes: int, dtype: Any = jnp.float32, **kwargs) -> nn.Module:

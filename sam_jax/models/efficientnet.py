@@ -30,16 +30,20 @@ from sam_jax.models.layers import batch_norm, conv, dense_init
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "truncated_normal")
 
 # (repeats, kernel, stride, expand ratio, input filters, output filters) of B0's stages.
-STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
-          (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
-          (1, 3, 1, 6, 192, 320))
+STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
+          (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
 # name -> (width coefficient, depth coefficient, resolution, dropout rate).
 VARIANTS = {
-    "efficientnet-b0": (1.0, 1.0, 224, 0.2), "efficientnet-b1": (1.0, 1.1, 240, 0.2),
-    "efficientnet-b2": (1.1, 1.2, 260, 0.3), "efficientnet-b3": (1.2, 1.4, 300, 0.3),
-    "efficientnet-b4": (1.4, 1.8, 380, 0.4), "efficientnet-b5": (1.6, 2.2, 456, 0.4),
-    "efficientnet-b6": (1.8, 2.6, 528, 0.5), "efficientnet-b7": (2.0, 3.1, 600, 0.5),
-    "efficientnet-b8": (2.2, 3.6, 672, 0.5), "efficientnet-l2": (4.3, 5.3, 800, 0.5),
+    "efficientnet-b0": (1.0, 1.0, 224, 0.2),
+    "efficientnet-b1": (1.0, 1.1, 240, 0.2),
+    "efficientnet-b2": (1.1, 1.2, 260, 0.3),
+    "efficientnet-b3": (1.2, 1.4, 300, 0.3),
+    "efficientnet-b4": (1.4, 1.8, 380, 0.4),
+    "efficientnet-b5": (1.6, 2.2, 456, 0.4),
+    "efficientnet-b6": (1.8, 2.6, 528, 0.5),
+    "efficientnet-b7": (2.0, 3.1, 600, 0.5),
+    "efficientnet-b8": (2.2, 3.6, 672, 0.5),
+    "efficientnet-l2": (4.3, 5.3, 800, 0.5),
     "efficientnet-l2-475": (4.3, 5.3, 475, 0.5),
 }
 SE_RATIO, DROP_CONNECT_RATE, BN_MOMENTUM, BN_EPSILON = 0.25, 0.2, 0.99, 1e-3
@@ -71,8 +75,8 @@ def efficientnet_bn(module: nn.Module, train: bool, name: str) -> nn.BatchNorm:
   updates them, in training too (the paper's finetuning, Appendix C.2).
   """
   return batch_norm(train and not module.frozen_batch_norm, dtype=module.dtype,
-                    axis_name=module.bn_axis_name,
-                    momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+                    axis_name=module.bn_axis_name, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                    name=name)
 
 
 class DepthwiseConv(nn.Module):
@@ -89,9 +93,12 @@ class DepthwiseConv(nn.Module):
   def __call__(self, x):
     channels = x.shape[-1]
     kernel = self.param("kernel", conv_init, (self.kernel, self.kernel, channels, 1))
-    return jax.lax.conv_general_dilated(
-        x, jnp.asarray(kernel, self.dtype).swapaxes(-1, -2), (self.strides,) * 2, "SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
+    return jax.lax.conv_general_dilated(x,
+                                        jnp.asarray(kernel,
+                                                    self.dtype).swapaxes(-1,
+                                                                         -2), (self.strides,) * 2,
+                                        "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        feature_group_count=channels)
 
 
 class MBConvBlock(nn.Module):
@@ -116,8 +123,9 @@ class MBConvBlock(nn.Module):
     x = DepthwiseConv(self.kernel, self.strides, self.dtype, name="depthwise_conv")(x)
     x = nn.swish(bn("depthwise_bn")(x))
     squeezed = jnp.mean(x, axis=(1, 2), keepdims=True)
-    squeezed = nn.swish(conv_(max(1, int(self.input_filters * SE_RATIO)), 1, use_bias=True,
-                              name="se_reduce")(squeezed))
+    squeezed = nn.swish(
+        conv_(max(1, int(self.input_filters * SE_RATIO)), 1, use_bias=True,
+              name="se_reduce")(squeezed))
     squeezed = conv_(channels, 1, use_bias=True, name="se_expand")(squeezed)
     x = nn.sigmoid(squeezed) * x
     x = bn("project_bn")(conv_(self.output_filters, 1, name="project_conv")(x))

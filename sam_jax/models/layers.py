@@ -24,8 +24,13 @@ def dense_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32)
 
 def conv(features: int, kernel: int, strides: int = 1, *, dtype: Any, **kwargs) -> nn.Conv:
   """A bias-free SAME conv with the Kaiming fan-out initialiser."""
-  kwargs = {"use_bias": False, "kernel_init": conv_init, "padding": "SAME",
-            "conv_general_dilated": convolution.conv_general_dilated, **kwargs}
+  kwargs = {
+      "use_bias": False,
+      "kernel_init": conv_init,
+      "padding": "SAME",
+      "conv_general_dilated": convolution.conv_general_dilated,
+      **kwargs
+  }
   return nn.Conv(features, (kernel, kernel), (strides, strides), dtype=dtype, **kwargs)
 
 
@@ -87,5 +92,7 @@ def per_example_uniform(module: nn.Module, x: jax.Array, low: float, high: float
                         count: int = 1) -> list[jax.Array]:
   """`count` draws of U[low, high) shaped [batch, 1, 1, 1], from the 'shake' stream."""
   keys = jax.random.split(module.make_rng("shake"), count)
-  return [jax.random.uniform(k, (x.shape[0], 1, 1, 1), jnp.float32, low, high).astype(x.dtype)
-          for k in keys]
+  return [
+      jax.random.uniform(k, (x.shape[0], 1, 1, 1), jnp.float32, low, high).astype(x.dtype)
+      for k in keys
+  ]

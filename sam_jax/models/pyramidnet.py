@@ -30,8 +30,8 @@ def shake_drop(module: nn.Module, x: jax.Array, keep_prob: float, train: bool,
     return keep_prob * x  # E[b + alpha - b alpha] with E[alpha] = 0
   b = jax.random.bernoulli(module.make_rng("dropout"), keep_prob,
                            (x.shape[0], 1, 1, 1)).astype(x.dtype)
-  alpha, beta = per_example_uniform(module, x, -1.0, 1.0)[0], per_example_uniform(
-      module, x, 0.0, 1.0)[0]
+  alpha, beta = per_example_uniform(module, x, -1.0,
+                                    1.0)[0], per_example_uniform(module, x, 0.0, 1.0)[0]
   forward = (b + alpha - b * alpha) * x
   if true_gradient:
     return forward
@@ -49,13 +49,11 @@ class PyramidBottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    bn = lambda name: batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name,
-                                 name=name)
+    bn = lambda name: batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, name=name)
     y = bn("bn_1_pre")(x)
-    y = nn.relu(bn("bn_1_post")(conv(self.channels, 1, dtype=self.dtype,
-                                     name="1x1_conv_contract")(y)))
-    y = nn.relu(bn("bn_2")(conv(self.channels, 3, self.strides, dtype=self.dtype,
-                                name="3x3")(y)))
+    y = nn.relu(
+        bn("bn_1_post")(conv(self.channels, 1, dtype=self.dtype, name="1x1_conv_contract")(y)))
+    y = nn.relu(bn("bn_2")(conv(self.channels, 3, self.strides, dtype=self.dtype, name="3x3")(y)))
     y = bn("bn_3")(conv(4 * self.channels, 1, dtype=self.dtype, name="1x1_conv_expand")(y))
     if self.keep_prob is not None:
       y = shake_drop(self, y, self.keep_prob, train, self.true_gradient)
@@ -86,9 +84,10 @@ class PyramidNet(nn.Module):
       group, index = divmod(layer - 1, blocks_per_group)
       strides = 2 if group > 0 and index == 0 else 1
       keep_prob = 1.0 - 0.5 * layer / total if self.shake_drop else None
-      x = PyramidBottleneck(int(round(channels)), strides, keep_prob, self.true_gradient,
-                            self.dtype, self.bn_axis_name)(x, train)
+      x = PyramidBottleneck(
+          int(round(channels)), strides, keep_prob, self.true_gradient, self.dtype,
+          self.bn_axis_name)(x, train)
     x = batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, name="final_bn")(x)
     x = jnp.mean(nn.relu(x), axis=(1, 2))
-    return nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype)(x).astype(
-        jnp.float32)
+    return nn.Dense(self.num_classes, kernel_init=dense_init,
+                    dtype=self.dtype)(x).astype(jnp.float32)

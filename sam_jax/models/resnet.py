@@ -25,8 +25,14 @@ import jax.numpy as jnp
 
 from sam_jax.models.layers import add_shortcut, batch_norm, conv, conv_init
 
-STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
-          152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
+STAGES = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+    200: (3, 24, 36, 3)
+}
 
 
 class ResidualBlock(nn.Module):
@@ -51,8 +57,9 @@ class ResidualBlock(nn.Module):
     for i, (features, kernel, strides) in enumerate(shapes):
       y = conv_(features, kernel, strides)(y)
       last = i == len(shapes) - 1
-      y = bn(scale_init=nn.initializers.zeros if last and self.projection else
-             nn.initializers.ones)(y)
+      y = bn(
+          scale_init=nn.initializers.zeros if last and self.projection else nn.initializers.ones)(
+              y)
       if not last:
         y = nn.relu(y)
     if not self.projection:
@@ -75,15 +82,16 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = conv(64, 7, 2, dtype=self.dtype, padding=[(3, 3), (3, 3)], name="conv_init",
-             kernel_init=self.kernel_init)(x.astype(self.dtype))
+             kernel_init=self.kernel_init)(
+                 x.astype(self.dtype))
     x = batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, name="bn_init")(x)
     x = nn.relu(x) if self.stem_relu else x
     x = nn.max_pool(x, (3, 3), (2, 2), padding="SAME")
     for stage, blocks in enumerate(STAGES[self.depth]):
       for i in range(blocks):
-        x = ResidualBlock(64 * 2**stage, 2 if stage > 0 and i == 0 else 1,
-                          bottleneck=self.depth >= 50, dtype=self.dtype,
-                          bn_axis_name=self.bn_axis_name, kernel_init=self.kernel_init)(x, train)
+        x = ResidualBlock(64 * 2 ** stage, 2 if stage > 0 and i == 0 else 1, bottleneck=self.depth
+                          >= 50, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
+                          kernel_init=self.kernel_init)(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
@@ -103,7 +111,7 @@ class CifarResNet(nn.Module):
     x = nn.relu(batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name)(x))
     for stage in range(3):
       for i in range((self.depth - 2) // 6):
-        x = ResidualBlock(16 * 2**stage, 2 if stage > 0 and i == 0 else 1, projection=False,
+        x = ResidualBlock(16 * 2 ** stage, 2 if stage > 0 and i == 0 else 1, projection=False,
                           dtype=self.dtype, bn_axis_name=self.bn_axis_name)(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

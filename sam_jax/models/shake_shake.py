@@ -46,8 +46,10 @@ class GastaldiShortcut(nn.Module):
   def __call__(self, x, train: bool):
     s = self.strides
     shifted = jnp.pad(x, [(0, 0), (0, 1), (0, 1), (0, 0)])[:, 1:, 1:, :]
-    halves = [conv(self.channels // 2, 1, dtype=self.dtype, name=name)(h[:, ::s, ::s, :])
-              for name, h in (("conv_h1", x), ("conv_h2", shifted))]
+    halves = [
+        conv(self.channels // 2, 1, dtype=self.dtype, name=name)(h[:, ::s, ::s, :])
+        for name, h in (("conv_h1", x), ("conv_h2", shifted))
+    ]
     return batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name)(
         jnp.concatenate(halves, axis=-1))
 
@@ -63,13 +65,13 @@ class ShakeShakeBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     def branch(name):
-      y = conv(self.channels, 3, self.strides, dtype=self.dtype, name=f"conv_{name}_1")(
-          nn.relu(x))
-      y = nn.relu(batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name,
-                             name=f"bn_{name}_1")(y))
+      y = conv(self.channels, 3, self.strides, dtype=self.dtype, name=f"conv_{name}_1")(nn.relu(x))
+      y = nn.relu(
+          batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, name=f"bn_{name}_1")(y))
       y = conv(self.channels, 3, dtype=self.dtype, name=f"conv_{name}_2")(y)
-      return batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name,
-                        name=f"bn_{name}_2")(y)
+      return batch_norm(train, dtype=self.dtype, axis_name=self.bn_axis_name, name=f"bn_{name}_2")(
+          y)
+
     mixed = shake_shake(self, branch("a"), branch("b"), train, self.true_gradient)
     if x.shape[-1] != self.channels:
       x = GastaldiShortcut(self.channels, self.strides, self.dtype, self.bn_axis_name)(x, train)
@@ -94,5 +96,5 @@ class WideResnetShakeShake(nn.Module):
         x = ShakeShakeBlock(channels * self.channel_multiplier, strides if i == 0 else 1,
                             self.true_gradient, self.dtype, self.bn_axis_name)(x, train)
     x = jnp.mean(nn.relu(x), axis=(1, 2))
-    return nn.Dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype)(x).astype(
-        jnp.float32)
+    return nn.Dense(self.num_classes, kernel_init=dense_init,
+                    dtype=self.dtype)(x).astype(jnp.float32)

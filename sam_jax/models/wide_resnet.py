@@ -70,8 +70,8 @@ class WideResnet(nn.Module):
       group_input = x
       for i in range(blocks_per_group):
         x = WideResnetBlock(channels * self.width, strides if i == 0 else 1,
-                            activate_before_residual=(group == 0 and i == 0),
-                            dtype=self.dtype, bn_axis_name=self.bn_axis_name)(x, train)
+                            activate_before_residual=(group == 0 and i == 0), dtype=self.dtype,
+                            bn_axis_name=self.bn_axis_name)(x, train)
       if self.additional_skip_connections:
         x = add_shortcut(x, group_input)
     if self.additional_skip_connections:

@@ -19,10 +19,12 @@ checks and loads. The converter binary:
         --model=efficientnet-l2-475 --to=checkpoints/efficientnet-l2-475
 """
 
-from sam_jax.pretrained.convert import (convert, convert_to_orbax, efficientnet_model,
-                                        init_shapes, load)
+from sam_jax.pretrained.convert import (convert, convert_to_orbax, efficientnet_model, init_shapes,
+                                        load)
 from sam_jax.pretrained.names import source_name
 from sam_jax.pretrained.readers import FORMATS, CheckpointError, detect_format
 
-__all__ = ["FORMATS", "CheckpointError", "convert", "convert_to_orbax", "detect_format",
-           "efficientnet_model", "init_shapes", "load", "source_name"]
+__all__ = [
+    "FORMATS", "CheckpointError", "convert", "convert_to_orbax", "detect_format",
+    "efficientnet_model", "init_shapes", "load", "source_name"
+]

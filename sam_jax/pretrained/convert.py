@@ -29,8 +29,7 @@ EMA = "/ExponentialMovingAverage"
 _TRAINING_STATE = re.compile(r"(/RMSProp(_1)?|/Momentum|global_step)$")
 
 
-def _model_names(shapes: Mapping[str, Any], fmt: str, use_ema: bool
-                 ) -> tuple[dict[str, str], str]:
+def _model_names(shapes: Mapping[str, Any], fmt: str, use_ema: bool) -> tuple[dict[str, str], str]:
   """Checkpoint model variables -> the name to read each from, and the TF scope.
 
   TF: training state is left out, and each variable is read from its EMA copy when
@@ -49,27 +48,33 @@ def _model_names(shapes: Mapping[str, Any], fmt: str, use_ema: bool
       training_state += 1
     elif name.startswith(prefix + "/") and not name.endswith(EMA):
       names[name] = name + EMA if use_ema and name + EMA in shapes else name
-  logging.info("TF checkpoint %s: %d model variables (%d from EMA copies); %d optimizer "
-               "slots and counters not read.", prefix, len(names),
-               sum(n != v for n, v in names.items()), training_state)
+  logging.info(
+      "TF checkpoint %s: %d model variables (%d from EMA copies); %d optimizer "
+      "slots and counters not read.", prefix, len(names), sum(n != v for n, v in names.items()),
+      training_state)
   return names, prefix
 
 
 def guess_variant(num_blocks: int, stem_filters: int) -> str:
   """The variants with this many blocks and stem filters, e.g. 'efficientnet-b3'."""
-  found = [name for name, (width, depth, *_) in efficientnet.VARIANTS.items()
-           if efficientnet.round_filters(32, width) == stem_filters
-           and sum(efficientnet.round_repeats(s[0], depth) for s in efficientnet.STAGES)
-           == num_blocks]
+  found = [
+      name for name, (width, depth, *_) in efficientnet.VARIANTS.items()
+      if efficientnet.round_filters(32, width) == stem_filters and sum(
+          efficientnet.round_repeats(s[0], depth) for s in efficientnet.STAGES) == num_blocks
+  ]
   return " or ".join(found) or f"an unknown variant ({num_blocks} blocks, stem {stem_filters})"
 
 
-_BLOCK_PATTERNS = {"tf": r"/blocks_(\d+)/", "flax": r"MBConvBlock_(\d+)/",
-                   "keras": r"^block(\d[a-z]+)_", "orbax": r"/blocks_(\d+)/"}
+_BLOCK_PATTERNS = {
+    "tf": r"/blocks_(\d+)/",
+    "flax": r"MBConvBlock_(\d+)/",
+    "keras": r"^block(\d[a-z]+)_",
+    "orbax": r"/blocks_(\d+)/"
+}
 
 
-def _describe(names: Mapping[str, str], shapes: Mapping[str, Any], fmt: str,
-              model: Any, expands: set[int], prefix: str) -> str:
+def _describe(names: Mapping[str, str], shapes: Mapping[str, Any], fmt: str, model: Any,
+              expands: set[int], prefix: str) -> str:
   """What the checkpoint looks like, to name the variant it was trained as."""
   blocks = {m[1] for name in names if (m := re.search(_BLOCK_PATTERNS[fmt], name))}
   stem = source_name("params/stem_conv/kernel", fmt, model, expands, prefix)
@@ -97,36 +102,41 @@ def convert(shapes: Mapping[str, tuple[int, ...]], read: Callable[[str], Any], v
     CheckpointError: naming the missing, unexpected and misshapen variables.
   """
   ours = flax.traverse_util.flatten_dict(
-      {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})},
-      sep="/")
+      {
+          "params": variables["params"],
+          "batch_stats": variables.get("batch_stats", {})
+      }, sep="/")
   names, prefix = _model_names(shapes, fmt, use_ema)
-  expands = {int(name.split("/")[1][len("blocks_"):]) for name in ours
-             if "/expand_conv/" in name}
+  expands = {int(name.split("/")[1][len("blocks_"):]) for name in ours if "/expand_conv/" in name}
   wanted = {name: source_name(name, fmt, model, expands, prefix) for name in ours}
   missing = sorted(theirs for theirs in wanted.values() if theirs not in names)
-  misshapen = {name: (tuple(shapes[names[theirs]]), tuple(ours[name].shape))
-               for name, theirs in wanted.items()
-               if theirs in names and tuple(shapes[names[theirs]]) != tuple(ours[name].shape)}
+  misshapen = {
+      name: (tuple(shapes[names[theirs]]), tuple(ours[name].shape))
+      for name, theirs in wanted.items()
+      if theirs in names and tuple(shapes[names[theirs]]) != tuple(ours[name].shape)
+  }
   fresh_head = _replaces_head(misshapen)
   if fresh_head:
     saved_classes = misshapen.pop("params/head_dense/bias")[0][0]
     del misshapen["params/head_dense/kernel"]
-    logging.warning("%s has a %d-class classifier and the model %d classes: the head is "
-                    "freshly initialised, everything else is loaded.", source, saved_classes,
-                    ours["params/head_dense/bias"].shape[0])
+    logging.warning(
+        "%s has a %d-class classifier and the model %d classes: the head is "
+        "freshly initialised, everything else is loaded.", source, saved_classes,
+        ours["params/head_dense/bias"].shape[0])
   unexpected = sorted(set(names) - set(wanted.values()))
   if missing or unexpected or misshapen:
-    problems = ([f"missing {n}" for n in missing] + [f"unexpected {n}" for n in unexpected]
-                + [f"{wanted[n]} is {a} where the model needs {b}"
-                   for n, (a, b) in sorted(misshapen.items())])
-    shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5
-                                       else "")
+    problems = ([f"missing {n}" for n in missing] + [f"unexpected {n}" for n in unexpected] + [
+        f"{wanted[n]} is {a} where the model needs {b}" for n, (a, b) in sorted(misshapen.items())
+    ])
+    shown = "; ".join(
+        problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
     raise CheckpointError(
         f"{source} ({fmt}) does not fit {_model_name(model)}: {len(problems)} variables do "
         f"not match ({shown}){_describe(names, shapes, fmt, model, expands, prefix)}.")
-  loaded = {name: (ours[name] if fresh_head and name.startswith("params/head_dense/")
-                   else read(names[wanted[name]]))
-            for name in ours}
+  loaded = {
+      name: (ours[name] if fresh_head and name.startswith("params/head_dense/") else read(
+          names[wanted[name]])) for name in ours
+  }
   return flax.traverse_util.unflatten_dict(loaded, sep="/")
 
 
@@ -162,16 +172,16 @@ def load(path: str, model: efficientnet.EfficientNet, variables: Any, *, fmt: st
     close()
 
 
-def input_and_classes(path: str, model_name: str, *, fmt: str | None = None
-                      ) -> tuple[int, int]:
+def input_and_classes(path: str, model_name: str, *, fmt: str | None = None) -> tuple[int, int]:
   """(input channels, classes) of a checkpoint: its stem's input and classifier's output."""
   fmt = fmt or detect_format(path)
   model = efficientnet_model(model_name, 1)
   shapes, _, close = open_checkpoint(path, fmt)
   close()
   names, prefix = _model_names(shapes, fmt, use_ema=False)
-  stem, bias = (source_name(f"params/{name}", fmt, model, set(), prefix)
-                for name in ("stem_conv/kernel", "head_dense/bias"))
+  stem, bias = (
+      source_name(f"params/{name}", fmt, model, set(), prefix)
+      for name in ("stem_conv/kernel", "head_dense/bias"))
   if stem not in names or bias not in names:
     raise CheckpointError(f"{path} has no {stem if stem not in names else bias}: is it an "
                           f"EfficientNet checkpoint in the {fmt} format?")

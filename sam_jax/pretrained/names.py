@@ -9,8 +9,7 @@ Every variable has the same shape in each format: depthwise kernels are [k, k, C
 
 from sam_jax.models import efficientnet
 
-_BN_LEAVES = {"scale": "gamma", "bias": "beta", "mean": "moving_mean",
-              "var": "moving_variance"}
+_BN_LEAVES = {"scale": "gamma", "bias": "beta", "mean": "moving_mean", "var": "moving_variance"}
 
 
 def _bn_index(layer: str, expands: bool) -> int:
@@ -29,8 +28,11 @@ def _tf_layer(layer: str, expands: bool) -> str:
   if layer in ("expand_conv", "project_conv"):
     index = _conv_index(layer, expands)
     return "conv2d" + (f"_{index}" if index else "")
-  return {"depthwise_conv": "depthwise_conv2d", "se_reduce": "se/conv2d",
-          "se_expand": "se/conv2d_1"}[layer]
+  return {
+      "depthwise_conv": "depthwise_conv2d",
+      "se_reduce": "se/conv2d",
+      "se_expand": "se/conv2d_1"
+  }[layer]
 
 
 def _flax_layer(layer: str, expands: bool) -> str:
@@ -38,14 +40,23 @@ def _flax_layer(layer: str, expands: bool) -> str:
     return f"batch_normalization_{_bn_index(layer, expands)}"
   if layer in ("expand_conv", "project_conv"):
     return f"{layer[:-5]}_conv2d_{_conv_index(layer, expands)}"
-  return {"depthwise_conv": "depthwise_conv2d", "se_reduce": "SqueezeExcite/reduce_conv2d_0",
-          "se_expand": "SqueezeExcite/expand_conv2d_1"}[layer]
+  return {
+      "depthwise_conv": "depthwise_conv2d",
+      "se_reduce": "SqueezeExcite/reduce_conv2d_0",
+      "se_expand": "SqueezeExcite/expand_conv2d_1"
+  }[layer]
 
 
-_KERAS_BLOCK_LAYERS = {"expand_conv": "expand_conv", "expand_bn": "expand_bn",
-                       "depthwise_conv": "dwconv", "depthwise_bn": "bn",
-                       "se_reduce": "se_reduce", "se_expand": "se_expand",
-                       "project_conv": "project_conv", "project_bn": "project_bn"}
+_KERAS_BLOCK_LAYERS = {
+    "expand_conv": "expand_conv",
+    "expand_bn": "expand_bn",
+    "depthwise_conv": "dwconv",
+    "depthwise_bn": "bn",
+    "se_reduce": "se_reduce",
+    "se_expand": "se_expand",
+    "project_conv": "project_conv",
+    "project_bn": "project_bn"
+}
 _OUTER = {  # our stem/head layer -> (tf, flax, keras) layer
     "stem_conv": ("stem/conv2d", "Stem_0/conv2d", "stem_conv"),
     "stem_bn": ("stem/tpu_batch_normalization", "Stem_0/batch_normalization", "stem_bn"),
@@ -57,7 +68,8 @@ _OUTER = {  # our stem/head layer -> (tf, flax, keras) layer
 
 def block_stages(model: efficientnet.EfficientNet) -> list[tuple[int, int]]:
   """(stage, repeat) of each of the model's blocks, in order."""
-  return [(stage, repeat) for stage, (repeats, *_) in enumerate(efficientnet.STAGES)
+  return [(stage, repeat)
+          for stage, (repeats, *_) in enumerate(efficientnet.STAGES)
           for repeat in range(efficientnet.round_repeats(repeats, model.depth))]
 
 
@@ -87,9 +99,11 @@ def source_name(ours: str, fmt: str, model: efficientnet.EfficientNet, expands: 
       layer = f"block{stage + 1}{chr(ord('a') + repeat)}_{_KERAS_BLOCK_LAYERS[layers[1]]}"
   else:
     tf_layer, flax_layer, keras_layer = _OUTER[layers[0]]
-    layer = {"tf": f"{prefix}/{tf_layer}", "keras": keras_layer,
-             "flax": flax_layer.replace("Head", f"Head_{len(block_stages(model)) + 1}")}[fmt]
+    layer = {
+        "tf": f"{prefix}/{tf_layer}",
+        "keras": keras_layer,
+        "flax": flax_layer.replace("Head", f"Head_{len(block_stages(model)) + 1}")
+    }[fmt]
   if fmt == "flax":
     return f"{'state' if collection == 'batch_stats' else 'params'}/{layer}/{leaf}"
   return f"{layer}/{leaf}"
-

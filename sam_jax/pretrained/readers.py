@@ -96,8 +96,7 @@ def _read_keras(path: str) -> Opened:
   for layer in root.attrs["layer_names"]:
     layer = layer.decode() if isinstance(layer, bytes) else layer
     if re.fullmatch(r"normalization(_\d+)?", layer):  # ImageNet mean/variance: the pipeline's
-      logging.info("%s: input normalisation layer skipped (the input pipeline normalises).",
-                   path)
+      logging.info("%s: input normalisation layer skipped (the input pipeline normalises).", path)
       continue
     for weight in root[layer].attrs["weight_names"]:
       weight = weight.decode() if isinstance(weight, bytes) else weight
@@ -135,6 +134,7 @@ def open_checkpoint(path: str, fmt: str) -> Opened:
       return read(name)
     except Exception as e:  # noqa: BLE001  (as above: only the library's read is inside)
       raise _unreadable(path, fmt, e) from e
+
   return shapes, checked_read, close
 
 
