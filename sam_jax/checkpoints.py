@@ -22,7 +22,7 @@ from sam_jax.errors import UsageError
 def make_manager(workdir: str, keep: int = 2,
                  keep_forever_steps: Sequence[int] = ()) -> ocp.CheckpointManager:
   """A manager keeping the `keep` latest checkpoints plus those at `keep_forever_steps`."""
-  preserve = [policies.LatestN(keep)]
+  preserve: list[policies.PreservationPolicy] = [policies.LatestN(keep)]
   if keep_forever_steps:
     preserve.append(policies.CustomSteps(list(keep_forever_steps)))
   options = ocp.CheckpointManagerOptions(

@@ -25,7 +25,7 @@ def load(spec: str) -> ml_collections.ConfigDict:
   """The ConfigDict of `path.py` or `path.py:ARGUMENT`.
 
   Raises:
-    UsageError: for a file that is not there or does not define get_config, or an
+    UsageError: for a file that is not there, not Python or without get_config, or an
       argument the file refuses (its own message).
   """
   path, _, argument = spec.partition(":")
@@ -37,6 +37,8 @@ def load(spec: str) -> ml_collections.ConfigDict:
     sys.path.insert(0, parent)
   name = os.path.splitext(os.path.basename(path))[0]
   module_spec = importlib.util.spec_from_file_location(f"config_file_{name}", path)
+  if module_spec is None or module_spec.loader is None:  # a suffix Python cannot import
+    raise UsageError(f"{path} is not a Python file: give --config=configs/NAME.py.")
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):

@@ -140,6 +140,7 @@ class Progress:
     ETA and the latest metrics."""
     self.show(metrics)
     self.update(step)
+    assert self.window is not None  # update() has set it
     (last_step, last_time), now = self.window, time.monotonic()
     rate = (step - last_step) / max(now - last_time, 1e-9) if step > last_step else None
     self.window = (step, now)

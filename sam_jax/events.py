@@ -54,7 +54,8 @@ def read_scalars(workdir: str) -> dict[str, dict[int, float]]:
   found = {}
   for path in event_files(workdir):
     for record in records(path):
-      event = event_pb2.Event.FromString(record)
+      # event_pb2 is protobuf-generated without type stubs: pyright cannot see its Event.
+      event = event_pb2.Event.FromString(record)  # pyright: ignore[reportAttributeAccessIssue]
       for value in event.summary.value:
         number = _scalar(value)
         if number is not None:
@@ -73,7 +74,8 @@ def drop_points(workdir: str, drop: Callable[[str, int], bool]) -> int:
   for path in event_files(workdir):
     kept, dropped_here = [], 0
     for record in records(path):
-      event = event_pb2.Event.FromString(record)
+      # event_pb2 is protobuf-generated without type stubs: pyright cannot see its Event.
+      event = event_pb2.Event.FromString(record)  # pyright: ignore[reportAttributeAccessIssue]
       values = [v for v in event.summary.value if _scalar(v) is None or not drop(v.tag, event.step)]
       if len(values) == len(event.summary.value):
         kept.append(record)

@@ -62,7 +62,7 @@ def image_shape(config: ml_collections.ConfigDict, model: nn.Module,
                 info: DatasetInfo) -> tuple[int, ...]:
   """[H, W, C] of the images the model sees."""
   size = input_size(config, model, info)
-  return (size, size, info.image_shape[-1]) if size else info.image_shape
+  return (size, size, info.image_shape[-1]) if size else info.fixed_image_shape
 
 
 def load_examples(config: ml_collections.ConfigDict, info: DatasetInfo, split: str,

@@ -52,7 +52,7 @@ class SetUp:
   steps_per_epoch: int
   total_steps: int
   tx: optax.GradientTransformationExtraArgs
-  schedule: optax.Schedule
+  schedule: Callable[[int], jax.Array]  # jitted
   state: steps.TrainState  # freshly initialised (or pretrained), replicated on the mesh
 
 

@@ -1,3 +1,6 @@
+# pyright: strict, reportUnknownMemberType=false, reportUnknownArgumentType=false
+# pyright: reportUnknownVariableType=false, reportUnknownLambdaType=false
+# pyright: reportMissingTypeStubs=false
 """The optimizer built from a config: SAM in front of SGD, schedules, weight decay, clipping.
 
 The chain, applied per replica, is (Foret et al. 2021, Algorithm 1 and the original code):
@@ -9,7 +12,7 @@ where sam(rho) is `config.sam.variant`, one of the SAM family (`family.py`).
 """
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +33,9 @@ def total_steps(config: "ml_collections.ConfigDict", steps_per_epoch: int) -> in
 # What the SAM pass returns besides its gradient (steps.train_step): loss and error at w + eps.
 PERTURBED_METRICS = {"loss": 0.0, "error": 0.0}
 END_OF_EXPONENTIAL = 0.012  # the original: "lr should be 1.2% of original value" at the end
+# An optax schedule as `family` takes it: optax types its value as ArrayLike, but its
+# schedules map a step (jax.Array) to a jax.Array.
+ArraySchedule = Callable[[jax.Array], jax.Array]
 
 
 def learning_rate_schedule(config: "ml_collections.ConfigDict",
@@ -76,8 +82,9 @@ def weight_decay_mask(params: Any, no_weight_decay_on_bn: bool) -> Any:
   return jax.tree.map(lambda w: (not no_weight_decay_on_bn) or w.ndim > 1, params)
 
 
-def l2_penalty(params: Any, weight_decay: float, mask: Any) -> jax.Array:
-  """The original's weight decay as a loss term: 0.5 * wd * sum of ||w||^2 over `mask`."""
+def l2_penalty(params: Any, weight_decay: float, mask: Any) -> jax.Array | float:
+  """The original's weight decay as a loss term: 0.5 * wd * sum of ||w||^2 over `mask` (a
+  Python 0.0 when `mask` is False everywhere)."""
   squares = jax.tree.map(lambda w, m: jnp.sum(jnp.square(w)) if m else 0.0, params, mask)
   return 0.5 * weight_decay * sum(jax.tree.leaves(squares))
 
@@ -121,7 +128,8 @@ def sam_transformation(config: "ml_collections.ConfigDict", schedule: optax.Sche
              aux_init=PERTURBED_METRICS if s.rho else None, **perturb)
   elif s.variant == "gsam":
     rho = s.rho if s.gsam_rho_min is None else family.rho_following(
-        schedule, s.rho, s.gsam_rho_min, config.learning_rate, final_learning_rate(config))
+        cast(ArraySchedule, schedule), s.rho, s.gsam_rho_min, config.learning_rate,
+        final_learning_rate(config))
     tx = family.gsam(rho, alpha=s.gsam_alpha, aux_init=PERTURBED_METRICS, **perturb)
   elif s.variant == "looksam":
     tx = family.looksam(s.rho, every=s.looksam_every, alpha=s.looksam_alpha,
@@ -189,7 +197,7 @@ def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
   if variant == "msam":
     return optax.chain(*parts, family.momentum_perturbation(config.sam.rho))
   if variant == "wsam" and config.sam.wsam_decoupled:
-    return family.decoupled_wsam(config.sam.rho, optax.chain(*parts), schedule,
+    return family.decoupled_wsam(config.sam.rho, optax.chain(*parts), cast(ArraySchedule, schedule),
                                  gamma=config.sam.wsam_gamma, axis_name=tuple(replica_axes),
                                  aux_init=PERTURBED_METRICS, adaptive=config.sam.adaptive,
                                  eta=config.sam.eta, p=config.sam.p)

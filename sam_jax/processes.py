@@ -43,7 +43,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     raise UsageError("Several processes need all of --coordinator_address=HOST:PORT, "
                      "--num_processes and --process_id (or none, where JAX detects the "
                      "cluster: Cloud TPU, SLURM, Open MPI, Kubernetes).")
-  if num_processes is not None and not 0 <= process_id < num_processes:
+  if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
     raise UsageError(f"--process_id={process_id} is not in [0, {num_processes}) "
                      f"(--num_processes={num_processes}).")
   if jax.distributed.is_initialized():

@@ -1,3 +1,6 @@
+# pyright: strict, reportUnknownMemberType=false, reportUnknownArgumentType=false
+# pyright: reportUnknownVariableType=false, reportUnknownLambdaType=false
+# pyright: reportMissingTypeStubs=false
 """How one per-replica step becomes one program over devices and virtual replicas.
 
 A *replica* owns one SAM perturbation and sees m examples (the m of m-sharpness).
@@ -11,7 +14,7 @@ every layout: replica r always gets examples [r*m, (r+1)*m) of the global batch.
 import collections
 import dataclasses
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -123,7 +126,7 @@ def prefetch_to_devices(batches: Iterable[Any], mesh: Mesh, size: int = 2) -> It
   """
   batches, ahead = iter(batches), collections.deque()
 
-  def place(count):
+  def place(count: int) -> None:
     ahead.extend(shard_batch(batch, mesh) for batch in itertools.islice(batches, count))
 
   place(size)
@@ -165,18 +168,18 @@ def one_replica_at_a_time(fn: Callable[..., Any], mapping: str = "loop") -> Call
     return fn
 
   @jax.custom_batching.custom_vmap
-  def one_by_one(*args):
+  def one_by_one(*args: Any) -> Any:
     return fn(*args)
 
-  def replica(i, args, in_batched):
+  def replica(i: int | jax.Array, args: tuple[Any, ...], in_batched: Sequence[Any]) -> Any:
     return one_by_one(
         *jax.tree.map(lambda x, batched: x[i] if batched else x, args, tuple(in_batched)))
 
   @one_by_one.def_vmap
-  def rule(axis_size, in_batched, *args):
+  def rule(axis_size: int, in_batched: Sequence[Any], *args: Any) -> tuple[Any, Any]:
     if mapping == "scan":
 
-      def body(i):
+      def body(i: jax.Array) -> Any:
         with in_loop_body():
           return replica(i, args, in_batched)
 
@@ -205,13 +208,13 @@ def map_replicas(step: Callable[..., Any], mesh: Mesh, virtual_replicas: int = 1
   Returns:
     A jitted function of (state, global_batch, *args) on arrays placed on `mesh`.
   """
-  def per_device(state, batch, *args):
+  def per_device(state: Any, batch: Any, *args: Any) -> Any:
     batch = jax.tree.map(lambda x: x.reshape((virtual_replicas, -1) + x.shape[1:]), batch)
     in_axes = (None, 0) + (None,) * len(args)
     return jax.vmap(step, in_axes=in_axes, out_axes=None, axis_name=VIRTUAL_AXIS)(state, batch,
                                                                                   *args)
 
-  def over_mesh(state, batch, *args):
+  def over_mesh(state: Any, batch: Any, *args: Any) -> Any:
     in_specs = (P(), P(DEVICE_AXIS)) + (P(),) * len(args)
     return jax.shard_map(per_device, mesh=mesh, in_specs=in_specs, out_specs=P(),
                          check_vma=False)(state, batch, *args)

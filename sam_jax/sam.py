@@ -1,3 +1,6 @@
+# pyright: strict, reportUnknownMemberType=false, reportUnknownArgumentType=false
+# pyright: reportUnknownVariableType=false, reportUnknownLambdaType=false
+# pyright: reportMissingTypeStubs=false
 """Sharpness-Aware Minimization (SAM, ASAM) as Optax gradient transformations.
 
 Pure JAX + Optax: no Flax, no TensorFlow. Chain it in front of any optimizer:
@@ -15,7 +18,7 @@ the gradient of the same loss (same batch, same dropout randomness) at `p`.
 """
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -72,7 +75,7 @@ def not_bias(params: optax.Params) -> Any:
   so this matches the official ASAM code, which rescales only "weight" tensors
   (kernels and BatchNorm scale) and leaves biases with T = 1.
   """
-  def is_weight(path, _):
+  def is_weight(path: tuple[Any, ...], _: Any) -> bool:
     last = path[-1]
     name = getattr(last, "key", getattr(last, "name", None))
     return name != "bias"
@@ -100,7 +103,7 @@ def group_mean(tree: Any, axis_name: AxisName, group_size: int | None = None) ->
   num_groups = num_replicas // group_size
   mine = jax.lax.axis_index(axis_name) // group_size
 
-  def leaf(x):
+  def leaf(x: jax.Array) -> jax.Array:
     slots = jnp.zeros((num_groups,) + x.shape, x.dtype).at[mine].set(x)
     return jax.lax.psum(slots, axis_name)[mine] / group_size
 
@@ -196,33 +199,35 @@ def sam(
     raise ValueError(f"SAM needs a norm p in [1, inf], got p={p}.")
   skip = isinstance(rho, (int, float)) and rho == 0
 
-  def init_fn(params):
+  def init_fn(params: optax.Params) -> optax.OptState:
     del params
     if aux_init is None:
       return optax.EmptyState()
     return SamState(strongly_typed(aux_init))
 
-  def update_fn(grads, state, params=None, *, grad_fn: GradFn | None = None, **extra_args):
+  def update_fn(updates: optax.Updates, state: optax.OptState, params: optax.Params | None = None,
+                *, grad_fn: GradFn | None = None,
+                **extra_args: Any) -> tuple[optax.Updates, optax.OptState]:
     del extra_args
     if skip:
-      return grads, state
+      return updates, state
     if params is None or grad_fn is None:
       raise ValueError("sam_jax.sam needs the current params and a grad_fn: call "
                        "tx.update(grads, state, params, grad_fn=grad_fn), where grad_fn(p) is the "
                        "gradient of the same loss on the same batch at parameters p.")
-    g = grads if sync_axis_name is None else group_mean(grads, sync_axis_name, sync_group_size)
+    g = updates if sync_axis_name is None else group_mean(updates, sync_axis_name, sync_group_size)
     perturbed = perturb(params, g, rho, adaptive=adaptive, eta=eta, p=p, eps=eps,
                         adaptive_mask=adaptive_mask)
     if aux_init is None:
       return grad_fn(perturbed), state
-    grads, aux = grad_fn(perturbed)
+    grads, aux = cast(tuple[optax.Updates, Any], grad_fn(perturbed))  # with aux_init, (grad, aux)
     return grads, SamState(aux)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def asam(rho: float | jax.Array, *, eta: float = 0.01,
-         **kwargs) -> optax.GradientTransformationExtraArgs:
+         **kwargs: Any) -> optax.GradientTransformationExtraArgs:
   """ASAM (Kwon et al. 2021): `sam(rho, adaptive=True, eta=eta, ...)`."""
   return sam(rho, adaptive=True, eta=eta, **kwargs)
 
@@ -233,11 +238,12 @@ def cross_replica_mean(axis_name: AxisName) -> optax.GradientTransformation:
   Put it after `sam(...)` and before clipping: each replica's SAM gradient comes from
   its own sub-batch and perturbation, and the base optimizer sees their mean.
   """
-  def init_fn(params):
+  def init_fn(params: optax.Params) -> optax.OptState:
     del params
     return optax.EmptyState()
 
-  def update_fn(updates, state, params=None):
+  def update_fn(updates: optax.Updates, state: optax.OptState,
+                params: optax.Params | None = None) -> tuple[optax.Updates, optax.OptState]:
     del params
     return jax.lax.pmean(updates, axis_name), state
 

@@ -1,3 +1,6 @@
+# pyright: strict, reportUnknownMemberType=false, reportUnknownArgumentType=false
+# pyright: reportUnknownVariableType=false, reportUnknownLambdaType=false
+# pyright: reportMissingTypeStubs=false
 """Pure JAX training pieces: the state, the losses, the per-replica train and eval steps.
 
 Each step is written for one replica (m examples) with collectives over
@@ -6,14 +9,15 @@ devices and virtual replicas. No TensorFlow, no I/O: the loop (`loop.py`) feeds 
 """
 
 import functools
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, cast
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+from jax.sharding import Mesh
 
 from sam_jax import optim, replicas
 from sam_jax.family import unperturbed
@@ -44,7 +48,7 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: ja
     variables = init_from(variables)
 
   @jax.jit
-  def state_from(variables):
+  def state_from(variables: Mapping[str, Any]) -> TrainState:
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     # The EMA starts as a copy: the step donates the state, and a buffer is donated once.
     averages = jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats})
@@ -83,14 +87,18 @@ def gradient_passes(model: nn.Module, label_smoothing: float, l2_weight_decay: f
   per-example losses (forward only; ESAM's data selection). Arguments of each:
   (params, batch_stats, batch, rngs).
   """
-  def forward(params, batch_stats, batch, rngs, model=model):
+  def forward(params: Mapping[str, Any], batch_stats: Any, batch: dict[str, jax.Array],
+              rngs: dict[str, jax.Array],
+              model: nn.Module = model) -> tuple[jax.Array, jax.Array, Mapping[str, Any]]:
     logits, mutated = model.apply({
         "params": params,
         "batch_stats": batch_stats
     }, batch["image"], train=True, rngs=rngs, mutable=["batch_stats"])
     return cross_entropy(logits, batch["label"], label_smoothing), logits, mutated
 
-  def loss_fn(params, batch_stats, batch, rngs, model=model):
+  def loss_fn(params: Mapping[str, Any], batch_stats: Any, batch: dict[str, jax.Array],
+              rngs: dict[str, jax.Array],
+              model: nn.Module = model) -> tuple[jax.Array, tuple[jax.Array, jax.Array, Any]]:
     example_losses, logits, mutated = forward(params, batch_stats, batch, rngs, model)
     loss = jnp.mean(example_losses) + optim.l2_penalty(params, l2_weight_decay, decay_mask)
     return loss, (example_losses, logits, mutated.get("batch_stats", {}))
@@ -165,7 +173,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
                                                                  batch, train_rngs(rng))
   keeps_perturbed = optax.tree_utils.tree_get(state.opt_state, "aux") is not None
 
-  def grad_fn(params, examples=None):
+  def grad_fn(params: optax.Params,
+              examples: jax.Array | None = None) -> optax.Updates | tuple[optax.Updates, Any]:
     """The gradient at `params`, on `examples` (indices) of the batch or all of it."""
     chosen = batch if examples is None else jax.tree.map(lambda x: x[examples], batch)
     grads, (losses, logits, _) = sam_pass(params, state.batch_stats, chosen,
@@ -175,7 +184,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     perturbed = {"loss": jnp.mean(losses), "error": error_rate(logits, chosen["label"])}
     return grads, jax.lax.pmean(perturbed, replicas.REPLICA_AXES)  # the same on every replica
 
-  def example_losses_fn(params):
+  def example_losses_fn(params: optax.Params) -> jax.Array:
     return losses_pass(params, state.batch_stats, batch, train_rngs(rng, redraw_masks))
 
   updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn,
@@ -214,9 +223,9 @@ def updated_ema(state: TrainState, decay: float, warmup_steps: int) -> Any:
   BatchNorm statistics, with the decay of `optim.ema_decay`; {} when there is no EMA."""
   if not state.ema:
     return state.ema
-  decay = optim.ema_decay(state.step, decay, warmup_steps)
+  rate = optim.ema_decay(state.step, decay, warmup_steps)
   new = {"params": unperturbed(state.params, state.opt_state), "batch_stats": state.batch_stats}
-  return jax.tree.map(lambda old, new: decay * old + (1.0 - decay) * new, state.ema, new)
+  return jax.tree.map(lambda old, new: rate * old + (1.0 - rate) * new, state.ema, new)
 
 
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *, model: nn.Module,
@@ -226,10 +235,9 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *, model: nn.Modul
   With label smoothing, `smoothed_loss` is the loss with the run's smoothing too (the
   original's evaluation loss, flax_training.py:631-634); `loss` is the plain one.
   """
-  logits = model.apply({
-      "params": state.params,
-      "batch_stats": state.batch_stats
-  }, batch["image"], train=False)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  # Not mutable: flax's apply returns the output alone, not (output, mutated variables).
+  logits = cast(jax.Array, model.apply(variables, batch["image"], train=False))
   mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
   top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
   sums = {
@@ -243,29 +251,41 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *, model: nn.Modul
   return jax.lax.psum(sums, replicas.REPLICA_AXES)
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs, mesh,
-                    layout: replicas.Layout, **loss_kwargs):
+class GlobalTrainStep(Protocol):
+  """`make_train_step`'s step, and `program(sam_step)`: its jitted program of one kind."""
+  program: Callable[..., Callable[..., Any]]
+
+  def __call__(self, state: TrainState, batch: Any, rng: jax.Array,
+               sam_step: bool | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
+    ...
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs, mesh: Mesh,
+                    layout: replicas.Layout, **loss_kwargs: Any) -> GlobalTrainStep:
   """The global train step: (state, global batch, rng, sam_step=None) -> (state, metrics).
 
   One jitted program per value of `sam_step` (see `train_step`), compiled at first use.
   """
-  programs = {}
+  programs: dict[bool | None, Callable[..., Any]] = {}
 
-  def program(sam_step: bool | None = None):
+  def program(sam_step: bool | None = None) -> Callable[..., Any]:
     if sam_step not in programs:
       programs[sam_step] = replicas.map_replicas(
           functools.partial(train_step, model=model, tx=tx, sam_step=sam_step, **loss_kwargs), mesh,
           layout.virtual_replicas, donate_state=True)
     return programs[sam_step]
 
-  def step(state, batch, rng, sam_step: bool | None = None):
+  def step(state: TrainState, batch: Any, rng: jax.Array,
+           sam_step: bool | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
     return program(sam_step)(state, batch, rng)
 
-  step.program = program  # the jitted program of one kind (to lower, or to time)
-  return step
+  typed_step = cast(GlobalTrainStep, step)  # a function with an attribute
+  typed_step.program = program  # the jitted program of one kind (to lower, or to time)
+  return typed_step
 
 
-def make_eval_step(model: nn.Module, mesh, label_smoothing: float = 0.0):
+def make_eval_step(model: nn.Module, mesh: Mesh,
+                   label_smoothing: float = 0.0) -> Callable[..., dict[str, jax.Array]]:
   """The jitted global eval step: (state, global batch) -> summed metrics."""
   step = functools.partial(eval_step, model=model, label_smoothing=label_smoothing)
   return replicas.map_replicas(step, mesh)

@@ -17,6 +17,7 @@ import copy
 import importlib.metadata
 import os
 import sys
+from typing import NoReturn
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -26,11 +27,21 @@ from sam_jax import config_files, console, original_flags, validation
 from sam_jax import workdir as run_files
 from sam_jax.errors import Stopped, UsageError, exit_with_usage_error
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_DEFAULT_CONFIG = os.path.join(_ROOT, "configs", "default.py")
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _fail(reason: str):
+def _default_config() -> str:
+  """The checkout's configs/default.py, else the copy an installed wheel carries."""
+  checkout = os.path.join(os.path.dirname(_PACKAGE), "configs", "default.py")
+  if os.path.isfile(checkout):
+    return checkout
+  return os.path.join(_PACKAGE, "experiments", "configs", "default.py")
+
+
+_DEFAULT_CONFIG = _default_config()
+
+
+def _fail(reason: str) -> NoReturn:
   exit_with_usage_error("sam_jax.train", reason)
 
 
@@ -120,6 +131,8 @@ def config_from_flags():
   Raises:
     UsageError: for original flags that do not make sense together.
   """
+  if _CONFIG is None:
+    raise RuntimeError("config_from_flags() needs parse_flags() to define --config first.")
   config = copy.deepcopy(_CONFIG.value)  # the flag's own value stays as parsed
   original_flags.apply(config,
                        {name: flags.FLAGS[name].value for name in original_flags.ORIGINAL_FLAGS})
@@ -179,13 +192,13 @@ def main(argv):
       from sam_jax import loop, processes
     processes.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                          _HEARTBEAT.value)
-    results = loop.train_and_evaluate(config, workdir)
+    final = loop.train_and_evaluate(config, workdir)
   except UsageError as e:
     _fail(str(e))
   except Stopped as e:  # SIGTERM or Ctrl-C: saved, and not an error (exit status 0)
     print(f"sam_jax.train: {e}", file=sys.stderr, flush=True)
     return
-  logging.info("Finished: %s (in %s).", _shown(results), workdir_from_flags())
+  logging.info("Finished: %s (in %s).", _shown(final), workdir_from_flags())
 
 
 def _shown(results: dict) -> str:

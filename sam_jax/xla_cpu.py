@@ -13,7 +13,7 @@ backend (the first array or `jax.devices()`). The flags are read by XLA:CPU only
 
 import os
 
-import jaxlib
+import jaxlib.version
 
 # YNNPACK for dots and reductions (as by default), not for convolutions.
 FLAGS = ("--xla_cpu_experimental_ynn_fusion_type="
@@ -24,7 +24,7 @@ KNOWN_TO = ("0.10.",)
 
 def set_defaults(environ=os.environ) -> None:
   """Adds `FLAGS` to `environ["XLA_FLAGS"]`, except those it sets already."""
-  if not jaxlib.__version__.startswith(KNOWN_TO):
+  if not jaxlib.version.__version__.startswith(KNOWN_TO):
     return
   current = environ.get("XLA_FLAGS", "")
   missing = [flag for flag in FLAGS if flag.split("=")[0] not in current]

@@ -40,7 +40,7 @@ def median_seconds(fn, *args, repeats=5) -> float:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--channels", type=int, default=64)
   args = parser.parse_args()

@@ -58,7 +58,7 @@ SETTINGS = {
 
 
 def parse_args():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
   parser.add_argument("--model", default="WideResnet16x4")
   parser.add_argument("--batch_size", type=int, default=128, help="global batch")
   parser.add_argument("--image_size", type=int, default=32)

@@ -12,6 +12,7 @@ many outputs differ from ours in the faithful mode (`policies.magnitudes(faithfu
 """
 
 import argparse
+import importlib
 import pathlib
 import sys
 import tempfile
@@ -47,7 +48,8 @@ def tfa_stand_in() -> types.ModuleType:
     return transform(images, tf.stack([cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0]))
 
   image = types.ModuleType("tensorflow_addons.image")
-  image.transform, image.translate, image.rotate = transform, translate, rotate
+  # typeshed's ModuleType takes no new attributes; a module object takes any.
+  vars(image).update(transform=transform, translate=translate, rotate=rotate)
   return image
 
 
@@ -62,10 +64,9 @@ def import_official(repo: pathlib.Path):
   (package / "autoaugment").symlink_to(source.resolve())
   sys.path.insert(0, str(package.parent))
   addons = types.ModuleType("tensorflow_addons")
-  addons.image = tfa_stand_in()
+  addons.image = tfa_stand_in()  # pyright: ignore[reportAttributeAccessIssue]  (see tfa_stand_in)
   sys.modules.update({"tensorflow_addons": addons, "tensorflow_addons.image": addons.image})
-  from sam.autoaugment import autoaugment  # pylint: disable=import-outside-toplevel
-  return autoaugment
+  return importlib.import_module("sam.autoaugment.autoaugment")  # importable from here on
 
 
 def test_images() -> list[np.ndarray]:
@@ -113,7 +114,7 @@ def count_differences(official, name: str) -> tuple[int, int]:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
   parser.add_argument("official", type=pathlib.Path, help="a google-research/sam checkout")
   official = import_official(parser.parse_args().official)
   for name in official.NAME_TO_FUNC:

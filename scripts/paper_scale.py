@@ -53,7 +53,7 @@ def footprint(model_name: str, num_classes: int, side: int, m: int, dtype: str) 
   }
   step = steps.make_train_step(model, tx, mesh, layout)
   started = time.monotonic()
-  compiled = step.lower(state, batch, jax.random.key(1)).compile()
+  compiled = step.program().lower(state, batch, jax.random.key(1)).compile()
   memory = compiled.memory_analysis()
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   return {
@@ -67,7 +67,7 @@ def footprint(model_name: str, num_classes: int, side: int, m: int, dtype: str) 
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
   parser.add_argument("--only", default=None, help="one model of the table")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   args = parser.parse_args()

@@ -169,8 +169,10 @@ def tables(runs: list[dict]) -> str:
   if clean:
     lines += m_sweep_table(clean, ms)
   gaps = [r["gap"] for r in runs]
-  taus = {m: stats.kendalltau([r["m_sharpness"][m] for r in runs], gaps).statistic for m in ms}
-  tau_lambda = stats.kendalltau([r["lambda_max"] for r in runs], gaps).statistic
+  # scipy builds its result class at runtime: pyright cannot see its `statistic`.
+  tau = lambda x: stats.kendalltau(x, gaps).statistic  # pyright: ignore[reportAttributeAccessIssue]
+  taus = {m: tau([r["m_sharpness"][m] for r in runs]) for m in ms}
+  tau_lambda = tau([r["lambda_max"] for r in runs])
   lines += [
       "", f"**Does sharpness predict the generalisation gap?** Kendall's tau between "
       f"each measure and test error minus training error, over all {len(runs)} runs:", "",

@@ -47,7 +47,8 @@ def wide_resnet(depth: int, width: int, num_classes: int):
         shortcut = F.avg_pool2d(shortcut, self.stride)
       return x + F.pad(shortcut, (0, 0, 0, 0, 0, self.pad))
 
-  blocks, layers, channels = (depth - 4) // 6, [conv3x3(3, 16)], 16
+  blocks, channels = (depth - 4) // 6, 16
+  layers: list[nn.Module] = [conv3x3(3, 16)]
   for group, (base, stride) in enumerate(((16, 1), (32, 2), (64, 2))):
     for i in range(blocks):
       layers.append(Block(channels, base * width, stride if i == 0 else 1, group == 0 and i == 0))
@@ -58,7 +59,9 @@ def wide_resnet(depth: int, width: int, num_classes: int):
       nn.Flatten(),
       nn.Linear(channels, num_classes)
   ]
-  return nn.Sequential(*layers).to(memory_format=torch.channels_last).train()
+  model = nn.Sequential(*layers)
+  # torch's overloads of Module.to omit the memory_format it takes (and passes on).
+  return model.to(memory_format=torch.channels_last).train()  # pyright: ignore[reportCallIssue]
 
 
 def make_step(depth: int, width: int, num_classes: int, batch_size: int, image_size: int,
@@ -86,10 +89,11 @@ def make_step(depth: int, width: int, num_classes: int, batch_size: int, image_s
         norm = torch.linalg.vector_norm(
             torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
         eps = [rho / (norm + 1e-12) * p.grad for p in params]
-        torch._foreach_add_(params, eps)
+        # torch does not re-export its foreach ops (underscored, yet what its optimizers use).
+        torch._foreach_add_(params, eps)  # pyright: ignore[reportPrivateImportUsage]
       gradient()
       with torch.no_grad():
-        torch._foreach_sub_(params, eps)
+        torch._foreach_sub_(params, eps)  # pyright: ignore[reportPrivateImportUsage]
     optimizer.step()
 
   return step

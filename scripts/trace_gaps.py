@@ -34,7 +34,7 @@ def executions(trace: dict) -> list[tuple[float, float]]:
 
 def main_with(argv: list[str]) -> None:
   if len(argv) != 1:
-    sys.exit("usage: " + __doc__.split("\n\n")[1].strip())
+    sys.exit("usage: " + (__doc__ or "").split("\n\n")[1].strip())
   files = sorted(glob.glob(os.path.join(argv[0], "plugins", "profile", "*", "*.trace.json.gz")))
   if not files:
     sys.exit(f"No trace in {argv[0]}/plugins/profile: train with "

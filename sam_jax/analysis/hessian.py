@@ -69,7 +69,9 @@ def dataset_hvp(loss_fn: ExampleLossFn, params: Any, batches: Iterable[dict[str,
   def hvp(vectors):
     vectors = jnp.asarray(vectors, flat_params.dtype)
     rows = replicas.replicate(vectors.reshape(-1, flat_params.size), mesh)
-    total = sum(step(params, batch, rows) for batch in device_batches)
+    # The steps return Any, which picks typeshed's sum overload for ints: it is an Array.
+    total: jax.Array = sum(  # pyright: ignore[reportAssignmentType]
+        step(params, batch, rows) for batch in device_batches)
     return (total / count).reshape(vectors.shape)
 
   return hvp, flat_params.size

@@ -38,8 +38,9 @@ def example_loss_fn(model: nn.Module, batch_stats: Any, train_batch_norm: bool =
     if train_batch_norm:
       logits, _ = model.apply(variables, batch["image"], train=True, rngs=train_rngs(rng),
                               mutable=["batch_stats"])
-    else:
-      logits = model.apply(variables, batch["image"], train=False)
+    else:  # flax types apply() as output | (output, state); without `mutable` it is the output
+      logits: jax.Array = model.apply(  # pyright: ignore[reportAssignmentType]
+          variables, batch["image"], train=False)
     return cross_entropy(logits.astype(jnp.float32), batch["label"])
 
   return loss_fn

@@ -25,7 +25,9 @@ def spectral_densities(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], 
   A dashed line marks each curve's lambda_max, as Figure 3 (left) of the paper.
   """
   figure, axes = plt.subplots(figsize=(6, 4))
-  for (label, (grid, density, lambda_max)), color in zip(curves.items(), plt.cm.tab10.colors):
+  # matplotlib types tab10 as a Colormap, without the colors of the ListedColormap it is.
+  colors = plt.cm.tab10.colors  # pyright: ignore[reportAttributeAccessIssue]
+  for (label, (grid, density, lambda_max)), color in zip(curves.items(), colors):
     axes.semilogy(grid, np.maximum(density, 1e-12), color=color,
                   label=f"{label} ($\\lambda_{{max}}$ = {lambda_max:.3g})")
     axes.axvline(lambda_max, color=color, linestyle="--", linewidth=1)

@@ -58,6 +58,9 @@ def _policy_ops(image, key, info: DatasetInfo, aug: Augmentation, size: int):
   """AutoAugment or RandAugment on a uint8 image, as `aug` asks (else the image)."""
   if aug.image in ("autoaugment", "aa-only"):
     policy = aug.policy(info)
+    if policy is None:  # `Augmentation.check` says so before any pipeline is built
+      raise UsageError(f"No AutoAugment policy for {info.tfds_name}: set "
+                       "--config.autoaugment_policy.")
     return autoaugment.autoaugment(image, key, policy, magnitudes(policy, size, aug.faithful))
   if aug.image == "randaugment":
     return autoaugment.randaugment(image, key, aug.randaug_num_layers, aug.randaug_magnitude,
@@ -67,7 +70,7 @@ def _policy_ops(image, key, info: DatasetInfo, aug: Augmentation, size: int):
 
 def augment_small(image, key, info: DatasetInfo, aug: Augmentation):
   """CIFAR order: policy on uint8, then reflect-pad crop and flip."""
-  image = _policy_ops(image, fold_in(key, POLICY), info, aug, info.image_shape[0])
+  image = _policy_ops(image, fold_in(key, POLICY), info, aug, info.fixed_image_shape[0])
   if aug.image in ("basic", "autoaugment", "randaugment"):
     image = image_ops.crop_and_flip(image, key, info)
   return image

@@ -30,6 +30,14 @@ class DatasetInfo:
   streamed: bool = False
   default_image_size: int | None = None
 
+  @property
+  def fixed_image_shape(self) -> tuple[int, int, int]:
+    """image_shape of a dataset whose images all have one size (not the JPEG datasets)."""
+    height, width, channels = self.image_shape
+    if height is None or width is None:
+      raise ValueError(f"{self.tfds_name}'s images have no fixed size: give an image size.")
+    return height, width, channels
+
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -58,7 +58,8 @@ def split_indices() -> dict[str, np.ndarray]:
   Returns:
     {"train": 1,437 indices, "test": 360 indices} into `load_digits()`'s order.
   """
-  labels = sk_datasets.load_digits().target
+  # sklearn is untyped: pyright infers load_digits() as the return_X_y tuple, not a Bunch.
+  labels = sk_datasets.load_digits().target  # pyright: ignore[reportAttributeAccessIssue]
   train, test = model_selection.train_test_split(
       np.arange(len(labels)), test_size=TEST_FRACTION, stratify=labels, random_state=SPLIT_SEED)
   return {"train": np.sort(train), "test": np.sort(test)}
@@ -109,9 +110,9 @@ class Digits(tfds.core.GeneratorBasedBuilder):
       {"train": generator, "test": generator}.
     """
     del dl_manager
-    digits = sk_datasets.load_digits()
-    images = rescale(digits.images)[..., None]
-    labels = digits.target
+    digits = sk_datasets.load_digits()  # a Bunch; pyright infers a tuple (see split_indices)
+    images = rescale(digits.images)[..., None]  # pyright: ignore[reportAttributeAccessIssue]
+    labels = digits.target  # pyright: ignore[reportAttributeAccessIssue]
     return {
         name: self._generate_examples(images, labels, indices)
         for name, indices in split_indices().items()

@@ -4,6 +4,8 @@ Random ops are stateless: each takes a [2] int64 key and draws from it, or from
 `fold_in(key, n)` for its n-th draw, so that no two streams share a key.
 """
 
+from typing import Any
+
 from sam_jax.data.datasets import DatasetInfo
 from sam_jax.data.tf_cpu import tf
 
@@ -12,7 +14,9 @@ FLIP, POLICY = 1, 2  # streams of an example's key besides the crop (which uses 
 
 def fold_in(key: tf.Tensor, value: int) -> tf.Tensor:
   """A new key for stream `value` of `key` (a hash: unrelated to key + value)."""
-  return tf.random.experimental.stateless_fold_in(key, value)
+  # TF's type stubs lack tf.random.experimental.
+  fold = tf.random.experimental.stateless_fold_in  # pyright: ignore[reportAttributeAccessIssue]
+  return fold(key, value)
 
 
 def normalize(image: tf.Tensor, info: DatasetInfo) -> tf.Tensor:
@@ -41,8 +45,9 @@ def cutout(images: tf.Tensor, key: tf.Tensor, length: int, per_example: bool) ->
   """
   batch, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
   draws = batch if per_example else 1
-  cy = tf.random.stateless_uniform([draws, 1, 1], fold_in(key, 0), 0, height, tf.int32)
-  cx = tf.random.stateless_uniform([draws, 1, 1], fold_in(key, 1), 0, width, tf.int32)
+  shape: list[Any] = [draws, 1, 1]  # TF packs a tensor among ints; its stubs take ints only
+  cy = tf.random.stateless_uniform(shape, fold_in(key, 0), 0, height, tf.int32)
+  cx = tf.random.stateless_uniform(shape, fold_in(key, 1), 0, width, tf.int32)
   top, left = cy - length // 2, cx - length // 2
   rows, cols = tf.range(height)[None, :, None], tf.range(width)[None, None, :]
   inside = (rows >= top) & (rows < top + length) & (cols >= left) & (cols < left + length)
@@ -52,7 +57,8 @@ def cutout(images: tf.Tensor, key: tf.Tensor, length: int, per_example: bool) ->
 def mixup(images: tf.Tensor, labels: tf.Tensor, key: tf.Tensor, alpha: float):
   """Mixup (Zhang et al., 2018) as the original: x w + reverse(x) (1 - w), w ~ Beta(a, a)
   once per batch, w = max(w, 1 - w); `labels` are one-hot (or already soft)."""
-  g = tf.random.stateless_gamma([2], key, alpha=alpha)
+  # TF's type stubs want a tensor alpha; a float converts as for any TF op.
+  g = tf.random.stateless_gamma([2], key, alpha=alpha)  # pyright: ignore[reportArgumentType]
   w = tf.maximum(g[0] / (g[0] + g[1]), g[1] / (g[0] + g[1]))
   return images * w + images[::-1] * (1 - w), labels * w + labels[::-1] * (1 - w)
 

@@ -16,6 +16,7 @@ import operator
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import constants as tfds_constants
 from absl import logging
 
 from sam_jax.data import digits  # noqa: F401  (registers the offline `digits` builder)
@@ -47,7 +48,8 @@ def shard(split: str, index: int, count: int):
   some of each. Returns a TFDS split object for `builder.as_dataset`.
   """
   parts = [tfds.even_splits(part, count)[index] for part in split.split("+")]
-  return functools.reduce(operator.add, parts)
+  # TFDS types the parts as str | split objects; they are split objects, which add up.
+  return functools.reduce(operator.add, parts)  # pyright: ignore[reportArgumentType]
 
 
 def process_split(split: str, process_index: int | None = None, process_count: int | None = None):
@@ -105,9 +107,11 @@ def load_split(info: DatasetInfo, split, data_dir: str | None):
       prepare_digits(builder)
     if info.streamed:
       return StreamedSplit(builder, split, _count(builder, split))
-    chunks = list(tfds.as_numpy(builder.as_dataset(split=split).batch(8192)))
+    # TFDS's logging decorator (wrapt) hides as_dataset's `split` from the type checker.
+    dataset = builder.as_dataset(split=split)  # pyright: ignore[reportCallIssue]
+    chunks = list(tfds.as_numpy(dataset.batch(8192)))
   except (tfds.core.DatasetNotFoundError, AssertionError, FileNotFoundError) as e:
-    where = data_dir or tfds.core.constants.DATA_DIR
+    where = data_dir or tfds_constants.DATA_DIR
     how = (" (ImageNet must be downloaded by hand first: see the TFDS imagenet2012 page)"
            if info.tfds_name == "imagenet2012" else "")
     raise UsageError(
@@ -115,7 +119,7 @@ def load_split(info: DatasetInfo, split, data_dir: str | None):
         f"`tfds build {info.tfds_name} --data_dir={where}` on a machine with network{how}, "
         f"or pass --config.data_dir=DIR where it is ({type(e).__name__}).") from e
   except tf.errors.OpError as e:  # e.g. DataLossError: random bytes in a record file
-    where = data_dir or tfds.core.constants.DATA_DIR
+    where = data_dir or tfds_constants.DATA_DIR
     reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message).strip()
     raise UsageError(
         f"TFDS dataset '{info.tfds_name}' in {where} is damaged ({type(e).__name__}: "
@@ -123,7 +127,10 @@ def load_split(info: DatasetInfo, split, data_dir: str | None):
         f"(`tfds build {info.tfds_name} --data_dir={where}`; the digits are rewritten by "
         "themselves).") from e
   if not chunks:  # an empty split (or share of one)
-    return {"image": np.zeros((0, *info.image_shape), np.uint8), "label": np.zeros(0, np.int32)}
+    return {
+        "image": np.zeros((0, *info.fixed_image_shape), np.uint8),
+        "label": np.zeros(0, np.int32)
+    }
   image = np.concatenate([c["image"] for c in chunks])
   if image.ndim == 3:
     image = image[..., None]

@@ -97,7 +97,9 @@ def _small_examples(info, examples, batch_size, keys, steps, aug):
 
   def example(i):
     epoch, position = i // num, i % num
-    index = tf.random.experimental.index_shuffle(position, keys(epoch), num - 1)
+    # TF's type stubs lack tf.random.experimental.
+    shuffle = tf.random.experimental.index_shuffle  # pyright: ignore[reportAttributeAccessIssue]
+    index = shuffle(position, keys(epoch), num - 1)
     image = augment_small(images[index], keys(i), info, aug)
     return {"image": image_ops.normalize(image, info), "label": labels[index], "index": i}
 
@@ -111,8 +113,12 @@ def _streamed_examples(info, split: StreamedSplit, batch_size, keys, steps, aug,
   records already consumed before decoding them. Only the image bytes and the label are
   kept, and only the crop window is decoded."""
   read_config = tfds.ReadConfig(shuffle_seed=keys.shuffle_seed, add_tfds_id=False)
-  ds = split.builder.as_dataset(split=split.split, shuffle_files=True, read_config=read_config,
-                                decoders={"image": tfds.decode.SkipDecoding()})
+  # TFDS's logging decorator (wrapt) hides as_dataset's `split` from the type checker.
+  ds = split.builder.as_dataset(
+      split=split.split,  # pyright: ignore[reportCallIssue]
+      shuffle_files=True,
+      read_config=read_config,
+      decoders={"image": tfds.decode.SkipDecoding()})
   ds = ds.map(lambda e: (e["image"], e["label"])).repeat()
   buffer = min(SHUFFLE_BUFFER, split.num_examples)
   start, stop = steps
@@ -164,8 +170,12 @@ def eval_batches(info: DatasetInfo, examples, batch_size: int, image_size: int |
   """
   if isinstance(examples, StreamedSplit):
     size = image_size or info.default_image_size
-    ds = examples.builder.as_dataset(split=examples.split,
-                                     decoders={"image": tfds.decode.SkipDecoding()})
+    if size is None:
+      raise ValueError(f"{info.tfds_name} is streamed: it needs an image size to crop to.")
+    # TFDS's logging decorator (wrapt) hides as_dataset's `split` from the type checker.
+    ds = examples.builder.as_dataset(
+        split=examples.split,  # pyright: ignore[reportCallIssue]
+        decoders={"image": tfds.decode.SkipDecoding()})
     ds = ds.map(
         lambda e: {
             "image": image_ops.normalize(imagenet.center_crop(e["image"], size), info),
@@ -186,9 +196,8 @@ def eval_batches(info: DatasetInfo, examples, batch_size: int, image_size: int |
 
   ds = ds.batch(batch_size).map(pad)
   if num_batches is not None:
-    padding = {
-        k: tf.zeros([batch_size, *spec.shape[1:]], spec.dtype)
-        for k, spec in ds.element_spec.items()
-    }
+    # TF's type stubs allow any nesting here; this one is a dict of TensorSpecs.
+    specs: dict[str, tf.TensorSpec] = ds.element_spec  # pyright: ignore[reportAssignmentType]
+    padding = {k: tf.zeros([batch_size, *spec.shape[1:]], spec.dtype) for k, spec in specs.items()}
     ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat()).take(num_batches)
   return ds.prefetch(2).as_numpy_iterator()

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sam_jax.family.common import FamilyState, combine, dot, gradient, init_state
+from sam_jax.family.common import FamilyState, combine, dot, gradient, init_state, required
 from sam_jax.sam import AxisName, GradFn, perturb
 
 
@@ -47,14 +47,14 @@ def sometimes(inner: optax.GradientTransformationExtraArgs, *, every: int = 1,
   def init_fn(params):
     return (jnp.zeros([], jnp.int32), inner.init(params))
 
-  def update_fn(grads, state, params=None, *, sam_step: bool | None = None, **extra_args):
+  def update_fn(updates, state, params=None, *, sam_step: bool | None = None, **extra_args):
     count, inner_state = state
 
     def run():
-      return inner.update(grads, inner_state, params, **extra_args)
+      return inner.update(updates, inner_state, params, **extra_args)
 
     def skip():
-      return grads, inner_state
+      return updates, inner_state
 
     if sam_step is None:
       updates, inner_state = jax.lax.cond(
@@ -110,10 +110,11 @@ def looksam(rho: float, *, every: int = 5, alpha: float = 0.7, axis_name: AxisNa
     count, aux = init_state(aux_init)
     return LookSamState(count, aux, jax.tree.map(jnp.zeros_like, params))
 
-  def update_fn(grads, state, params=None, *, grad_fn: GradFn, sam_step: bool | None = None,
-                **extra_args):
+  def update_fn(updates, state, params=None, *, grad_fn: GradFn | None = None,
+                sam_step: bool | None = None, **extra_args):
     del extra_args
-    mean_grads = mean(grads)
+    params, grad_fn = required("LookSAM", params, grad_fn)
+    grads, mean_grads = updates, mean(updates)
 
     def full():
       sam_grads, aux = gradient(grad_fn, perturb(params, grads, rho, eps=eps, **perturb_kwargs),
@@ -167,11 +168,12 @@ def esam(rho: float, *, beta: float = 0.5, gamma: float = 0.5, seed: int = 0, ep
     del params
     return init_state(aux_init)
 
-  def update_fn(grads, state, params=None, *, grad_fn: GradFn,
+  def update_fn(updates, state, params=None, *, grad_fn: GradFn | None = None,
                 example_losses: jax.Array | None = None,
                 example_losses_fn: Callable[[optax.Params], jax.Array] | None = None, **extra_args):
     del extra_args
-    leaves, treedef = jax.tree.flatten(grads)
+    params, grad_fn = required("ESAM", params, grad_fn)
+    leaves, treedef = jax.tree.flatten(updates)
     keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), state.count), len(leaves))
     kept = [
         g * jax.random.bernoulli(k, beta).astype(g.dtype) if beta < 1 else g

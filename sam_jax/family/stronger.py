@@ -1,12 +1,13 @@
 """The members of the SAM family that change the SAM gradient itself: GSAM, GCSAM, WSAM."""
 
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from sam_jax.family.common import FamilyState, Schedule, combine, dot, gradient, init_state
+from sam_jax.family.common import (FamilyState, Schedule, combine, dot, gradient, init_state,
+                                   required)
 from sam_jax.sam import AxisName, GradFn, perturb
 
 
@@ -46,13 +47,14 @@ def gsam(rho: float | Schedule, *, alpha: float = 0.01, eps: float = 1e-12, aux_
     del params
     return init_state(aux_init)
 
-  def update_fn(grads, state, params=None, *, grad_fn: GradFn, **extra_args):
+  def update_fn(updates, state, params=None, *, grad_fn: GradFn | None = None, **extra_args):
     del extra_args
+    params, grad_fn = required("GSAM", params, grad_fn)
     radius = rho(state.count) if callable(rho) else rho
-    robust, aux = gradient(grad_fn, perturb(params, grads, radius, eps=eps, **perturb_kwargs),
+    robust, aux = gradient(grad_fn, perturb(params, updates, radius, eps=eps, **perturb_kwargs),
                            state)
-    along = dot(grads, robust) / (dot(robust, robust) + eps)
-    updates = combine(1.0 + alpha * along, robust, -alpha, grads)
+    along = dot(updates, robust) / (dot(robust, robust) + eps)
+    updates = combine(1.0 + alpha * along, robust, -alpha, updates)
     return updates, FamilyState(state.count + 1, aux)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -82,11 +84,12 @@ def gcsam(rho: float, *, eps: float = 1e-12,
     del params
     return init_state(aux_init)
 
-  def update_fn(grads, state, params=None, *, grad_fn: GradFn, **extra_args):
+  def update_fn(updates, state, params=None, *, grad_fn: GradFn | None = None, **extra_args):
     del extra_args
-    scale = rho / (optax.tree_utils.tree_norm(grads) + eps)
+    params, grad_fn = required("GCSAM", params, grad_fn)
+    scale = rho / (optax.tree_utils.tree_norm(updates) + eps)
     perturbed = jax.tree.map(lambda w, g: w + (scale * g).astype(w.dtype), params,
-                             centralize_gradient(grads))
+                             centralize_gradient(updates))
     updates, aux = gradient(grad_fn, perturbed, state)
     return updates, FamilyState(state.count + 1, aux)
 
@@ -112,11 +115,12 @@ def wsam(rho: float, *, gamma: float = 0.9, eps: float = 1e-12, aux_init: Any = 
     del params
     return init_state(aux_init)
 
-  def update_fn(grads, state, params=None, *, grad_fn: GradFn, **extra_args):
+  def update_fn(updates, state, params=None, *, grad_fn: GradFn | None = None, **extra_args):
     del extra_args
-    sam_grads, aux = gradient(grad_fn, perturb(params, grads, rho, eps=eps, **perturb_kwargs),
+    params, grad_fn = required("WSAM", params, grad_fn)
+    sam_grads, aux = gradient(grad_fn, perturb(params, updates, rho, eps=eps, **perturb_kwargs),
                               state)
-    return combine(1.0 - weight, grads, weight, sam_grads), FamilyState(state.count + 1, aux)
+    return combine(1.0 - weight, updates, weight, sam_grads), FamilyState(state.count + 1, aux)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -139,15 +143,16 @@ def decoupled_wsam(rho: float, base: optax.GradientTransformation, learning_rate
   def init_fn(params):
     return (front.init(params), base.init(params))
 
-  def update_fn(grads, state, params=None, *, grad_fn: GradFn, **extra_args):
+  def update_fn(updates, state, params=None, *, grad_fn: GradFn | None = None, **extra_args):
     del extra_args
     front_state, base_state = state
-    sam_grads, front_state = front.update(grads, front_state, params, grad_fn=grad_fn)
-    updates, base_state = base.update(grads, base_state, params)
-    sharpness = combine(1.0, sam_grads, -1.0, grads)
+    sam_grads, front_state = front.update(updates, front_state, params, grad_fn=grad_fn)
+    base_updates, base_state = base.update(updates, base_state, params)
+    sharpness = combine(1.0, sam_grads, -1.0, updates)
     if axis_name is not None:
       sharpness = jax.lax.pmean(sharpness, axis_name)
-    lr = learning_rate(front_state.count - 1) if callable(learning_rate) else learning_rate
-    return combine(1.0, updates, -lr * weight, sharpness), (front_state, base_state)
+    count = cast(FamilyState, front_state).count  # `front` is a wsam
+    lr = learning_rate(count - 1) if callable(learning_rate) else learning_rate
+    return combine(1.0, base_updates, -lr * weight, sharpness), (front_state, base_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

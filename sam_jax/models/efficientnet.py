@@ -51,9 +51,9 @@ SE_RATIO, DROP_CONNECT_RATE, BN_MOMENTUM, BN_EPSILON = 0.25, 0.2, 0.99, 1e-3
 
 def round_filters(filters: int, width: float, divisor: int = 8) -> int:
   """c * width rounded to the nearest multiple of `divisor`, at least 90% of c * width."""
-  filters *= width
-  rounded = max(divisor, int(filters + divisor / 2) // divisor * divisor)
-  return int(rounded + divisor if rounded < 0.9 * filters else rounded)
+  scaled = filters * width
+  rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+  return int(rounded + divisor if rounded < 0.9 * scaled else rounded)
 
 
 def round_repeats(repeats: int, depth: float) -> int:

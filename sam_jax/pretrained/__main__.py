@@ -27,18 +27,18 @@ def main(argv):
     if len(argv) > 1:
       raise UsageError(f"Unexpected arguments: {' '.join(argv[1:])} (flags take the form "
                        "--name=value).")
-    missing = [f"--{flag.name}" for flag in (_FROM, _MODEL, _TO) if not flag.value]
-    if missing:
+    source, model, to = _FROM.value, _MODEL.value, _TO.value
+    if not (source and model and to):
+      missing = [f"--{flag.name}" for flag in (_FROM, _MODEL, _TO) if not flag.value]
       raise UsageError(f"Say {' and '.join(missing)}: python -m sam_jax.pretrained "
                        "--from=CHECKPOINT --model=efficientnet-b7 --to=NEW_FOLDER.")
-    variables = convert_to_orbax(_FROM.value, _MODEL.value, _TO.value, fmt=_FORMAT.value,
-                                 use_ema=_EMA.value)
+    variables = convert_to_orbax(source, model, to, fmt=_FORMAT.value, use_ema=_EMA.value)
   except UsageError as e:
     exit_with_usage_error("sam_jax.pretrained", str(e))
   count = sum(np.size(x) for x in jax.tree.leaves(variables["params"]))
-  print(f"Wrote {_MODEL.value} ({count:,} parameters, "
+  print(f"Wrote {model} ({count:,} parameters, "
         f"{variables['params']['head_dense']['bias'].shape[0]} classes) to "
-        f"{os.path.abspath(_TO.value)}; finetune with --config.init_from={_TO.value}")
+        f"{os.path.abspath(to)}; finetune with --config.init_from={to}")
 
 
 if __name__ == "__main__":

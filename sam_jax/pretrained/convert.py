@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import flax
+import flax.traverse_util
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -101,7 +101,7 @@ def convert(shapes: Mapping[str, tuple[int, ...]], read: Callable[[str], Any], v
   Raises:
     CheckpointError: naming the missing, unexpected and misshapen variables.
   """
-  ours = flax.traverse_util.flatten_dict(
+  ours: dict[str, Any] = flax.traverse_util.flatten_dict(
       {
           "params": variables["params"],
           "batch_stats": variables.get("batch_stats", {})

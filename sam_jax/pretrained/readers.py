@@ -12,7 +12,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import flax
+import flax.serialization
+import flax.traverse_util
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
@@ -86,7 +87,9 @@ def _read_flax(path: str) -> Opened:
 def _read_keras(path: str) -> Opened:
   import h5py  # pylint: disable=import-outside-toplevel  (only this format needs it)
   f = h5py.File(path, "r")
-  root = f["model_weights"] if "model_weights" in f else f
+  # Any: h5py is untyped, and the unions pyright infers from its code (a Datatype node, an
+  # Empty attribute) do not fit a Keras file's groups and string arrays.
+  root: Any = f["model_weights"] if "model_weights" in f else f
   if "layer_names" not in root.attrs:
     f.close()
     raise CheckpointError(
@@ -107,7 +110,7 @@ def _read_keras(path: str) -> Opened:
 
 def _read_orbax(path: str) -> Opened:
   tree = ocp.StandardCheckpointer().restore(os.path.abspath(path))
-  flat = flax.traverse_util.flatten_dict(tree, sep="/")
+  flat: dict[str, Any] = flax.traverse_util.flatten_dict(tree, sep="/")
   return {n: v.shape for n, v in flat.items()}, flat.__getitem__, lambda: None
 
 
