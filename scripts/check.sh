@@ -18,5 +18,5 @@ if ! yapf --diff --recursive --parallel "${formatted[@]}"; then
   exit 1
 fi
 echo "check: pyright (types)"
-pyright
+pyright --project .  # this checkout's pyproject.toml, whatever lies above it
 pre-commit validate-config .pre-commit-config.yaml
