@@ -240,7 +240,7 @@ def main():
 
 
 def torch_version() -> str:
-  import torch  # pylint: disable=import-outside-toplevel
+  import torch  # pyright: ignore[reportMissingImports]  (optional)
   return torch.__version__.split("+")[0]
 
 

@@ -17,9 +17,9 @@ def available() -> bool:
 
 def wide_resnet(depth: int, width: int, num_classes: int):
   """WRN-depth-width as `sam_jax.models.wide_resnet.WideResnet`, channels-last, training."""
-  import torch  # pylint: disable=import-outside-toplevel
-  from torch import nn  # pylint: disable=import-outside-toplevel
-  import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+  import torch  # pyright: ignore[reportMissingImports]  (optional)
+  from torch import nn  # pyright: ignore[reportMissingImports]  (optional)
+  import torch.nn.functional as F  # pyright: ignore[reportMissingImports]  (optional)
 
   def bn_relu(channels):
     return nn.Sequential(nn.BatchNorm2d(channels, eps=1e-5, momentum=0.1), nn.ReLU())
@@ -67,8 +67,8 @@ def wide_resnet(depth: int, width: int, num_classes: int):
 def make_step(depth: int, width: int, num_classes: int, batch_size: int, image_size: int,
               rho: float):
   """A function running one train step on a fixed synthetic batch (rho 0: SGD)."""
-  import torch  # pylint: disable=import-outside-toplevel
-  import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
+  import torch  # pyright: ignore[reportMissingImports]  (optional)
+  import torch.nn.functional as F  # pyright: ignore[reportMissingImports]  (optional)
   model = wide_resnet(depth, width, num_classes)
   optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
                               weight_decay=5e-4)
