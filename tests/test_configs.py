@@ -15,38 +15,22 @@ from sam_jax.models import get_model, layers
 
 # Transcribed from Foret et al. (2021), Tables 6 and 7:
 # (model, epochs, lr (or per dataset), wd, rho per dataset).
+# yapf: disable  (the paper's rows, kept compact)
 PAPER = {
-    "table1_wrn28x10_200ep": ("WideResnet28x10", 200, 0.1, 5e-4, {
-        "cifar10": 0.05,
-        "cifar100": 0.1
-    }),
-    "table1_wrn28x10_1800ep": ("WideResnet28x10", 1800, 0.05, 1e-3, {
-        "cifar10": 0.05,
-        "cifar100": 0.1
-    }),
-    "table1_shake_shake": ("WideResnet28x6_ShakeShake", 1800, 0.02, 1e-3, {
-        "cifar10": 0.02,
-        "cifar100": 0.05
-    }),
-    "table1_pyramidnet": ("Pyramid_vanilla", 1800, 0.05, 5e-4, {
-        "cifar10": 0.05,
-        "cifar100": 0.2
-    }),
-    "table1_pyramid_shakedrop": ("Pyramid_ShakeDrop", 1800, {
-        "cifar10": 0.02,
-        "cifar100": 0.05
-    }, 5e-4, {
-        "cifar10": 0.05,
-        "cifar100": 0.05
-    }),
-    "table5_wrn28x10": ("WideResnet28x10", 200, {
-        "svhn": 0.01,
-        "fashion_mnist": 0.1
-    }, 5e-4, {
-        "svhn": 0.01,
-        "fashion_mnist": 0.05
-    }),
+    "table1_wrn28x10_200ep": ("WideResnet28x10", 200, 0.1, 5e-4,
+                              {"cifar10": 0.05, "cifar100": 0.1}),
+    "table1_wrn28x10_1800ep": ("WideResnet28x10", 1800, 0.05, 1e-3,
+                               {"cifar10": 0.05, "cifar100": 0.1}),
+    "table1_shake_shake": ("WideResnet28x6_ShakeShake", 1800, 0.02, 1e-3,
+                           {"cifar10": 0.02, "cifar100": 0.05}),
+    "table1_pyramidnet": ("Pyramid_vanilla", 1800, 0.05, 5e-4,
+                          {"cifar10": 0.05, "cifar100": 0.2}),
+    "table1_pyramid_shakedrop": ("Pyramid_ShakeDrop", 1800, {"cifar10": 0.02, "cifar100": 0.05},
+                                 5e-4, {"cifar10": 0.05, "cifar100": 0.05}),
+    "table5_wrn28x10": ("WideResnet28x10", 200, {"svhn": 0.01, "fashion_mnist": 0.1}, 5e-4,
+                        {"svhn": 0.01, "fashion_mnist": 0.05}),
 }
+# yapf: enable
 AUGMENTATIONS = {
     "basic": ("basic", "none"),
     "cutout": ("basic", "cutout"),
