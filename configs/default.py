@@ -1,7 +1,10 @@
-"""Defaults of the original google-research/sam training binary (WRN on CIFAR-10, SAM).
+"""The config schema and this project's defaults: SAM (rho 0.05) on WRN-28-10, CIFAR-10.
 
 Every experiment config starts from this one; any field can be overridden on the
-command line, e.g. `--config.sam.rho=0.1 --config.num_epochs=10`.
+command line, e.g. `--config.sam.rho=0.1 --config.num_epochs=10`. The comments are the
+fields' help (`--helpfull`). The official google-research/sam binary's defaults differ
+(SGD unless --sam_rho, masks redrawn in the SAM pass, its resize, order and initial
+weights): they are `configs/original.py`, which the original flags start from.
 """
 
 import ml_collections
@@ -20,8 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
   # (224 for the JPEG datasets).
   config.image_size = ml_collections.config_dict.placeholder(int)
   # Computation dtype (parameters, BatchNorm statistics and the loss stay float32):
-  # float32, bfloat16, or auto: bfloat16 on GPU and TPU, float32 on CPU.
-  config.dtype = "auto"
+  # float32 (the original's), bfloat16, or auto: bfloat16 on GPU and TPU, float32 on CPU.
+  config.dtype = "float32"
   config.sync_batch_norm = False  # BatchNorm statistics over all replicas (maps them by vmap)
   # How a device runs its virtual replicas' gradient passes: "loop" (unrolled; fastest on
   # CPU), "scan" (one after another: gradient accumulation, one replica's activations in
@@ -53,6 +56,13 @@ def get_config() -> ml_collections.ConfigDict:
   # original. Set it to another run's process count to see that run's batches.
   config.data_shards = ml_collections.config_dict.placeholder(int)
   config.cutout_mask = "batch"  # one square per batch (the original) or per "example"
+  # In-memory datasets: unset, a uniform permutation of the training split every epoch; N,
+  # the original's order: the split in file order through a shuffle buffer of N examples
+  # (50,000), drawn anew every epoch. Streamed datasets shuffle their files and 16,384.
+  config.shuffle_buffer = ml_collections.config_dict.placeholder(int)
+  # Resizing to the model's resolution: "bicubic" (tf.image.resize: half-pixel centres,
+  # clipped) or "bicubic_tf1" (the original's tf.compat.v1.image.resize_bicubic).
+  config.resize_method = "bicubic"
   # == Optimizer (sam_jax/optim.py) ==
   config.learning_rate = 0.1  # peak learning rate
   config.use_learning_rate_schedule = True  # False: constant learning_rate
@@ -83,8 +93,8 @@ def get_config() -> ml_collections.ConfigDict:
   # With sync_perturbations: replicas per shared perturbation (the original's
   # --inner_group_size); None = all of them.
   config.sam.sync_group_size = ml_collections.config_dict.placeholder(int)
-  # New dropout/ShakeDrop masks in the SAM pass (the original's stateful Bernoulli);
-  # shared masks (False) estimate the sharpness gradient with less noise.
+  # New dropout/ShakeDrop/stochastic-depth masks in the SAM pass (the original's stateful
+  # Bernoulli); shared masks (False) estimate the sharpness gradient with less noise.
   config.sam.redraw_masks = False
   config.sam.adaptive = False  # ASAM
   config.sam.eta = 0.01  # ASAM's offset
@@ -109,7 +119,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.sam.wsam_gamma = 0.9  # WSAM: weight of sharpness, gamma / (1 - gamma); 0.5 = SAM
   config.sam.wsam_decoupled = True  # WSAM: sharpness as its own plain step (the authors')
   # == Run ==
-  config.seed = 0  # parameters, data order, augmentations and dropout
+  config.seed = 0  # data order, augmentations, dropout and (unless init_seed) parameters
+  # The initial parameters' seed; unset: `seed`. The original used 0 whatever its seed.
+  config.init_seed = ml_collections.config_dict.placeholder(int)
   config.log_every_steps = 50  # train metrics to TensorBoard and the console
   # > 0: a profile trace of this many steps, 10 steps in (sam_jax/profiling.py)
   config.profile_steps = 0

@@ -27,10 +27,12 @@ top-5 SGD):
     Resnet152,400    18.4±<0.01  20.9±<0.0   4.35±0.04   5.84±0.07
 
 Input: `imagenet2012` from TFDS (prepared by hand, see its TFDS page), Inception crop to 224
-and flip for training, the 224/256 centre crop for evaluation; no RandAugment or mixup.
+and flip for training, the 224/256 centre crop for evaluation, both resized by the
+original's TF1 bicubic op (dataset_source_imagenet.py:107); no RandAugment or mixup. The
+paper's 5 runs had independent initialisations (Sec. 3.1): --config.seed=0..4.
 """
 
-from configs import cells, default
+from configs import cells, default, original
 
 MODELS, EPOCHS = ("Resnet50", "Resnet101", "Resnet152"), ("100", "200", "400")
 
@@ -40,6 +42,7 @@ def get_config(arg: str = "Resnet50,100,sam"):
   config = default.get_config()
   config.dataset = "imagenet"
   config.model_name = cell.model
+  original.official_code(config)  # float32, the original's resize (see configs/paper.py)
   config.num_epochs = int(cell.epochs)
   config.batch_size = 4096
   config.sam.m = 128  # 4096 over 32 TPU cores

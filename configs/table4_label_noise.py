@@ -28,7 +28,7 @@ another class, so that NOISE_PERCENT is the realised rate. Paper rho grid and va
 Appendix C.1.
 """
 
-from configs import cells, default
+from configs import cells, default, original
 
 NOISE = ("20", "40", "60", "80")
 
@@ -39,6 +39,7 @@ def get_config(arg: str = "20,sam"):
   config = default.get_config()
   config.dataset = "cifar10"
   config.model_name = "Resnet32"
+  original.official_code(config)  # float32, the original's order (see configs/paper.py)
   config.num_epochs = 200
   config.batch_size = 256
   config.sam.m = 32

@@ -1,11 +1,12 @@
 """Paper Table 5 (Appendix B.1), Wide-ResNet-28-10 rows on SVHN and Fashion-MNIST.
 
-SVHN trains on train + extra (604,388 digits). Table 7: SVHN lr 0.01, weight decay 5e-4,
-rho 0.01; Fashion-MNIST lr 0.1, weight decay 5e-4, rho 0.05; the rest as in
-`configs/paper.py` (batch 256, m = 32). The paper does not give the number of epochs:
-this keeps the original binary's default of 200. The Fashion-MNIST "Auto augment" row is
-cutout only (Appendix B.1), so it is the `cutout` cell here. Pick the cell after the
-colon, DATASET,AUGMENTATION,OPTIMIZER:
+SVHN trains on train + extra (604,388 digits), in the original's order: train, then
+extra, through a 50,000-example shuffle buffer (dataset_source.py:116, :311-313).
+Table 7: SVHN lr 0.01, weight decay 5e-4, rho 0.01; Fashion-MNIST lr 0.1, weight decay
+5e-4, rho 0.05; the rest as in `configs/paper.py` (batch 256, m = 32). The paper does not
+give the number of epochs: this keeps the original binary's default of 200. The
+Fashion-MNIST "Auto augment" row is cutout only (Appendix B.1), so it is the `cutout`
+cell here. Pick the cell after the colon, DATASET,AUGMENTATION,OPTIMIZER:
 
     python -m sam_jax.train --config=configs/table5_wrn28x10.py:fashion_mnist,cutout,sam \\
         --workdir=workdirs/table5_wrn28x10/fashion_mnist_cutout_sam

@@ -13,7 +13,7 @@ from absl import logging
 
 from sam_jax import processes, replicas, steps
 from sam_jax.family import unperturbed
-from sam_jax.data import loading, pipeline
+from sam_jax.data import loading
 
 if TYPE_CHECKING:
   from sam_jax import loop
@@ -59,8 +59,7 @@ def evaluate_all(config: ml_collections.ConfigDict, run: "loop.SetUp", eval_step
   results = {}
   for split, (examples, num_batches) in splits.items():
     for prefix, evaluated in models.items():
-      batches = pipeline.eval_batches(run.info, examples, run.process_batch, run.image_size,
-                                      num_batches)
+      batches = run.eval_batches(examples, num_batches=num_batches)
       metrics = evaluate(eval_step, evaluated, batches, run.mesh)
       results.update({f"{prefix}{split}_{name}": metrics[name] for name in names})
     results[f"{split}_examples"] = metrics["count"]  # examples scored: the split's size

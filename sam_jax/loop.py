@@ -13,10 +13,11 @@ current step with a checkpoint of it (`Stopped`); the same command resumes from 
 """
 
 import dataclasses
+import functools
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -33,7 +34,7 @@ from sam_jax import (checkpoints, console, evaluation, events, experiment, optim
 from sam_jax import workdir as run_files
 from sam_jax.data import pipeline
 from sam_jax.data.augmentation import Augmentation
-from sam_jax.data.datasets import DatasetInfo, get_dataset_info
+from sam_jax.data.datasets import get_dataset_info
 from sam_jax.errors import Stopped, UsageError
 from sam_jax.models.efficientnet import EfficientNet
 
@@ -41,13 +42,12 @@ from sam_jax.models.efficientnet import EfficientNet
 @dataclasses.dataclass(frozen=True)
 class SetUp:
   """Everything the loop needs, built and checked from the config before it starts."""
-  info: DatasetInfo
-  augmentation: Augmentation
   layout: replicas.Layout
   mesh: jax.sharding.Mesh
   model: nn.Module
-  image_size: int | None
   data: experiment.RunData
+  train_batches: Callable[..., Iterator]  # pipeline.train_batches of the run, from start_step=
+  eval_batches: Callable[..., Iterator]  # pipeline.eval_batches of the run: (examples, num_batches)
   process_batch: int  # this process's share of the global batch
   steps_per_epoch: int
   total_steps: int
@@ -73,20 +73,29 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> SetUp:
   data = experiment.load_run_data(config, info)
   steps_per_epoch = data.steps_per_epoch
   tx = optim.create_optimizer(config, steps_per_epoch, replicas.REPLICA_AXES)
-  state = steps.init_train_state(model, tx, jax.random.key(config.seed),
+  init_seed = config.seed if config.init_seed is None else config.init_seed
+  state = steps.init_train_state(model, tx, jax.random.key(init_seed),
                                  experiment.image_shape(config, model, info), ema=config.ema_decay
                                  > 0, init_from=pretrained_init(config, model, workdir))
+  process_batch = config.batch_size // jax.process_count()
+  total_steps = optim.total_steps(config, steps_per_epoch)
+  resize = dict(
+      image_size=experiment.input_size(config, model, info), resize_method=config.resize_method)
+  train_batches = functools.partial(pipeline.train_batches, info, data.train, process_batch,
+                                    seed=config.seed, augmentation=augmentation,
+                                    first_shard=data.shards.start, num_shards=data.num_shards,
+                                    stop_step=total_steps, shuffle_buffer=config.shuffle_buffer,
+                                    **resize)
   return SetUp(
-      info,
-      augmentation,
       layout,
       mesh,
       model,
-      experiment.input_size(config, model, info),
       data,
-      config.batch_size // jax.process_count(),
+      train_batches,
+      functools.partial(pipeline.eval_batches, info, batch_size=process_batch, **resize),
+      process_batch,
       steps_per_epoch,
-      optim.total_steps(config, steps_per_epoch),
+      total_steps,
       tx,
       jax.jit(optim.learning_rate_schedule(config, steps_per_epoch)),  # compiled once
       replicas.replicate(state, mesh))
@@ -175,8 +184,9 @@ def record_start(config: ml_collections.ConfigDict, workdir: str, step: int,
 
 def log_start(config: ml_collections.ConfigDict, run: SetUp, start_step: int) -> None:
   logging.info(
-      "%s on %s in %s: %d replicas of m=%d (%d devices x %d virtual, %s), "
+      "%s on %s with %s in %s: %d replicas of m=%d (%d devices x %d virtual, %s), "
       "%d steps/epoch, %d steps, starting at %d.", config.model_name, config.dataset,
+      f"SAM ({config.sam.variant}, rho {config.sam.rho:g})" if config.sam.rho else "no SAM (rho 0)",
       experiment.compute_dtype(config).name, run.layout.num_replicas,
       run.layout.examples_per_replica, run.layout.num_devices, run.layout.virtual_replicas,
       experiment.replica_mapping(config), run.steps_per_epoch, run.total_steps, start_step)
@@ -197,11 +207,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, run: SetUp, state: st
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   start_step = int(state.step)
   log_start(config, run, start_step)
-  batches = pipeline.train_batches(run.info, run.data.train, run.process_batch, seed=config.seed,
-                                   start_step=start_step, augmentation=run.augmentation,
-                                   image_size=run.image_size, first_shard=run.data.shards.start,
-                                   num_shards=run.data.num_shards, stop_step=run.total_steps)
-  batches = replicas.prefetch_to_devices(batches, run.mesh)
+  batches = replicas.prefetch_to_devices(run.train_batches(start_step=start_step), run.mesh)
   rng, sam_schedule = jax.random.key(config.seed), optim.sam_schedule(config)
   last_save, pending, results = time.monotonic(), [], {}
   profiler = profiling.StepProfiler(workdir, start_step, config.profile_steps)
@@ -288,13 +294,7 @@ def train_scalars(step: int, pending: list[dict[str, jax.Array]], param_norm: ja
     logging.warning(
         "Skipped %d of the %d updates up to step %d: NaN/Inf loss or gradient "
         "(config.nonfinite=skip).", skipped, len(pending), step)
-  return {
-      **{
-          f"train_{name}": value for name, value in means.items() if "norm" not in name
-      },
-      **{
-          name: value for name, value in means.items() if "norm" in name
-      }, "skipped_steps": skipped,
-      "param_norm": float(param_norm),
-      "learning_rate": float(learning_rate)
-  }
+  scalars = {name if "norm" in name else f"train_{name}": value for name, value in means.items()}
+  scalars["skipped_steps"], scalars["param_norm"] = skipped, float(param_norm)
+  scalars["learning_rate"] = float(learning_rate)
+  return scalars

@@ -3,7 +3,9 @@
 The training binary defines one absl flag per entry of `ORIGINAL_FLAGS` (unset by
 default) and passes the values a user set to `apply`, which writes them into the config
 after the config file and its `--config.FIELD` overrides: `--dataset cifar100
---sam_rho 0.1` still works, and lands in `config.dataset` and `config.sam.rho`.
+--sam_rho 0.1` still works, and lands in `config.dataset` and `config.sam.rho`. Without
+--config, that config file is `configs/original.py`, the official binary's defaults, so
+the flags a user leaves unset take their official defaults (`--sam_rho` 0: SGD).
 """
 
 import dataclasses

@@ -4,7 +4,8 @@
     python -m sam_jax.train --config=configs/default.py --config.sam.rho=0.1 --workdir=...
 
 The original google-research/sam flags are accepted too and land in the same config
-(`sam_jax/original_flags.py`):
+(`sam_jax/original_flags.py`); without --config they start from `configs/original.py`,
+the official binary's defaults, and train what the official command trained:
 
     python -m sam_jax.train --dataset cifar10 --model_name WideResnet28x10 \\
         --output_dir DIR --image_level_augmentations autoaugment --num_epochs 1800 --sam_rho 0.05
@@ -30,15 +31,16 @@ from sam_jax.errors import Stopped, UsageError, exit_with_usage_error
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _default_config() -> str:
-  """The checkout's configs/default.py, else the copy an installed wheel carries."""
-  checkout = os.path.join(os.path.dirname(_PACKAGE), "configs", "default.py")
+def _config_path(name: str) -> str:
+  """The checkout's configs/NAME, else the copy an installed wheel carries."""
+  checkout = os.path.join(os.path.dirname(_PACKAGE), "configs", name)
   if os.path.isfile(checkout):
     return checkout
-  return os.path.join(_PACKAGE, "experiments", "configs", "default.py")
+  return os.path.join(_PACKAGE, "experiments", "configs", name)
 
 
-_DEFAULT_CONFIG = _default_config()
+_DEFAULT_CONFIG = _config_path("default.py")
+_ORIGINAL_CONFIG = _config_path("original.py")  # the official binary's defaults
 
 
 def _fail(reason: str) -> NoReturn:
@@ -103,14 +105,41 @@ _CONFIG_HELP = ("Experiment config file, configs/NAME.py or configs/NAME.py:ARGU
 
 
 def _config_spec(argv: list[str]) -> tuple[str, list[str]]:
-  """The --config=FILE[:ARGUMENT] of `argv` (default configs/default.py), and `argv`
-  without it: the flag that absl parses is the loaded ConfigDict, with its overrides."""
+  """The --config=FILE[:ARGUMENT] of `argv`, and `argv` without it: the flag that absl
+  parses is the loaded ConfigDict, with its overrides. Without --config: configs/original.py
+  if an original flag is given (the official command), else configs/default.py."""
   for i, arg in enumerate(argv):
     if arg.startswith("--config="):
       return arg[len("--config="):], argv[:i] + argv[i + 1:]
     if arg == "--config" and i + 1 < len(argv):
       return argv[i + 1], argv[:i] + argv[i + 2:]
-  return _DEFAULT_CONFIG, argv
+  return (_ORIGINAL_CONFIG if any(map(_names_original_flag, argv)) else _DEFAULT_CONFIG), argv
+
+
+def _joined_booleans(argv: list[str]) -> list[str]:
+  """`--flag true` (or false) as `--flag=true` for the boolean original flags, the form of
+  the official README's finetuning command: absl reads a boolean flag alone and would
+  leave `true` behind as an argument."""
+  joined: list[str] = []
+  for arg in argv:
+    name = joined[-1].lstrip("-") if joined and joined[-1].startswith("-") else ""
+    flag = original_flags.ORIGINAL_FLAGS.get(name)
+    if flag is not None and flag.type is bool and arg.lower() in ("true", "false"):
+      joined[-1] += f"={arg}"
+    else:
+      joined.append(arg)
+  return joined
+
+
+def _names_original_flag(arg: str) -> bool:
+  """Whether `arg` sets an original flag (-name, --name[=value], --noname for booleans)."""
+  if not arg.startswith("-"):
+    return False
+  name = arg.lstrip("-").partition("=")[0]
+  if name in original_flags.ORIGINAL_FLAGS:
+    return True
+  negated = original_flags.ORIGINAL_FLAGS.get(name.removeprefix("no"))
+  return name.startswith("no") and negated is not None and negated.type is bool
 
 
 def _define_config_flag(spec: str, argv: list[str]) -> None:
@@ -149,7 +178,7 @@ def workdir_from_flags() -> str:
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with any error (a config file's included) shown as one line."""
   try:
-    spec, argv = _config_spec(argv)
+    spec, argv = _config_spec(_joined_booleans(argv))
     _define_config_flag(spec, argv)
     return flags.FLAGS(argv)
   except UsageError as e:  # a config file that is not there, or refuses its argument

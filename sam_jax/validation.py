@@ -27,6 +27,7 @@ CHOICES = {
     "lr_schedule": ("cosine", "exponential", "constant"),
     "weight_decay_type": ("l2", "decoupled"),
     "nonfinite": ("stop", "skip"),
+    "resize_method": ("bicubic", "bicubic_tf1"),
     "sam.variant": ("sam", "gsam", "looksam", "esam", "gcsam", "msam", "wsam"),
 }
 
@@ -63,6 +64,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "randaug_magnitude": (_at_least_zero, ">= 0 (the ImageNet recipes use 9 to 28)"),
     "label_noise": (_fraction, "a fraction in [0, 1]"),
     "data_shards": (_unset_or_positive, "a positive number of shards, or unset"),
+    "shuffle_buffer": (_unset_or_positive, "a positive number of examples, or unset (a "
+                       "permutation every epoch)"),
     "learning_rate": (_positive, "positive"),
     "warmup_epochs": (_at_least_zero, "a number of epochs, >= 0"),
     "momentum": (_below_one, "in [0, 1) (0: none)"),
@@ -85,6 +88,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sam.esam_beta": (lambda b: 0 < b <= 1, "a probability in (0, 1] (1: every tensor)"),
     "sam.esam_gamma": (lambda g: 0 < g <= 1, "a fraction in (0, 1] (1: every example)"),
     "sam.wsam_gamma": (_below_one, "in [0, 1) (0.5: SAM)"),
+    "init_seed": (lambda seed: seed is None or seed >= 0, "a seed >= 0, or unset (seed's)"),
     "log_every_steps": (_positive, "a positive number of steps"),
     "profile_steps": (_at_least_zero, "a number of steps, >= 0 (0: no profile)"),
     "evaluate_every": (_positive, "a positive number of epochs"),

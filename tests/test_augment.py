@@ -7,6 +7,8 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
 from sam_jax.data import autoaugment, image_ops, imagenet, policies
+from sam_jax.data.augmentation import Augmentation, augment_streamed
+from sam_jax.data.datasets import get_dataset_info
 from sam_jax.data.tf_cpu import tf
 
 RNG = np.random.default_rng(0)
@@ -251,3 +253,44 @@ def test_inception_windows_cover_8_to_100_percent_with_aspect_3_4_to_4_3():
   jpeg = encode(RNG.integers(0, 256, (300, 400, 3), dtype=np.uint8), "JPEG")
   crop = imagenet.inception_crop(jpeg, SEED, 64).numpy()
   assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
+
+
+def tf1_resize(images, size):
+  """The official pipelines' resize (dataset_source.py:67, dataset_source_imagenet.py:107),
+  the TF1 op itself."""
+  return tf.compat.v1.image.resize_bicubic(images, [size, size]).numpy()
+
+
+@pytest.mark.parametrize("size", [5, 40])  # down and up (CIFAR to a model's resolution)
+def test_the_tf1_resize_is_the_originals_op(size):
+  images = RNG.integers(0, 256, (2, 9, 11, 3), dtype=np.uint8)
+  normalised = tf.constant((images / 255.0 - 0.5) / 0.25, tf.float32)  # CIFAR: after normalising
+  want = tf1_resize(normalised, size)
+  np.testing.assert_array_equal(image_ops.resize(normalised, size, "bicubic_tf1"), want)
+  np.testing.assert_array_equal(image_ops.resize(normalised[1], size, "bicubic_tf1"), want[1])
+  # Another sampling grid and cubic than tf.image.resize's, and unclipped: it rings.
+  assert np.abs(image_ops.resize(normalised, size, "bicubic").numpy() - want).max() > 0.1
+  assert tf1_resize(tf.constant(images), 40).min() < 0
+
+
+def test_tf1_crops_stay_float_and_are_truncated_to_uint8_before_a_policy():
+  """dataset_source_imagenet.py:132-133, :155 resize the decoded window; :193 casts it to
+  uint8 for RandAugment; without a policy the float32 crop is normalised as it is."""
+  image = RNG.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+  png = encode(image, "PNG")
+  window = imagenet.center_window(tf.constant([64, 80]), 24)  # 64 * 24/56: resized to 24
+  want = tf1_resize(
+      tf.constant(image)[None, window[0]:window[0] + window[2], window[1]:window[1] + window[3]],
+      24)[0]
+  got = imagenet.center_crop(png, 24, "bicubic_tf1").numpy()
+  assert got.dtype == np.float32
+  np.testing.assert_array_equal(got, want)
+  assert want.min() < 0 or want.max() > 255  # the overshoot the original kept
+  info = get_dataset_info("imagenet")
+  no_policy = Augmentation(image="randaugment", randaug_num_layers=0)
+  out = augment_streamed(png, SEED, info, no_policy, 24, "bicubic_tf1").numpy()
+  crop = imagenet.inception_crop(png, SEED, 24, "bicubic_tf1")
+  truncated = tf.cast(crop, tf.uint8).numpy()  # TF's cast: -3.7 -> 253, 284.4 -> 28
+  assert out.dtype == np.uint8
+  assert np.array_equal(out, truncated) or np.array_equal(out, truncated[:, ::-1])
+  assert not np.array_equal(truncated, np.clip(np.round(crop.numpy()), 0, 255))

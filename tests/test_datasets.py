@@ -52,19 +52,22 @@ def test_validation_splits_are_the_originals():
   assert loading.split_names(get_dataset_info("svhn"), True) == ("train+extra", "test")
 
 
+@pytest.mark.parametrize("resize_method", ["bicubic", "bicubic_tf1"])
 @pytest.mark.parametrize("name", [n for n in DATASETS if n != "digits"])
-def test_every_dataset_loads_at_the_model_resolution(name, mock_tfds):
+def test_every_dataset_loads_at_the_model_resolution(name, resize_method, mock_tfds):
   info = get_dataset_info(name)
   size = input_resolution(get_model("efficientnet-b0", info.num_classes))  # 224
   train, test = load(info)
   augmentation = Augmentation(image="basic", batch="mixcut")
   batch = next(
-      pipeline.train_batches(info, train, 4, seed=0, augmentation=augmentation, image_size=size))
+      pipeline.train_batches(info, train, 4, seed=0, augmentation=augmentation, image_size=size,
+                             resize_method=resize_method, shuffle_buffer=5))
   assert batch["image"].shape == (4, size, size, info.image_shape[-1])
   assert batch["image"].dtype == np.float32 and np.isfinite(batch["image"]).all()
   assert batch["label"].shape == (4, info.num_classes)  # mixup's soft labels
   np.testing.assert_allclose(batch["label"].sum(-1), 1.0, rtol=1e-6)
-  evaluated = list(pipeline.eval_batches(info, test, 5, image_size=size))
+  evaluated = list(
+      pipeline.eval_batches(info, test, 5, image_size=size, resize_method=resize_method))
   mask = np.concatenate([b["mask"] for b in evaluated])
   assert mask.sum() == loading.num_examples(test) > 0 and len(mask) % 5 == 0
   assert evaluated[0]["image"].shape == (5, size, size, info.image_shape[-1])

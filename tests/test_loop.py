@@ -178,3 +178,16 @@ def test_a_bug_is_not_a_usage_error(tmp_path, monkeypatch):
   with pytest.raises(ZeroDivisionError, match="a bug in the step"):
     loop.train_and_evaluate(bad(), str(tmp_path / "run"))
   assert closed == [True]
+
+
+def test_the_initial_weights_follow_init_seed_else_the_seed(digits, tmp_path):
+  """The official code initialised from PRNGKey(0) whatever --run_seed
+  (models/load_model.py:116): init_seed=0. Unset, each seed initialises its own weights, as
+  the paper's independent runs (Sec. 3.1)."""
+  def initial(**fields):
+    config = tiny_config(dataset="digits", batch_size=16, **fields)
+    return loop.set_up(config, str(tmp_path)).state.params
+
+  seed_0 = initial(seed=0)
+  assert max_abs_diff(initial(seed=3, init_seed=0), seed_0) == 0
+  assert max_abs_diff(initial(seed=3), seed_0) > 0.01

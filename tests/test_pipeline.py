@@ -174,3 +174,34 @@ def test_no_two_augmentation_streams_share_a_key(monkeypatch):
   assert {stream for stream, _ in seen} == {"crop", "flip", "policy"}
   keys = [key for _, key in seen]
   assert len(keys) == 3 * 4 * 8 and len(set(keys)) == len(keys)
+
+
+def indexed(num):
+  """`num` blank digits whose labels are their file positions."""
+  return {"image": np.zeros((num, 8, 8, 1), np.uint8), "label": np.arange(num, dtype=np.int32)}
+
+
+def stream_labels(examples, batches, **options):
+  stream = pipeline.train_batches(DIGITS, examples, 50, augmentation=Augmentation(image="none"),
+                                  **options)
+  return np.concatenate([next(stream)["label"] for _ in range(batches)])
+
+
+def test_the_original_order_is_the_file_order_through_a_shuffle_buffer():
+  """dataset_source.py:116: `self._train_ds.shuffle(50000)` over the split in file order,
+  reshuffled every epoch: SVHN's 604,388 examples (train, then extra) through 50,000 places,
+  so an example comes out at most 50,000 - 1 places before its position in the files."""
+  num, buffer = 1000, 100
+  order = stream_labels(indexed(num), 60, seed=0, shuffle_buffer=buffer)  # 3 epochs
+  epochs = order.reshape(3, num)
+  for epoch in epochs:
+    assert sorted(epoch) == list(range(num))  # each epoch, every example once
+    assert (epoch - np.arange(num)).max() <= buffer - 1  # never further ahead than the buffer
+  assert not np.array_equal(epochs[0], epochs[1])  # a new draw every epoch
+  resumed = stream_labels(indexed(num), 25, seed=0, start_step=35, shuffle_buffer=buffer)
+  np.testing.assert_array_equal(resumed, order[35 * 50:])  # mid-epoch, as uninterrupted
+  other = stream_labels(indexed(num), 20, seed=1, shuffle_buffer=buffer)
+  assert not np.array_equal(other, epochs[0])
+  # The default, a uniform permutation, takes examples from anywhere in the files.
+  permuted = stream_labels(indexed(num), 20, seed=0).reshape(num)
+  assert sorted(permuted) == list(range(num)) and (permuted - np.arange(num)).max() > buffer

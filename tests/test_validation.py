@@ -21,6 +21,7 @@ EDGES = {
     "randaug_magnitude": (-1, 0),
     "label_noise": (1.5, 1.0),
     "data_shards": (0, 1),
+    "shuffle_buffer": (0, 1),
     "learning_rate": (0.0, 1e-6),
     "warmup_epochs": (-0.5, 0.0),
     "momentum": (1.0, 0.0),
@@ -43,6 +44,7 @@ EDGES = {
     "sam.esam_beta": (0.0, 1.0),
     "sam.esam_gamma": (1.5, 1.0),
     "sam.wsam_gamma": (1.0, 0.0),
+    "init_seed": (-1, 0),
     "log_every_steps": (0, 1),
     "profile_steps": (-1, 0),
     "evaluate_every": (0, 1),
@@ -106,6 +108,11 @@ def test_options_of_one_sam_variant_are_refused_with_another():
   validation.check(config)
 
 
+def test_resize_methods_are_the_ones_the_pipeline_knows():
+  from sam_jax.data import image_ops  # TensorFlow: only here
+  assert validation.CHOICES["resize_method"] == image_ops.RESIZE_METHODS
+
+
 def test_replica_mappings_are_the_ones_replicas_knows():
   from sam_jax import replicas  # JAX: only here, validation itself must not load it
   assert validation.CHOICES["replica_mapping"] == ("auto", *replicas.MAPPINGS)
@@ -119,7 +126,9 @@ def test_auto_dtype_and_mapping_follow_the_backend(monkeypatch, backend, dtype, 
   from sam_jax import experiment  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(jax, "default_backend", lambda: backend)
   config = tiny_config()
-  assert (config.dtype, config.replica_mapping) == ("auto", "auto")
+  assert (config.dtype, config.replica_mapping) == ("float32", "auto")  # the defaults
+  assert experiment.compute_dtype(config).name == "float32"  # on any backend
+  config.dtype = "auto"  # the option for new work
   assert experiment.compute_dtype(config).name == dtype
   assert experiment.replica_mapping(config) == mapping
   config.dtype, config.replica_mapping = "float32", "scan"  # the switches back

@@ -88,7 +88,8 @@ def training_examples(config, info, model, num_examples: int = 0) -> dict[str, n
   examples, _ = experiment.load_examples(config, info, "train", whole=True)
   images, labels, count = [], [], 0
   for batch in pipeline.eval_batches(info, examples, 256,
-                                     experiment.input_size(config, model, info)):
+                                     experiment.input_size(config, model, info),
+                                     resize_method=config.get("resize_method", "bicubic")):
     keep = batch["mask"] > 0
     images.append(batch["image"][keep])
     labels.append(batch["label"][keep])

@@ -12,7 +12,10 @@ from sam_jax.data import autoaugment, imagenet, image_ops
 from sam_jax.data.datasets import DatasetInfo
 from sam_jax.data.image_ops import FLIP, POLICY, fold_in
 from sam_jax.data.policies import POLICIES, magnitudes
+from sam_jax.data.tf_cpu import tf
 from sam_jax.errors import UsageError
+
+_WITH_POLICY = ("autoaugment", "aa-only", "randaugment")  # image choices that run a policy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +79,17 @@ def augment_small(image, key, info: DatasetInfo, aug: Augmentation):
   return image
 
 
-def augment_streamed(data, key, info: DatasetInfo, aug: Augmentation, image_size: int):
-  """ImageNet order: Inception crop, policy, flip (the centre crop for `none`)."""
+def augment_streamed(data, key, info: DatasetInfo, aug: Augmentation, image_size: int,
+                     resize_method: str = "bicubic"):
+  """ImageNet order: Inception crop, policy, flip (the centre crop for `none`).
+
+  A float crop (the "bicubic_tf1" resize) is cast to uint8 before a policy as the
+  original did, truncating and wrapping around what overshoots [0, 255]
+  (dataset_source_imagenet.py:193).
+  """
   if aug.image == "none":
-    return imagenet.center_crop(data, image_size)
-  image = imagenet.inception_crop(data, key, image_size)
-  image = _policy_ops(image, fold_in(key, POLICY), info, aug, image_size)
+    return imagenet.center_crop(data, image_size, resize_method)
+  image = imagenet.inception_crop(data, key, image_size, resize_method)
+  if aug.image in _WITH_POLICY:
+    image = _policy_ops(tf.cast(image, tf.uint8), fold_in(key, POLICY), info, aug, image_size)
   return image if aug.image == "aa-only" else image_ops.flip(image, fold_in(key, FLIP), info)

@@ -51,12 +51,13 @@ def _jpeg_dataset(tfds_name: str, num_classes: int, train_splits=("train",),
 
 
 DATASETS = {
-    "cifar10": DatasetInfo("cifar10", 10, (32, 32, 3), (0.4914, 0.4822, 0.4465),
-                           (0.2470, 0.2435, 0.2616), autoaugment_policy="cifar"),
-    "cifar100": DatasetInfo("cifar100", 100, (32, 32, 3), (0.5071, 0.4865, 0.4409),
-                            (0.2673, 0.2564, 0.2762), autoaugment_policy="cifar"),
-    "svhn": DatasetInfo("svhn_cropped", 10, (32, 32, 3), (0.4309, 0.4302, 0.4463),
-                        (0.1976, 0.2003, 0.1981), train_splits=("train", "extra"),
+    # dataset_source.py:210-214 and :329-330, digit for digit.
+    "cifar10": DatasetInfo("cifar10", 10, (32, 32, 3), (0.49139968, 0.48215841, 0.44653091),
+                           (0.24703223, 0.24348513, 0.26158784), autoaugment_policy="cifar"),
+    "cifar100": DatasetInfo("cifar100", 100, (32, 32, 3), (0.50707516, 0.48654887, 0.44091784),
+                            (0.26733429, 0.25643846, 0.27615047), autoaugment_policy="cifar"),
+    "svhn": DatasetInfo("svhn_cropped", 10, (32, 32, 3), (0.43090966, 0.4302428, 0.44634357),
+                        (0.19759192, 0.20029082, 0.19811132), train_splits=("train", "extra"),
                         autoaugment_policy="svhn", holdout_start="65929"),
     "fashion_mnist": DatasetInfo("fashion_mnist", 10, (28, 28, 1), (0.1307,), (0.3081,)),
     # Mean and std of the 1,437 training images, pixels scaled to [0, 1].

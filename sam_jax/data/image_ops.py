@@ -63,8 +63,25 @@ def mixup(images: tf.Tensor, labels: tf.Tensor, key: tf.Tensor, alpha: float):
   return images * w + images[::-1] * (1 - w), labels * w + labels[::-1] * (1 - w)
 
 
-def resize(image: tf.Tensor, image_size: int | None) -> tf.Tensor:
-  """Bicubic resize to image_size x image_size; None or the same size leaves it alone."""
-  if image_size is None or tuple(image.shape[-3:-1]) == (image_size, image_size):
-    return image
-  return tf.image.resize(image, (image_size, image_size), method="bicubic")
+RESIZE_METHODS = ("bicubic", "bicubic_tf1")
+
+
+def resize(images: tf.Tensor, image_size: int | None, method: str = "bicubic") -> tf.Tensor:
+  """Bicubic resize of an image [H, W, C] or a batch to image_size x image_size, float32;
+  None or the same size leaves it alone.
+
+  method: "bicubic" is `tf.image.resize` (half-pixel centres, Keys' cubic with a = -0.5);
+  "bicubic_tf1" is the original's `tf.compat.v1.image.resize_bicubic` (dataset_source.py:67,
+  dataset_source_imagenet.py:107): TF's ResizeBicubic kernel without half-pixel centres,
+  a = -0.75, its output unclipped (it rings past [0, 255] at sharp edges).
+  """
+  if image_size is None or tuple(images.shape[-3:-1]) == (image_size, image_size):
+    return images
+  if method == "bicubic":
+    return tf.image.resize(images, (image_size, image_size), method="bicubic")
+  if method != "bicubic_tf1":
+    raise ValueError(f"Unknown resize method '{method}': choose one of {RESIZE_METHODS}.")
+  batch = images if images.shape.rank == 4 else images[None]
+  resized = tf.raw_ops.ResizeBicubic(images=batch, size=[image_size, image_size],
+                                     align_corners=False, half_pixel_centers=False)
+  return resized if images.shape.rank == 4 else resized[0]

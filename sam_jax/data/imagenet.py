@@ -6,9 +6,12 @@ ImageNet example: a window covering 8%..100% of the image with aspect ratio 3/4.
 size x size. Evaluation crop: the central square whose side is size/(size + 32) of the
 shorter side (224 of 256), resized. Only the window is decoded
 (`tf.image.decode_and_crop_jpeg`); other encodings (PNG) are decoded whole, then cropped.
-Crops come back as uint8, rounded, so that AutoAugment and RandAugment can follow.
+With the "bicubic" resize, crops come back as uint8, rounded and clipped; with the
+original's "bicubic_tf1", as the float32 output of its op, unclipped, as the original fed
+them on (dataset_source_imagenet.py:105-107, :189-201).
 """
 
+from sam_jax.data import image_ops
 from sam_jax.data.tf_cpu import tf
 
 CROP_PADDING = 32
@@ -32,10 +35,12 @@ def decode_window(data: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
       lambda: tf.image.crop_to_bounding_box(_decode_whole(data), *tf.unstack(window)))
 
 
-def resize_uint8(image: tf.Tensor, image_size: int) -> tf.Tensor:
-  """Bicubic resize to image_size x image_size, rounded back to uint8."""
-  image = tf.image.resize(image, (image_size, image_size), method="bicubic")
-  image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+def resize(image: tf.Tensor, image_size: int, method: str) -> tf.Tensor:
+  """A decoded crop resized to image_size x image_size (`image_ops.resize`): uint8,
+  rounded and clipped, for "bicubic"; the op's float32 output for "bicubic_tf1"."""
+  image = image_ops.resize(tf.cast(image, tf.float32), image_size, method)
+  if method == "bicubic":
+    image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
   return tf.ensure_shape(image, (image_size, image_size, 3))
 
 
@@ -48,9 +53,10 @@ def center_window(shape: tf.Tensor, image_size: int) -> tf.Tensor:
   return tf.stack([(shape[0] - side + 1) // 2, (shape[1] - side + 1) // 2, side, side])
 
 
-def center_crop(data: tf.Tensor, image_size: int) -> tf.Tensor:
+def center_crop(data: tf.Tensor, image_size: int, method: str = "bicubic") -> tf.Tensor:
   """Evaluation preprocessing: the centre window, resized."""
-  return resize_uint8(decode_window(data, center_window(image_shape(data), image_size)), image_size)
+  window = center_window(image_shape(data), image_size)
+  return resize(decode_window(data, window), image_size, method)
 
 
 def inception_window(shape: tf.Tensor, seed: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -64,7 +70,8 @@ def inception_window(shape: tf.Tensor, seed: tf.Tensor, image_size: int) -> tf.T
   return tf.where(failed, center_window(shape, image_size), window)
 
 
-def inception_crop(data: tf.Tensor, seed: tf.Tensor, image_size: int) -> tf.Tensor:
+def inception_crop(data: tf.Tensor, seed: tf.Tensor, image_size: int,
+                   method: str = "bicubic") -> tf.Tensor:
   """Training preprocessing: a random Inception window, decoded alone and resized."""
   window = inception_window(image_shape(data), seed, image_size)
-  return resize_uint8(decode_window(data, window), image_size)
+  return resize(decode_window(data, window), image_size, method)

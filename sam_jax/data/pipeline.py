@@ -1,12 +1,14 @@
 """The training and evaluation streams: numpy batches out of `loading.load_split`'s splits.
 
 In-memory datasets: the training stream is a pure function of (seed, step). A global
-example counter i picks epoch i // N and, through a stateless index shuffle, example
-perm_epoch(i % N); augmentations use stateless random ops keyed by (seed, i). A resumed
-run sees exactly the batches an uninterrupted run would. Streamed datasets: a seeded file
-order and shuffle buffer give the same stream on every run with the same seed, and a
-resume skips the records already consumed (reading, not decoding them). Evaluation
-scores every example once, the last batch padded and masked.
+example counter i picks epoch i // N and example order_epoch(i % N), where each epoch's
+order is a stateless index shuffle (a uniform permutation) or, with `shuffle_buffer`, the
+original's: the split in file order through a shuffle buffer seeded by the epoch's key;
+augmentations use stateless random ops keyed by (seed, i). A resumed run sees exactly the
+batches an uninterrupted run would. Streamed datasets: a seeded file order and shuffle
+buffer give the same stream on every run with the same seed, and a resume skips the
+records already consumed (reading, not decoding them). Evaluation scores every example
+once, the last batch padded and masked.
 """
 
 import tensorflow_datasets as tfds
@@ -24,7 +26,8 @@ _BATCH_STREAM = 7  # batch keys are fold_in([seed, batch index], 7), apart from 
 
 def train_batches(info: DatasetInfo, examples, batch_size: int, *, seed: int, start_step: int = 0,
                   augmentation: Augmentation = Augmentation(), image_size: int | None = None,
-                  first_shard: int = 0, num_shards: int = 1, stop_step: int | None = None):
+                  first_shard: int = 0, num_shards: int = 1, stop_step: int | None = None,
+                  resize_method: str = "bicubic", shuffle_buffer: int | None = None):
   """Iterator of augmented training batches from `start_step` to `stop_step` (or endless).
 
   Args:
@@ -44,6 +47,10 @@ def train_batches(info: DatasetInfo, examples, batch_size: int, *, seed: int, st
       plain stream).
     stop_step: the run's last step: nothing past it is read or augmented, so that the
       stream ends with the run instead of being torn down mid-work.
+    resize_method: how images are resized to `image_size` (`image_ops.resize`).
+    shuffle_buffer: in-memory datasets: None, a uniform permutation of each shard every
+      epoch; N, the shard in file order through a shuffle buffer of N examples, drawn
+      anew every epoch (the original's 50,000, dataset_source.py:116).
 
   Yields:
     {"image": float32 [batch, H, W, C], "label": int32 [batch]} numpy batches; with mixup,
@@ -52,9 +59,10 @@ def train_batches(info: DatasetInfo, examples, batch_size: int, *, seed: int, st
   augmentation.check(info)
   shards = examples if isinstance(examples, list) else [examples]
   shard_batch = batch_size // len(shards)
+  resize = (image_size, resize_method)
   streams = [
       _shard_batches(info, shard, shard_batch, _Keys(seed, first_shard + i, num_shards),
-                     (start_step, stop_step), augmentation, image_size)
+                     (start_step, stop_step), augmentation, resize, shuffle_buffer)
       for i, shard in enumerate(shards)
   ]
   ds = streams[0] if len(streams) == 1 else tf.data.Dataset.zip(tuple(streams)).map(
@@ -77,38 +85,59 @@ class _Keys:
     return self.seed * self.num_shards + self.shard
 
 
-def _shard_batches(info, examples, batch_size, keys, steps, aug, image_size):
-  """One shard's batches for `steps` = (start, stop or None)."""
+def _shard_batches(info, examples, batch_size, keys, steps, aug, resize, shuffle_buffer):
+  """One shard's batches for `steps` = (start, stop or None); resize = (size, method)."""
+  image_size, method = resize
   if isinstance(examples, StreamedSplit):
-    ds = _streamed_examples(info, examples, batch_size, keys, steps, aug, image_size
-                            or info.default_image_size)
+    ds = _streamed_examples(info, examples, batch_size, keys, steps, aug,
+                            (image_size or info.default_image_size, method))
   else:
-    ds = _small_examples(info, examples, batch_size, keys, steps, aug)
+    ds = _small_examples(info, examples, batch_size, keys, steps, aug, shuffle_buffer)
   ds = ds.batch(batch_size, drop_remainder=True)
   return ds.map(
-      _batch_ops(info, aug, keys, batch_size, image_size), num_parallel_calls=tf.data.AUTOTUNE,
+      _batch_ops(info, aug, keys, batch_size, resize), num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=True)
 
 
-def _small_examples(info, examples, batch_size, keys, steps, aug):
-  """Example i: epoch i // N, position perm_epoch(i % N) by a stateless index shuffle."""
+def _small_examples(info, examples, batch_size, keys, steps, aug, shuffle_buffer):
+  """Example i of the stream: epoch i // N, the example at position i % N of its order."""
   num = len(examples["label"])
   images, labels = tf.constant(examples["image"]), tf.constant(examples["label"])
 
-  def example(i):
-    epoch, position = i // num, i % num
-    # TF's type stubs lack tf.random.experimental.
-    shuffle = tf.random.experimental.index_shuffle  # pyright: ignore[reportAttributeAccessIssue]
-    index = shuffle(position, keys(epoch), num - 1)
+  def example(i, index):
     image = augment_small(images[index], keys(i), info, aug)
     return {"image": image_ops.normalize(image, info), "label": labels[index], "index": i}
 
   start, stop = steps
-  ds = tf.data.Dataset.range(start * batch_size, 2 ** 62 if stop is None else stop * batch_size)
+  first = start * batch_size
+  counter = tf.data.Dataset.range(first, 2 ** 62 if stop is None else stop * batch_size)
+  ds = tf.data.Dataset.zip((counter, _epoch_orders(num, keys, first, shuffle_buffer)))
   return ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _streamed_examples(info, split: StreamedSplit, batch_size, keys, steps, aug, image_size):
+def _epoch_orders(num: int, keys: "_Keys", first: int, shuffle_buffer: int | None):
+  """The example indices of the stream from its example `first` on, epoch after epoch.
+
+  Epoch e is range(num) shuffled by a stateless index shuffle keyed by keys(e) (every
+  permutation equally likely), or, with `shuffle_buffer`, range(num) through a tf.data
+  shuffle buffer of that size seeded by keys(e): the original's
+  `ds.shuffle(50000)` over the split in file order (dataset_source.py:116), where an
+  example cannot move more than about `shuffle_buffer` places ahead of its file position.
+  """
+  def epoch(e):
+    positions = tf.data.Dataset.range(num)
+    if shuffle_buffer is None:
+      # TF's type stubs lack tf.random.experimental.
+      shuffle = tf.random.experimental.index_shuffle  # pyright: ignore[reportAttributeAccessIssue]
+      return positions.map(lambda p: shuffle(p, keys(e), num - 1))
+    seed = tf.random.stateless_uniform([], keys(e), 0, tf.int64.max, tf.int64)
+    # TF's stubs type the seed as a Python int; the op takes an int64 tensor as well.
+    return positions.shuffle(shuffle_buffer, seed=seed)  # pyright: ignore[reportArgumentType]
+
+  return tf.data.Dataset.range(first // num, 2 ** 62).flat_map(epoch).skip(first % num)
+
+
+def _streamed_examples(info, split: StreamedSplit, batch_size, keys, steps, aug, resize):
   """Files in a seeded order, a seeded shuffle buffer, repeated; a resume skips the
   records already consumed before decoding them. Only the image bytes and the label are
   kept, and only the crop window is decoded."""
@@ -128,7 +157,7 @@ def _streamed_examples(info, split: StreamedSplit, batch_size, keys, steps, aug,
 
   def example(i, record):
     data, label = record
-    image = augment_streamed(data, keys(i), info, aug, image_size)
+    image = augment_streamed(data, keys(i), info, aug, *resize)
     return {
         "image": image_ops.normalize(image, info),
         "label": tf.cast(label, tf.int32),
@@ -139,8 +168,9 @@ def _streamed_examples(info, split: StreamedSplit, batch_size, keys, steps, aug,
 
 
 def _batch_ops(info: DatasetInfo, aug: Augmentation, keys: _Keys, batch_size: int,
-               image_size: int | None):
-  """The batch-level map: mixup, cutout, resize; drops the example counter."""
+               resize: tuple[int | None, str]):
+  """The batch-level map: mixup, cutout, resize (after normalisation and cutout, as the
+  original's dataset_source.py:127-131); drops the example counter."""
   def apply(batch):
     index = batch.pop("index")
     key = fold_in(keys(index[0] // batch_size), _BATCH_STREAM)
@@ -151,19 +181,20 @@ def _batch_ops(info: DatasetInfo, aug: Augmentation, keys: _Keys, batch_size: in
     if aug.batch in ("cutout", "mixcut"):
       batch["image"] = image_ops.cutout(batch["image"], fold_in(key, 1), aug.cutout_length,
                                         aug.cutout_mask == "example")
-    batch["image"] = image_ops.resize(batch["image"], image_size)
+    batch["image"] = image_ops.resize(batch["image"], *resize)
     return batch
 
   return apply
 
 
 def eval_batches(info: DatasetInfo, examples, batch_size: int, image_size: int | None = None,
-                 num_batches: int | None = None):
+                 num_batches: int | None = None, resize_method: str = "bicubic"):
   """Every example exactly once, in order; the last batch is padded and masked.
 
-  `image_size` resizes (JPEG datasets: centre-crops) as in `train_batches`. With
-  `num_batches`, whole batches of padding follow up to that many: every process then
-  takes part in the same number of evaluation steps, whatever its share.
+  `image_size` resizes (JPEG datasets: centre-crops) with `resize_method`, as in
+  `train_batches`. With `num_batches`, whole batches of padding follow up to that many:
+  every process then takes part in the same number of evaluation steps, whatever its
+  share.
 
   Yields:
     {"image", "label", "mask"} numpy batches of exactly `batch_size`; mask 0 on padding.
@@ -178,14 +209,16 @@ def eval_batches(info: DatasetInfo, examples, batch_size: int, image_size: int |
         decoders={"image": tfds.decode.SkipDecoding()})
     ds = ds.map(
         lambda e: {
-            "image": image_ops.normalize(imagenet.center_crop(e["image"], size), info),
+            "image": image_ops.normalize(
+                imagenet.center_crop(e["image"], size, resize_method), info),
             "label": tf.cast(e["label"], tf.int32),
             "mask": 1.0
         }, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   else:
     ds = tf.data.Dataset.from_tensor_slices(examples).map(
         lambda e: {
-            "image": image_ops.resize(image_ops.normalize(e["image"], info), image_size),
+            "image": image_ops.resize(
+                image_ops.normalize(e["image"], info), image_size, resize_method),
             "label": e["label"],
             "mask": 1.0
         })
