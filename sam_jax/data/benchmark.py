@@ -3,11 +3,13 @@
     python -m sam_jax.data.benchmark --batches 100
 
 CIFAR rows feed `pipeline.train_batches` 50,000 random 32x32 uint8 images (CIFAR's
-training split is that size). The ImageNet row first writes synthetic JPEGs (random
-sizes around ImageNet's mean, 500x375) into a TFDS dataset in a temporary folder, then
-streams it through the real JPEG pipeline: Inception crop to 224, RandAugment (2, 9),
-flip. Whole batches are timed after a warm-up, on however many cores tf.data may use.
-No download, no accelerator.
+training split is that size), in a new permutation every epoch and, last, in the
+original's order (a 50,000-example shuffle buffer). The ImageNet rows first write
+synthetic JPEGs (random sizes around ImageNet's mean, 500x375) into a TFDS dataset in a
+temporary folder, then stream them through the real JPEG pipeline: Inception crop to 224
+(resized by `tf.image.resize`, then by the original's TF1 op), RandAugment (2, 9), flip.
+Whole batches are timed after a warm-up, on however many cores tf.data may use. No
+download, no accelerator.
 """
 
 import os
@@ -89,13 +91,17 @@ def main(argv):
   for name, augmentation in CIFAR_SETTINGS.items():
     stream = pipeline.train_batches(cifar, examples, batch, seed=0, augmentation=augmentation)
     report(name, images_per_second(stream, batch, batches))
+  stream = pipeline.train_batches(cifar, examples, batch, seed=0,
+                                  augmentation=CIFAR_SETTINGS["cifar basic"], shuffle_buffer=50_000)
+  report("cifar basic, 50,000 buffer order", images_per_second(stream, batch, batches))
   with tempfile.TemporaryDirectory() as data_dir:
     split = synthetic_jpegs(data_dir, _JPEGS.value)
-    stream = pipeline.train_batches(
-        get_dataset_info("imagenet"), split, batch, seed=0,
-        augmentation=Augmentation(image="randaugment"), image_size=224)
-    report("imagenet crop 224 + randaugment", images_per_second(stream, batch,
-                                                                max(1, batches // 10)))
+    for method in ("bicubic", "bicubic_tf1"):
+      stream = pipeline.train_batches(
+          get_dataset_info("imagenet"), split, batch, seed=0,
+          augmentation=Augmentation(image="randaugment"), image_size=224, resize_method=method)
+      report(f"imagenet 224 + randaugment, {method}",
+             images_per_second(stream, batch, max(1, batches // 10)))
 
 
 if __name__ == "__main__":

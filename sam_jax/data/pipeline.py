@@ -100,7 +100,11 @@ def _shard_batches(info, examples, batch_size, keys, steps, aug, resize, shuffle
 
 
 def _small_examples(info, examples, batch_size, keys, steps, aug, shuffle_buffer):
-  """Example i of the stream: epoch i // N, the example at position i % N of its order."""
+  """Example i of the stream: epoch e = i // N, the example at position i % N of e's order.
+
+  Epoch e's order is a stateless index shuffle keyed by keys(e) (every permutation equally
+  likely), or, with `shuffle_buffer`, `_buffered_orders`: the original's.
+  """
   num = len(examples["label"])
   images, labels = tf.constant(examples["image"]), tf.constant(examples["label"])
 
@@ -108,29 +112,29 @@ def _small_examples(info, examples, batch_size, keys, steps, aug, shuffle_buffer
     image = augment_small(images[index], keys(i), info, aug)
     return {"image": image_ops.normalize(image, info), "label": labels[index], "index": i}
 
+  def permuted(i):
+    # TF's type stubs lack tf.random.experimental.
+    shuffle = tf.random.experimental.index_shuffle  # pyright: ignore[reportAttributeAccessIssue]
+    return example(i, shuffle(i % num, keys(i // num), num - 1))
+
   start, stop = steps
   first = start * batch_size
-  counter = tf.data.Dataset.range(first, 2 ** 62 if stop is None else stop * batch_size)
-  ds = tf.data.Dataset.zip((counter, _epoch_orders(num, keys, first, shuffle_buffer)))
+  ds = tf.data.Dataset.range(first, 2 ** 62 if stop is None else stop * batch_size)
+  if shuffle_buffer is None:
+    return ds.map(permuted, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = tf.data.Dataset.zip((ds, _buffered_orders(num, keys, first, shuffle_buffer)))
   return ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _epoch_orders(num: int, keys: "_Keys", first: int, shuffle_buffer: int | None):
-  """The example indices of the stream from its example `first` on, epoch after epoch.
-
-  Epoch e is range(num) shuffled by a stateless index shuffle keyed by keys(e) (every
-  permutation equally likely), or, with `shuffle_buffer`, range(num) through a tf.data
-  shuffle buffer of that size seeded by keys(e): the original's
-  `ds.shuffle(50000)` over the split in file order (dataset_source.py:116), where an
-  example cannot move more than about `shuffle_buffer` places ahead of its file position.
-  """
+def _buffered_orders(num: int, keys: "_Keys", first: int, shuffle_buffer: int):
+  """The example indices from the stream's example `first` on, epoch after epoch: each
+  epoch e is range(num) through a tf.data shuffle buffer of `shuffle_buffer` examples
+  seeded by keys(e), the original's `ds.shuffle(50000)` over the split in file order
+  (dataset_source.py:116). An example comes out at most `shuffle_buffer` - 1 places ahead
+  of its file position."""
   def epoch(e):
-    positions = tf.data.Dataset.range(num)
-    if shuffle_buffer is None:
-      # TF's type stubs lack tf.random.experimental.
-      shuffle = tf.random.experimental.index_shuffle  # pyright: ignore[reportAttributeAccessIssue]
-      return positions.map(lambda p: shuffle(p, keys(e), num - 1))
     seed = tf.random.stateless_uniform([], keys(e), 0, tf.int64.max, tf.int64)
+    positions = tf.data.Dataset.range(num)
     # TF's stubs type the seed as a Python int; the op takes an int64 tensor as well.
     return positions.shuffle(shuffle_buffer, seed=seed)  # pyright: ignore[reportArgumentType]
 
