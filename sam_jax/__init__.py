@@ -1,14 +1,13 @@
-"""sam-jax: Sharpness-Aware Minimization in JAX, Flax and Optax."""
+"""sam-jax: Sharpness-Aware Minimization in JAX, Flax and Optax.
+
+Importing it changes no process-wide setting (environment, XLA flags, logging): the
+binaries opt in to what they need (`xla_cpu.set_defaults`, `console.quiet_logs`).
+"""
 
 import importlib.metadata
 
-from sam_jax import xla_cpu
-
-xla_cpu.set_defaults()  # before JAX starts its CPU backend
-
-# pylint: disable=wrong-import-position
-from sam_jax.sam import asam, cross_replica_mean, dual_direction, sam  # noqa: E402
-from sam_jax import family  # noqa: E402  (the SAM family: sam_jax.family.gsam, ...)
+from sam_jax import family  # the SAM family: sam_jax.family.gsam, ...
+from sam_jax.sam import asam, cross_replica_mean, dual_direction, sam
 
 
 def _version() -> str:

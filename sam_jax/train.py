@@ -24,7 +24,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import sam_jax
-from sam_jax import config_files, console, original_flags, validation
+from sam_jax import config_files, console, original_flags, validation, xla_cpu
 from sam_jax import workdir as run_files
 from sam_jax.errors import Stopped, UsageError, exit_with_usage_error
 
@@ -200,6 +200,7 @@ def main(argv):
   if _VERSION.value:
     print(version_line(), flush=True)
     return
+  xla_cpu.set_defaults()  # before JAX starts its CPU backend
   try:
     if len(argv) > 1:
       raise UsageError(f"Unexpected arguments: {' '.join(argv[1:])} (flags take the form "

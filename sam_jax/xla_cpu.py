@@ -6,9 +6,11 @@ gradients run 3-6x slower than in XLA's own (Eigen) convolutions, and its SGD st
 3.9 s instead of 2.6 s (`scripts/benchmark_step.py`, 2-core CPU, batch 128). Dots and
 reductions stay with YNNPACK (BatchNorm's statistics are 10x slower without it).
 
-`set_defaults()` runs when `sam_jax` is imported: it adds the options to `XLA_FLAGS`
-unless that already names them (yours win), so it must come before JAX starts its CPU
-backend (the first array or `jax.devices()`). The flags are read by XLA:CPU only.
+The binaries (`python -m sam_jax.train`, `python -m sam_jax.analysis`), the scripts that
+compute and the tests call `set_defaults()` before JAX starts its CPU backend (the first
+array or `jax.devices()`): it adds the options to `XLA_FLAGS` unless that already names
+them (yours win). Importing `sam_jax` does not: a library leaves your process alone. In
+your own program, call it first to get the same speed. XLA:CPU alone reads the flags.
 """
 
 import os

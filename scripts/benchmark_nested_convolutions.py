@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from sam_jax import convolution  # noqa: E402
+from sam_jax import convolution, xla_cpu  # noqa: E402
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -44,6 +44,7 @@ def main():
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--channels", type=int, default=64)
   args = parser.parse_args()
+  xla_cpu.set_defaults()  # as the training binary: before JAX starts its CPU backend
   x = jnp.ones((args.batch, 32, 32, args.channels))
   kernels = [jnp.full((3, 3, args.channels, args.channels), 0.01) for _ in range(3)]
   half = args.batch // 2

@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default  # noqa: E402  (the checkout's configs/, by path)
-from sam_jax import optim, replicas, steps  # noqa: E402
+from sam_jax import optim, replicas, steps, xla_cpu  # noqa: E402
 from sam_jax.models import get_model  # noqa: E402
 
 import torch_reference  # noqa: E402  (scripts/, beside this file)
@@ -195,6 +195,7 @@ def time_setting(args, name: str, peak: float) -> dict:
 
 def main():
   args = parse_args()
+  xla_cpu.set_defaults()  # as the training binary: before JAX starts its CPU backend
   print(f"{args.model}, global batch {args.batch_size}, {args.image_size}x{args.image_size}, "
         f"{args.dtype}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
         f"jax {jax.__version__}")

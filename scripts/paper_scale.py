@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default  # noqa: E402
-from sam_jax import optim, replicas, steps  # noqa: E402
+from sam_jax import optim, replicas, steps, xla_cpu  # noqa: E402
 from sam_jax.models import get_model  # noqa: E402
 
 # (model, classes, image side, m, global batch): the paper's settings (Sec. 3.1, 3.2).
@@ -71,6 +71,7 @@ def main():
   parser.add_argument("--only", default=None, help="one model of the table")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   args = parser.parse_args()
+  xla_cpu.set_defaults()  # as the training binary: before JAX starts its CPU backend
   gib = 2.0 ** 30
   print(f"{'model':22} {'side':>4} {'m':>4} {'params':>8} {'state GiB':>9} {'step temp GiB':>13} "
         f"{'device GiB':>10} {'devices':>7} {'all-reduce GiB/step':>19} {'compile s':>9}")

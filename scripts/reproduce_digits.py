@@ -64,8 +64,10 @@ def train_and_analyse(run: dict, out: str, sharpness_m: list[int], lanczos_steps
   """Trains one run (resuming its workdir) and analyses it; returns its numbers."""
   # In the spawned workers only: the parent needs neither JAX nor TensorFlow.
   from configs import digits_sharpness  # pylint: disable=import-outside-toplevel
-  from sam_jax import loop  # pylint: disable=import-outside-toplevel
+  from sam_jax import loop, xla_cpu  # pylint: disable=import-outside-toplevel
   from sam_jax.analysis import report  # pylint: disable=import-outside-toplevel
+
+  xla_cpu.set_defaults()  # as the training binary
 
   workdir = os.path.join(out, "runs", run["name"])
   analysis_path = os.path.join(workdir, "analysis", "analysis.json")

@@ -35,6 +35,10 @@ os.environ["MPLCONFIGDIR"] = os.path.join(_SCRATCH, "matplotlib")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".cache", "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
+from sam_jax import xla_cpu  # noqa: E402
+
+xla_cpu.set_defaults()  # the binaries' XLA:CPU options, as they run
+
 import jax  # noqa: E402  (after XLA_FLAGS)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

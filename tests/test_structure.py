@@ -1,7 +1,9 @@
 """The house rules that keep the code small and its layers apart, checked on the source."""
 
 import ast
+import os
 import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -76,3 +78,34 @@ def test_the_core_imports_neither_tensorflow_nor_the_training_extras():
       ]), timeout=120)
   assert done.returncode == 0, done.stderr
   assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_importing_the_library_changes_no_process_setting():
+  """Every library module of sam_jax (not the binaries) leaves the environment (XLA_FLAGS
+  included), logging and JAX's config as the libraries it builds on left them."""
+  code = """
+import importlib, importlib.util, logging, os, pkgutil
+import absl.logging, clu.metric_writers, flax.linen, jax, optax, orbax.checkpoint
+import tensorflow, tensorflow_datasets
+
+def settings():
+  return (dict(os.environ), logging.root.level, list(logging.root.handlers),
+          absl.logging.get_verbosity(), dict(jax.config.values))
+
+before = settings()
+binaries = ("sam_jax.train", "sam_jax.analysis.__main__", "sam_jax.pretrained.__main__",
+            "sam_jax.data.benchmark")
+path = importlib.util.find_spec("sam_jax").submodule_search_locations
+for module in pkgutil.walk_packages(path, "sam_jax."):
+  if module.name not in binaries:
+    importlib.import_module(module.name)
+after = settings()
+print([name for name, a, b in zip(("environ", "level", "handlers", "absl", "jax"), before, after)
+       if a != b], os.environ.get("XLA_FLAGS"))
+"""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # as a user's process
+  done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=180, check=False)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.strip().splitlines()[-1] == "[] None"

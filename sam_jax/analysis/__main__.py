@@ -21,7 +21,7 @@ import os
 
 from absl import app, flags, logging
 
-from sam_jax import console
+from sam_jax import console, xla_cpu
 from sam_jax.errors import UsageError, exit_with_usage_error
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (config.json + checkpoints/).")
@@ -62,6 +62,7 @@ def m_values() -> list[int]:
 
 
 def main(argv):
+  xla_cpu.set_defaults()  # before JAX starts its CPU backend
   workdir = _WORKDIR.value
   try:
     if len(argv) > 1:
