@@ -114,8 +114,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.sam.looksam_alpha = 0.7  # LookSAM: weight of the reused orthogonal part
   config.sam.esam_beta = 0.5  # ESAM: probability that a parameter tensor is perturbed
   config.sam.esam_gamma = 0.5  # ESAM: fraction of the examples the SAM pass sees
-  # Under 40% label noise, LookSAM's alpha 0.7 and ESAM's gamma < 1 failed on the digits
-  # (alpha 0.15 and gamma 1 did not): docs/digits_reproduction/variants.md.
   config.sam.wsam_gamma = 0.9  # WSAM: weight of sharpness, gamma / (1 - gamma); 0.5 = SAM
   config.sam.wsam_decoupled = True  # WSAM: sharpness as its own plain step (the authors')
   # == Run ==

@@ -1,8 +1,9 @@
 """A 2-D convolution whose gradients are canonical convolutions where XLA:CPU's are slow.
 
 XLA:CPU runs the convolutions JAX derives for a gradient (batch and feature dimensions
-swapped, kernels flipped) 25-40x slower inside a `lax.cond` branch or a loop body than
-at the top of a program (jax-ml/jax#12868): there their layouts cannot be chosen freely.
+swapped, kernels flipped) 35-50x slower inside a loop body or a `lax.cond` branch than
+at the top of a program (`scripts/benchmark_nested_convolutions.py`; jax-ml/jax#12868):
+there their layouts cannot be chosen freely.
 LookSAM's and SAM every k's branches and the scan over virtual replicas (gradient
 accumulation) put the gradient passes there. Here the gradients are written as
 NHWC x HWIO -> NHWC convolutions of transposed operands, which XLA:CPU runs at full speed

@@ -1,32 +1,41 @@
 """Evaluation of a training run: when it is due, and the metrics over its splits.
 
-The test split (and the training set with `also_eval_on_training_set`) is scored by
-every process on its share of the examples, padded to the same number of batches; with
-an EMA the metrics without prefix are the EMA model's, as the original reported.
+A `Plan` (built by `run_setup.set_up`) says what is scored and when. Each split is scored
+by every process on its share of the examples, padded to the same number of batches;
+with an EMA the metrics without prefix are the EMA model's, as the original reported.
 """
 
-from typing import TYPE_CHECKING
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
-import ml_collections
 from absl import logging
 
-from sam_jax import processes, replicas, steps
-from sam_jax.family import unperturbed
-from sam_jax.data import loading
-
-if TYPE_CHECKING:
-  from sam_jax import loop
+from sam_jax import replicas, steps
 
 EVALUATED = ("test_", "raw_test_", "train_eval_", "raw_train_eval_")  # its metrics' prefixes
 
 
-def evaluation_due(config: ml_collections.ConfigDict, step: int, steps_per_epoch: int) -> bool:
-  """Every `eval_every_steps` steps when set, else every `evaluate_every` epochs."""
-  if config.eval_every_steps:
-    return step % config.eval_every_steps == 0
-  epoch, epoch_done = divmod(step, steps_per_epoch)
-  return epoch_done == 0 and epoch % config.evaluate_every == 0
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """What evaluation scores, with which step, and when."""
+  eval_step: Callable[..., dict[str, jax.Array]]  # steps.make_eval_step's
+  mesh: jax.sharding.Mesh
+  batches: Callable[..., Iterator[dict[str, Any]]]  # (examples, num_batches=) -> batches
+  splits: dict[str, tuple[Any, int]]  # "test" (, "train_eval") -> (examples, batches)
+  metrics: tuple[str, ...]  # of loss, error, top5_error, smoothed_loss
+  evaluated: Callable[[Any, Any], Any]  # (params, opt_state) -> the params to score
+  every_steps: int  # > 0: every this many steps, else every `every_epochs` epochs
+  every_epochs: int
+  steps_per_epoch: int
+
+  def due(self, step: int) -> bool:
+    """Every `every_steps` steps when set, else every `every_epochs` epochs."""
+    if self.every_steps:
+      return step % self.every_steps == 0
+    epoch, epoch_done = divmod(step, self.steps_per_epoch)
+    return epoch_done == 0 and epoch % self.every_epochs == 0
 
 
 def evaluate(eval_step, state: steps.TrainState, batches, mesh) -> dict[str, float]:
@@ -40,28 +49,20 @@ def evaluate(eval_step, state: steps.TrainState, batches, mesh) -> dict[str, flo
   return {**{name: value / count for name, value in totals.items()}, "count": count}
 
 
-def evaluate_all(config: ml_collections.ConfigDict, run: "loop.SetUp", eval_step,
-                 state: steps.TrainState, step: int, writer) -> dict[str, float]:
-  """The test split (and the training set, if asked).
+def evaluate_all(plan: Plan, state: steps.TrainState, step: int, writer) -> dict[str, float]:
+  """Every split of the plan, written to `writer` at `step` and logged.
 
   With an EMA, the metrics without prefix are the EMA model's (what the original
   reported) and `raw_` ones the trained weights'.
   """
-  splits = {"test": (run.data.eval, run.data.eval_steps)}
-  if config.also_eval_on_training_set:
-    train = loading.concatenate(run.data.train)
-    count = processes.gather(loading.num_examples(train)).max()
-    splits["train_eval"] = (train, -(-int(count) // run.process_batch))
-  state = state.replace(params=unperturbed(state.params, state.opt_state))  # Momentum-SAM
+  state = state.replace(params=plan.evaluated(state.params, state.opt_state))
   models = {"": state.replace(**state.ema), "raw_": state} if state.ema else {"": state}
-  names = (("loss", "error") + (("top5_error",) if config.compute_top_5_error_rate else
-                                ()) + (("smoothed_loss",) if config.label_smoothing else ()))
   results = {}
-  for split, (examples, num_batches) in splits.items():
-    for prefix, evaluated in models.items():
-      batches = run.eval_batches(examples, num_batches=num_batches)
-      metrics = evaluate(eval_step, evaluated, batches, run.mesh)
-      results.update({f"{prefix}{split}_{name}": metrics[name] for name in names})
+  for split, (examples, num_batches) in plan.splits.items():
+    for prefix, model in models.items():
+      batches = plan.batches(examples, num_batches=num_batches)
+      metrics = evaluate(plan.eval_step, model, batches, plan.mesh)
+      results.update({f"{prefix}{split}_{name}": metrics[name] for name in plan.metrics})
     results[f"{split}_examples"] = metrics["count"]  # examples scored: the split's size
   writer.write_scalars(step, results)
   shown = ", ".join(f"{k} {v:.4f}" for k, v in results.items() if not k.endswith("_examples"))

@@ -8,7 +8,7 @@ The chain, applied per replica, is (Foret et al. 2021, Algorithm 1 and the origi
     sam(rho) -> cross_replica_mean -> clip_by_global_norm -> record_global_norm
              -> [rmsprop] -> momentum -> [decoupled weight decay] -> learning-rate schedule
 
-where sam(rho) is `config.sam.variant`, one of the SAM family (`family.py`).
+where sam(rho) stands for `config.sam.variant`, built by its entry in `family.registry`.
 """
 
 from collections.abc import Callable, Sequence
@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sam_jax import family
-from sam_jax.sam import cross_replica_mean, sam
+from sam_jax.family import registry
+from sam_jax.sam import cross_replica_mean, find_state
 
 if TYPE_CHECKING:  # configs need ml_collections ([train]); the optimizer itself does not
   import ml_collections
@@ -103,6 +103,12 @@ class NormState(NamedTuple):
   global_norm: jax.Array
 
 
+def update_norm(opt_state: Any) -> jax.Array | None:
+  """The norm that `record_global_norm` last recorded in an optimizer state, or None."""
+  state = find_state(opt_state, NormState)
+  return None if state is None else state.global_norm
+
+
 def record_global_norm() -> optax.GradientTransformation:
   """Passes the updates through and keeps their global L2 norm in the state.
 
@@ -112,51 +118,6 @@ def record_global_norm() -> optax.GradientTransformation:
   return optax.GradientTransformation(
       lambda params: NormState(jnp.zeros([], jnp.float32)), lambda updates, state, params=None:
       (updates, NormState(optax.tree_utils.tree_norm(updates).astype(jnp.float32))))
-
-
-def sam_transformation(config: "ml_collections.ConfigDict", schedule: optax.Schedule,
-                       replica_axes: Sequence[str]) -> optax.GradientTransformationExtraArgs:
-  """The front of the chain: `config.sam.variant` (sam.py, family.py), maybe on some steps.
-
-  MSAM and decoupled WSAM are not front transformations: see `create_optimizer`.
-  """
-  s = config.sam
-  perturb = dict(adaptive=s.adaptive, eta=s.eta, p=s.p)
-  if s.variant == "sam":
-    sync = tuple(replica_axes) if s.sync_perturbations else None
-    tx = sam(s.rho, sync_axis_name=sync, sync_group_size=s.sync_group_size,
-             aux_init=PERTURBED_METRICS if s.rho else None, **perturb)
-  elif s.variant == "gsam":
-    rho = s.rho if s.gsam_rho_min is None else family.rho_following(
-        cast(ArraySchedule, schedule), s.rho, s.gsam_rho_min, config.learning_rate,
-        final_learning_rate(config))
-    tx = family.gsam(rho, alpha=s.gsam_alpha, aux_init=PERTURBED_METRICS, **perturb)
-  elif s.variant == "looksam":
-    tx = family.looksam(s.rho, every=s.looksam_every, alpha=s.looksam_alpha,
-                        axis_name=tuple(replica_axes), aux_init=PERTURBED_METRICS, **perturb)
-  elif s.variant == "esam":
-    tx = family.esam(s.rho, beta=s.esam_beta, gamma=s.esam_gamma, seed=config.seed,
-                     aux_init=PERTURBED_METRICS)
-  elif s.variant == "gcsam":
-    tx = family.gcsam(s.rho, aux_init=PERTURBED_METRICS)
-  else:  # wsam, coupled (validation.CHOICES)
-    tx = family.wsam(s.rho, gamma=s.wsam_gamma, aux_init=PERTURBED_METRICS, **perturb)
-  if s.every > 1 or s.probability < 1:
-    tx = family.sometimes(tx, every=s.every, probability=s.probability, seed=config.seed)
-  return tx
-
-
-def sam_schedule(config: "ml_collections.ConfigDict") -> Callable[[int], bool | None]:
-  """Update number t (0-based) -> whether its SAM pass runs, for the variants that skip it
-  on some steps (`steps.train_step`'s `sam_step`); None for the others. The training loop
-  decides on the host, so no convolution gradient sits in a `lax.cond` branch."""
-  s = config.sam
-  if s.variant == "looksam":
-    return lambda t: t % s.looksam_every == 0
-  if s.every > 1 or s.probability < 1:
-    return lambda t: bool(
-        family.sam_step_due(t, every=s.every, probability=s.probability, seed=config.seed))
-  return lambda t: None
 
 
 def final_learning_rate(config: "ml_collections.ConfigDict") -> float:
@@ -174,12 +135,11 @@ def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
 
   Weight decay of type "l2" lives in the loss (see `l2_penalty`), so both SAM passes see
   it; type "decoupled" adds wd * w to the momentum direction before the learning rate
-  (SGDW, Loshchilov & Hutter 2019), outside SAM. Momentum-SAM ends the chain with
-  `family.momentum_perturbation` instead of starting it with SAM; decoupled WSAM wraps
-  the whole chain (`family.decoupled_wsam`).
+  (SGDW, Loshchilov & Hutter 2019), outside SAM. The variant's registry entry
+  (`family.registry`) puts its transformation around this base: in front of it for most,
+  at its end or around all of it for others.
   """
   schedule = learning_rate_schedule(config, steps_per_epoch)
-  variant = config.sam.variant
   parts = [cross_replica_mean(tuple(replica_axes))]
   if config.gradient_clipping > 0:
     parts.append(optax.clip_by_global_norm(config.gradient_clipping))
@@ -194,11 +154,8 @@ def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
         optax.add_decayed_weights(
             config.weight_decay, mask=lambda p: weight_decay_mask(p, config.no_weight_decay_on_bn)))
   parts.append(optax.scale_by_learning_rate(schedule))
-  if variant == "msam":
-    return optax.chain(*parts, family.momentum_perturbation(config.sam.rho))
-  if variant == "wsam" and config.sam.wsam_decoupled:
-    return family.decoupled_wsam(config.sam.rho, optax.chain(*parts), cast(ArraySchedule, schedule),
-                                 gamma=config.sam.wsam_gamma, axis_name=tuple(replica_axes),
-                                 aux_init=PERTURBED_METRICS, adaptive=config.sam.adaptive,
-                                 eta=config.sam.eta, p=config.sam.p)
-  return optax.chain(sam_transformation(config, schedule, replica_axes), *parts)
+  return registry.build_chain(
+      registry.Chain(config.sam, tuple(parts),
+                     cast(ArraySchedule,
+                          schedule), (config.learning_rate, final_learning_rate(config)),
+                     tuple(replica_axes), config.seed, PERTURBED_METRICS))

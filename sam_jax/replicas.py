@@ -143,6 +143,18 @@ def replica_index() -> jax.Array:
 MAPPINGS = ("loop", "scan", "vmap")
 
 
+def resolve_mapping(mapping: str, sync_batch_norm: bool = False) -> str:
+  """The mapping a run uses (`one_replica_at_a_time`) for a requested one: "auto" is the
+  unrolled loop on CPU, where grouped convolutions are slow, and vmap on GPU and TPU,
+  where they are native; BatchNorm synchronised across replicas needs them all at once:
+  vmap."""
+  if sync_batch_norm:
+    return "vmap"
+  if mapping == "auto":
+    return "loop" if jax.default_backend() == "cpu" else "vmap"
+  return mapping
+
+
 def one_replica_at_a_time(fn: Callable[..., Any], mapping: str = "loop") -> Callable[..., Any]:
   """`fn`, but evaluated replica by replica when vmapped: an unrolled loop or a scan.
 

@@ -15,17 +15,23 @@ Pure JAX + Optax: no Flax, no TensorFlow. Chain it in front of any optimizer:
 
 where `grads` is the clean gradient of the loss at `params` and `grad_fn(p)` returns
 the gradient of the same loss (same batch, same dropout randomness) at `p`.
+
+This is also the protocol of the whole family (`sam_jax.family`): every variant in front
+of the optimizer takes `grad_fn`, keeps a `SamState` (its count of updates and the latest
+aux of `grad_fn`), and a train step reads that aux back with `perturbed_aux`.
 """
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
 import optax
 
 AxisName = Hashable | Sequence[Hashable]
-GradFn = Callable[[optax.Params], optax.Updates]
+# grad_fn(p, **options) -> the gradient at p, or (gradient, aux) when the state keeps an aux.
+GradFn = Callable[..., Any]
+State = TypeVar("State")
 
 
 def dual_direction(grads: optax.Updates, p: float = 2.0, eps: float = 1e-12) -> optax.Updates:
@@ -136,8 +142,52 @@ def strongly_typed(tree: Any) -> Any:
 
 
 class SamState(NamedTuple):
-  """What `sam(..., aux_init=...)` keeps: the latest aux of `grad_fn` (e.g. the loss at w + eps)."""
+  """The state of `sam` and of every variant in front of the optimizer: the number of
+  updates that ran its second pass, and the latest aux of `grad_fn` (e.g. the loss at
+  w + eps; None without `aux_init`)."""
+  count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]  (optax's name)
   aux: Any
+
+
+def init_state(aux_init: Any = None) -> SamState:
+  """Count 0 and `aux_init` (as strongly typed arrays), or no aux."""
+  return SamState(jnp.zeros([], jnp.int32), None if aux_init is None else strongly_typed(aux_init))
+
+
+def required(name: str, params: optax.Params | None,
+             grad_fn: GradFn | None) -> tuple[optax.Params, GradFn]:
+  """The params and grad_fn that an update needs (optax's signature makes both optional).
+
+  Raises:
+    ValueError: naming the call that provides them.
+  """
+  if params is None or grad_fn is None:
+    raise ValueError(f"{name} needs the current params and a grad_fn: call "
+                     "tx.update(grads, state, params, grad_fn=grad_fn), where grad_fn(p) is the "
+                     "gradient of the same loss on the same batch at parameters p.")
+  return params, grad_fn
+
+
+def gradient(grad_fn: GradFn, params: optax.Params, state: SamState,
+             **options: Any) -> tuple[optax.Updates, Any]:
+  """(gradient, aux) of `grad_fn(params, **options)`; aux None when the state keeps none."""
+  if state.aux is None:
+    return grad_fn(params, **options), None
+  return cast(tuple[optax.Updates, Any], grad_fn(params, **options))
+
+
+def find_state(opt_state: Any, kind: type[State]) -> State | None:
+  """The first state of type `kind` inside an optimizer state (chains and wrappers
+  included), or None."""
+  found = jax.tree.leaves(opt_state, is_leaf=lambda node: isinstance(node, kind))
+  return next((node for node in found if isinstance(node, kind)), None)
+
+
+def perturbed_aux(opt_state: Any) -> Any:
+  """The aux of the last second pass in an optimizer state (see `sam(aux_init=...)`), or
+  None when no transformation in it keeps one."""
+  state = find_state(opt_state, SamState)
+  return None if state is None else state.aux
 
 
 def sam(
@@ -189,7 +239,8 @@ def sam(
       saying where ASAM's T_w applies.
     aux_init: if given, `grad_fn(p)` returns (gradient, aux) with aux shaped like this
       pytree, and the state (`SamState`) keeps the latest aux: how a train step reads the
-      loss at w + eps without a third pass. With rho = 0 it stays `aux_init`.
+      loss at w + eps without a third pass (`perturbed_aux`). With rho = 0 it stays
+      `aux_init`.
 
   Returns:
     A `GradientTransformationExtraArgs` whose update is called as
@@ -199,11 +250,9 @@ def sam(
     raise ValueError(f"SAM needs a norm p in [1, inf], got p={p}.")
   skip = isinstance(rho, (int, float)) and rho == 0
 
-  def init_fn(params: optax.Params) -> optax.OptState:
+  def init_fn(params: optax.Params) -> SamState:
     del params
-    if aux_init is None:
-      return optax.EmptyState()
-    return SamState(strongly_typed(aux_init))
+    return init_state(aux_init)
 
   def update_fn(updates: optax.Updates, state: optax.OptState, params: optax.Params | None = None,
                 *, grad_fn: GradFn | None = None,
@@ -211,17 +260,13 @@ def sam(
     del extra_args
     if skip:
       return updates, state
-    if params is None or grad_fn is None:
-      raise ValueError("sam_jax.sam needs the current params and a grad_fn: call "
-                       "tx.update(grads, state, params, grad_fn=grad_fn), where grad_fn(p) is the "
-                       "gradient of the same loss on the same batch at parameters p.")
+    params, grad_fn = required("sam_jax.sam", params, grad_fn)
+    state = cast(SamState, state)
     g = updates if sync_axis_name is None else group_mean(updates, sync_axis_name, sync_group_size)
     perturbed = perturb(params, g, rho, adaptive=adaptive, eta=eta, p=p, eps=eps,
                         adaptive_mask=adaptive_mask)
-    if aux_init is None:
-      return grad_fn(perturbed), state
-    grads, aux = cast(tuple[optax.Updates, Any], grad_fn(perturbed))  # with aux_init, (grad, aux)
-    return grads, SamState(aux)
+    grads, aux = gradient(grad_fn, perturbed, state)
+    return grads, SamState(state.count + 1, aux)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

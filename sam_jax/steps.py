@@ -20,8 +20,11 @@ from flax import struct
 from jax.sharding import Mesh
 
 from sam_jax import optim, replicas
-from sam_jax.family import unperturbed
 from sam_jax.models.layers import train_rngs
+from sam_jax.sam import perturbed_aux
+
+# (params, opt_state) -> the parameters to evaluate (and average in the EMA).
+EvaluatedParams = Callable[[Any, Any], Any]
 
 
 class TrainState(struct.PyTreeNode):
@@ -113,7 +116,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
                no_weight_decay_on_bn: bool = False, label_smoothing: float = 0.0,
                ema_decay: float = 0.0, ema_warmup_steps: int = 0, redraw_masks: bool = False,
                replica_mapping: str = "loop", true_gradient_ascent: bool = False,
-               skip_nonfinite: bool = False,
+               skip_nonfinite: bool = False, evaluated_params: EvaluatedParams | None = None,
                sam_step: bool | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SAM step for one replica; call it through `replicas.map_replicas`.
 
@@ -150,6 +153,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     skip_nonfinite: a step whose loss, gradient or update is NaN/Inf leaves the state
       as it was (parameters, statistics, optimizer and EMA; the step still counts), as
       `optax.apply_if_finite` does.
+    evaluated_params: (params, opt_state) -> the parameters the EMA averages, those
+      evaluated (the variant's, `family.registry`); None: the params themselves.
     sam_step: for the variants that run the second pass on some steps only (SAM every
       k, randomized SAM, LookSAM): True or False decides it at trace time (one program
       of each kind, `make_train_step`); None leaves it to the variant's `lax.cond`.
@@ -171,7 +176,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
       model.clone(true_gradient=True) if true_gradient_ascent else model)
   (_, (example_losses, logits, batch_stats)), grads = clean_pass(state.params, state.batch_stats,
                                                                  batch, train_rngs(rng))
-  keeps_perturbed = optax.tree_utils.tree_get(state.opt_state, "aux") is not None
+  keeps_perturbed = perturbed_aux(state.opt_state) is not None
 
   def grad_fn(params: optax.Params,
               examples: jax.Array | None = None) -> optax.Updates | tuple[optax.Updates, Any]:
@@ -197,9 +202,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
       "clean_grad_norm": optax.tree_utils.tree_norm(grads)
   }
   if keeps_perturbed:
-    perturbed = optax.tree_utils.tree_get(opt_state, "aux")
+    perturbed = perturbed_aux(opt_state)
     metrics.update(perturbed_loss=perturbed["loss"], perturbed_error=perturbed["error"])
-  update_norm = optax.tree_utils.tree_get(opt_state, "global_norm")
+  update_norm = optim.update_norm(opt_state)
   if update_norm is not None:
     metrics["grad_norm"] = update_norm
   batch_stats, metrics = jax.lax.pmean((batch_stats, metrics), replicas.REPLICA_AXES)
@@ -211,20 +216,24 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)
-  new_state = new_state.replace(ema=updated_ema(new_state, ema_decay, ema_warmup_steps))
+  new_state = new_state.replace(
+      ema=updated_ema(new_state, ema_decay, ema_warmup_steps, evaluated_params))
   if skip_nonfinite:
     kept = state.replace(step=new_state.step)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
   return new_state, metrics
 
 
-def updated_ema(state: TrainState, decay: float, warmup_steps: int) -> Any:
-  """state.ema moved towards the new params (without Momentum-SAM's perturbation) and
-  BatchNorm statistics, with the decay of `optim.ema_decay`; {} when there is no EMA."""
+def updated_ema(state: TrainState, decay: float, warmup_steps: int,
+                evaluated_params: EvaluatedParams | None = None) -> Any:
+  """state.ema moved towards the new evaluated params and BatchNorm statistics, with the
+  decay of `optim.ema_decay`; {} when there is no EMA."""
   if not state.ema:
     return state.ema
   rate = optim.ema_decay(state.step, decay, warmup_steps)
-  new = {"params": unperturbed(state.params, state.opt_state), "batch_stats": state.batch_stats}
+  params = state.params if evaluated_params is None else evaluated_params(
+      state.params, state.opt_state)
+  new = {"params": params, "batch_stats": state.batch_stats}
   return jax.tree.map(lambda old, new: rate * old + (1.0 - rate) * new, state.ema, new)
 
 

@@ -25,7 +25,7 @@ from ml_collections import config_flags
 
 import sam_jax
 from sam_jax import config_files, console, original_flags, validation, xla_cpu
-from sam_jax import workdir as run_files
+from sam_jax import run_files
 from sam_jax.errors import Stopped, UsageError, exit_with_usage_error
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))

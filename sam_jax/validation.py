@@ -1,10 +1,12 @@
 """The values a config may take: every field with a meaningful range or a set of choices.
 
-`check(config)` runs before JAX or TensorFlow load (the training binary answers a bad
-value in about a second) and again at the start of `loop.train_and_evaluate`, for
-library users. Each bad value is one `UsageError` line naming the field, its value and
-what it may be. What depends on the machine or the data (devices, the batch's layout,
-the dataset on disk, a checkpoint) is checked where that is known (`loop.set_up`).
+`check(config)` runs before TensorFlow or any data load (the training binary answers a
+bad value in about a second, most of it importing JAX) and again at the start of
+`loop.train_and_evaluate`, for library users. The SAM variants' own fields and options
+are their registry entries' (`family.registry`). Each bad value is one `UsageError`
+line naming the field, its value and what it may be. What depends on the machine or the
+data (devices, the batch's layout, the dataset on disk, a checkpoint) is checked where
+that is known (`loop.set_up`).
 """
 
 import math
@@ -15,6 +17,7 @@ import ml_collections
 
 from sam_jax.data import datasets, policies
 from sam_jax.errors import UsageError
+from sam_jax.family import registry
 
 CHOICES = {
     "dataset": tuple(datasets.DATASETS),
@@ -28,7 +31,6 @@ CHOICES = {
     "weight_decay_type": ("l2", "decoupled"),
     "nonfinite": ("stop", "skip"),
     "resize_method": ("bicubic", "bicubic_tf1"),
-    "sam.variant": ("sam", "gsam", "looksam", "esam", "gcsam", "msam", "wsam"),
 }
 
 
@@ -81,13 +83,6 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sam.p": (lambda p: 1 <= p <= math.inf, "a norm in [1, inf]: 2 is the paper's"),
     "sam.every": (_positive, "a positive number of steps (1: SAM at every step)"),
     "sam.probability": (lambda p: 0 < p <= 1, "a probability in (0, 1]"),
-    "sam.gsam_alpha": (_at_least_zero, ">= 0 (0: SAM)"),
-    "sam.gsam_rho_min": (lambda r: r is None or r >= 0, "a radius >= 0, or unset"),
-    "sam.looksam_every": (_positive, "a positive number of steps (1: SAM)"),
-    "sam.looksam_alpha": (_at_least_zero, ">= 0 (the paper's is 0.7)"),
-    "sam.esam_beta": (lambda b: 0 < b <= 1, "a probability in (0, 1] (1: every tensor)"),
-    "sam.esam_gamma": (lambda g: 0 < g <= 1, "a fraction in (0, 1] (1: every example)"),
-    "sam.wsam_gamma": (_below_one, "in [0, 1) (0.5: SAM)"),
     "init_seed": (lambda seed: seed is None or seed >= 0, "a seed >= 0, or unset (seed's)"),
     "log_every_steps": (_positive, "a positive number of steps"),
     "profile_steps": (_at_least_zero, "a number of steps, >= 0 (0: no profile)"),
@@ -115,23 +110,13 @@ def check(config: ml_collections.ConfigDict) -> None:
       known = ", ".join(str(choice) for choice in choices if choice is not None)
       raise UsageError(f"Unknown {field} '{value}': choose one of {known}"
                        f"{' (or leave it unset)' if None in choices else ''}.")
-  for field, (test, what) in RANGES.items():
+  for field, (test, what) in (RANGES | registry.field_ranges()).items():  # with the variants
     if not test(value := get(config, field)):
       raise UsageError(f"--config.{field}={value} is out of range: {field} must be {what}.")
   if not config.num_train_steps and config.warmup_epochs >= config.num_epochs:
     raise UsageError(f"--config.warmup_epochs={config.warmup_epochs} leaves nothing of the "
                      f"{config.num_epochs} epochs: use fewer warmup epochs or more epochs.")
-  check_variant(config.sam)
+  registry.check(config.sam)  # the variant (a known one) and its options
   # pylint: disable-next=import-outside-toplevel  (Flax: only when the rest is valid)
   from sam_jax.models import get_model
   get_model(config.model_name, num_classes=1)  # an unknown name: its own one line
-
-
-def check_variant(sam: ml_collections.ConfigDict) -> None:
-  """Options that only some SAM variants have."""
-  if sam.variant != "sam" and sam.sync_perturbations:
-    raise UsageError(f"--config.sam.sync_perturbations is SAM's (variant sam), not "
-                     f"{sam.variant}'s: turn it off or use --config.sam.variant=sam.")
-  if sam.variant in ("looksam", "msam") and (sam.every > 1 or sam.probability < 1):
-    raise UsageError(f"{sam.variant} has no SAM steps to skip: leave --config.sam.every=1 and "
-                     f"--config.sam.probability=1 (LookSAM: use --config.sam.looksam_every).")

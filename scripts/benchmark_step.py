@@ -15,8 +15,8 @@ temporaries - donated buffers).
 
 Variants that skip the second pass on some steps (LookSAM, SAM every k) run as the
 training loop runs them (one program with the pass, one without, picked per step by
-`optim.sam_schedule`) and are timed in blocks of `--block` steps: a step's time is a
-block's mean, the median over the blocks.
+`family.registry.second_pass_schedule`) and are timed in blocks of `--block` steps: a
+step's time is a block's mean, the median over the blocks.
 
     python scripts/benchmark_step.py --model WideResnet16x4 --batch_size 128 --m 32
     python scripts/benchmark_step.py --only "SGD,LookSAM k=5"   # some rows only
@@ -37,6 +37,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default  # noqa: E402  (the checkout's configs/, by path)
 from sam_jax import optim, replicas, steps, xla_cpu  # noqa: E402
+from sam_jax.family import registry  # noqa: E402
 from sam_jax.models import get_model  # noqa: E402
 
 import torch_reference  # noqa: E402  (scripts/, beside this file)
@@ -124,7 +125,8 @@ def prepare_setting(args, sam: dict, m: int | None, mapping: str):
                                replica_mapping=mapping)
   key = jax.random.key(1)
 
-  schedule = optim.sam_schedule(config)  # the variants that skip the SAM pass on some steps
+  # The variants that skip the SAM pass on some steps: which steps, as the loop decides.
+  schedule = registry.second_pass_schedule(config.sam, config.seed)
   kinds = sorted({schedule(t) for t in range(args.block)}, key=str)
   start = time.perf_counter()
   compiled = {kind: step.program(kind).lower(state, batch, key).compile() for kind in kinds}

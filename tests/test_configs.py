@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from conftest import ROOT, parse_run
-from sam_jax import experiment
+from sam_jax import run_setup
 from sam_jax.data.augmentation import Augmentation
 from sam_jax.data.datasets import get_dataset_info
 from sam_jax.errors import UsageError
@@ -312,7 +312,7 @@ def test_every_paper_cell_builds_what_the_original_code_ran(name, backend, monke
     for optimizer in ("sam", "sgd"):
       config, _ = parse_run([f"--config=configs/{name}.py:{cell},{optimizer}", "--workdir=/tmp/w"])
       info = get_dataset_info(config.dataset)
-      model = experiment.build_model(config, info.num_classes)
+      model = run_setup.build_model(config, info.num_classes)
       # float32 activations: no dtype in any flax.nn layer (imagenet_models/resnet.py:77).
       assert model.dtype == jnp.float32, (name, cell)
       # AutoAugment op for op (autoaugment/autoaugment.py:621): 250-px translates...

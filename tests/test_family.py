@@ -20,6 +20,7 @@ import pytest
 import sam_jax
 from conftest import max_abs_diff, tiny_config
 from sam_jax import family, optim, replicas, steps
+from sam_jax.family import registry
 from test_sam import mlp_data, mlp_grads64
 
 RHO, LR, MU, STEPS = 0.3, 0.1, 0.9, 4
@@ -129,7 +130,7 @@ def test_looksam_reuses_the_orthogonal_part_between_sam_steps(setup):
 
   got, state = jax_run(family.looksam(RHO, every=k, alpha=alpha), w0, data)
   assert max_abs_diff(got, oracle_run(looksam64, w0, data)) < 2e-5
-  assert int(state[0].count) == STEPS
+  assert int(state[0].sam.count) == STEPS
 
 
 def test_looksam_over_replicas_keeps_the_mean_gradients_orthogonal_part(setup):
@@ -351,7 +352,7 @@ class CountingNet(nn.Module):
     ])
 def test_cheap_steps_run_one_forward_backward_per_replica(mapping, decided, variant, options,
                                                           sam_steps, passes):
-  """Decided in the program (a lax.cond) or on the host (optim.sam_schedule, as the loop)."""
+  """Decided in the program (a lax.cond) or on the host (the registry's schedule, as the loop)."""
   model = CountingNet()
   config = tiny_config(learning_rate=0.1, num_epochs=1, sam=dict(variant=variant, **options))
   tx = optim.create_optimizer(config, 10, replicas.REPLICA_AXES)
@@ -366,9 +367,56 @@ def test_cheap_steps_run_one_forward_backward_per_replica(mapping, decided, vari
         "image": rng.standard_normal((8, 2, 2, 1), np.float32),
         "label": rng.integers(0, 10, 8).astype(np.int32)
     }
-    sam_step = optim.sam_schedule(config)(t) if decided == "host" else None
+    sam_step = registry.second_pass_schedule(config.sam,
+                                             config.seed)(t) if decided == "host" else None
     state, metrics = step(state, replicas.shard_batch(batch, mesh), jax.random.key(1), sam_step)
     jax.block_until_ready(metrics)
     jax.effects_barrier()
     per_replica = [4] + (passes if t in sam_steps else [])
     assert sorted(SEEN) == sorted(per_replica * 2), (t, SEEN)
+
+
+def registry_update(variant, options, w, x, y):
+  """The first update of `variant`'s registry chain (no base optimizer), on two replicas
+  (a vmap over axis "r"), each with its half of (x, y)."""
+  config = tiny_config(sam=dict(variant=variant, rho=RHO, wsam_decoupled=False, **options))
+  tx = registry.build_chain(
+      registry.Chain(config.sam, (), lambda count: LR, (LR, 0.0), ("r",), seed=0, aux_init=None))
+  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), w)
+
+  def replica(x, y):
+    def losses(p, x=x, y=y):
+      z = jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+      return optax.softmax_cross_entropy_with_integer_labels(z, y)
+
+    def grad_fn(p, examples=None):
+      chosen = (x, y) if examples is None else (x[examples], y[examples])
+      return jax.grad(lambda q: jnp.mean(losses(q, *chosen)))(p)
+
+    return tx.update(
+        grad_fn(params), tx.init(params), params, grad_fn=grad_fn, example_losses=losses(params),
+        example_losses_fn=losses)[0]
+
+  halves = (jnp.asarray(x, jnp.float32).reshape(2, -1, x.shape[-1]), jnp.asarray(y).reshape(2, -1))
+  return jax.vmap(replica, axis_name="r")(*halves)
+
+
+@pytest.mark.parametrize("variant", sorted(registry.VARIANTS))
+def test_every_shared_option_a_variant_takes_changes_its_update(variant, setup):
+  """What `Variant.takes` claims is honoured: each such option, switched on, changes the
+  first update (validation refuses the others)."""
+  w, [(x, y), *_] = setup
+  switched = {
+      "adaptive": ({}, dict(adaptive=True)),
+      "eta": (dict(adaptive=True), dict(adaptive=True, eta=1.0)),
+      "p": ({}, dict(p=float("inf"))),
+      "sync_perturbations": ({}, dict(sync_perturbations=True)),
+      "every": ({}, dict(every=2)),  # update 0 is then a plain one
+      "probability": ({}, dict(probability=0.01)),  # update 0 plain: its draw is above
+  }
+  assert family.cheaper.uniform_hash(0, 0, np) > 0.01
+  for option in registry.VARIANTS[variant].takes:
+    off, on = switched[option]
+    difference = max_abs_diff(
+        registry_update(variant, off, w, x, y), registry_update(variant, on, w, x, y))
+    assert difference > 1e-4, (variant, option)

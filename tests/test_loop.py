@@ -11,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import max_abs_diff, repeated_points, scalars, sigterm_at_call, tiny_config
-from sam_jax import checkpoints, events, loop
+from sam_jax import checkpoints, events, loop, run_setup
 from sam_jax.data import label_noise
 from sam_jax.errors import Stopped, UsageError
 
@@ -174,7 +174,7 @@ def test_a_bug_is_not_a_usage_error(tmp_path, monkeypatch):
     raise ZeroDivisionError("a bug in the step")
 
   monkeypatch.setattr(checkpoints, "make_manager", manager)
-  monkeypatch.setattr(loop.steps, "make_train_step", broken_step)
+  monkeypatch.setattr(run_setup.steps, "make_train_step", lambda *args, **kwargs: broken_step)
   with pytest.raises(ZeroDivisionError, match="a bug in the step"):
     loop.train_and_evaluate(bad(), str(tmp_path / "run"))
   assert closed == [True]
@@ -186,7 +186,7 @@ def test_the_initial_weights_follow_init_seed_else_the_seed(digits, tmp_path):
   the paper's independent runs (Sec. 3.1)."""
   def initial(**fields):
     config = tiny_config(dataset="digits", batch_size=16, **fields)
-    return loop.set_up(config, str(tmp_path)).state.params
+    return run_setup.set_up(config, str(tmp_path)).state.params
 
   seed_0 = initial(seed=0)
   assert max_abs_diff(initial(seed=3, init_seed=0), seed_0) == 0

@@ -11,7 +11,7 @@ import pytest
 from absl import flags
 
 from conftest import parse_run
-from sam_jax import experiment, original_flags, train
+from sam_jax import original_flags, run_setup, train
 from sam_jax.data.datasets import get_dataset_info
 
 # yapf: disable  (one row per DEFINE, as the official files list them)
@@ -104,7 +104,7 @@ def test_unset_original_flags_take_the_official_defaults(argv, monkeypatch):
       assert field(config, name) == value, (flag, where)
   for where, name, value in OFFICIAL_CODE:
     assert field(config, name) == value, where
-  model = experiment.build_model(config, get_dataset_info(config.dataset).num_classes)
+  model = run_setup.build_model(config, get_dataset_info(config.dataset).num_classes)
   assert model.dtype == jnp.float32  # on a GPU too
 
 

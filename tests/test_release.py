@@ -1,6 +1,7 @@
 """The release as others get it: one version everywhere, the licence, and the wheel installed
 into a fresh environment, first with only the core dependencies, then with [train]."""
 
+import inspect
 import os
 import pathlib
 import re
@@ -35,6 +36,18 @@ def test_the_version_is_written_once_and_repeated_faithfully():
   assert citation["version"] == newest == version
   assert f"version = {{{version}}}" in readme  # the codebase's BibTeX entry
   assert train.version_line().startswith(f"sam-jax {version} (jax ")
+
+
+def test_the_readme_states_sams_signature_as_it_is():
+  readme = (ROOT_PATH / "README.md").read_text()
+  stated = re.search(r"`sam_jax\.sam\((rho.*?)\)`:", readme, re.S).group(1)
+  stated = [part for part in " ".join(stated.split()).split(", ") if part != "*"]
+  actual = [
+      name if p.default is p.empty else
+      f"{name}={getattr(p.default, '__name__', repr(p.default))}"
+      for name, p in inspect.signature(sam_jax.sam).parameters.items()
+  ]
+  assert stated == actual
 
 
 def test_the_licence_is_apache_2_everywhere_it_is_named():

@@ -12,8 +12,9 @@ from conftest import ROOT, finish, start_process
 
 PACKAGE = pathlib.Path(ROOT) / "sam_jax"
 MODULES = sorted(PACKAGE.rglob("*.py"))
-# Where TensorFlow may be imported: the input pipelines and the TF checkpoint reader.
-TENSORFLOW_HOMES = ("data/", "pretrained/readers.py")
+# Where TensorFlow may be imported, directly or through data/tf_cpu.py: the input pipelines,
+# the TF checkpoint reader, and the TensorBoard event files (TensorBoard's loader imports TF).
+TENSORFLOW_HOMES = ("data/", "pretrained/readers.py", "events.py")
 # The binaries: the only modules that define or read absl flags.
 BINARIES = ("train.py", "__main__.py", "data/benchmark.py")
 
@@ -56,7 +57,9 @@ def test_modules_are_small_and_keep_to_their_layer(path):
   assert not {name: n for name, n in long.items() if n > 60}, "functions over 60 lines of code"
   name = relative(path)
   tensorflow = {
-      m for m in imported_modules(tree) if m.split(".")[0] in ("tensorflow", "tensorflow_datasets")
+      m for m in imported_modules(tree)
+      if m.split(".")[0] in ("tensorflow",
+                             "tensorflow_datasets") or m.startswith("sam_jax.data.tf_cpu")
   }
   assert not tensorflow or name.startswith(TENSORFLOW_HOMES), tensorflow
   if not name.endswith(BINARIES):  # a module that cannot see absl's flags cannot read them
@@ -64,6 +67,79 @@ def test_modules_are_small_and_keep_to_their_layer(path):
         m for m in imported_modules(tree)
         if m.startswith(("absl.flags", "ml_collections.config_flags"))
     }
+
+
+def variant_mentions(tree: ast.AST) -> list[str]:
+  """Where a module names a SAM variant: a string equal to a registered name (outside
+  `__all__`), a `family.X` attribute or an import of a variant from `sam_jax.family`."""
+  from sam_jax import family  # pylint: disable=import-outside-toplevel
+  from sam_jax.family import registry  # pylint: disable=import-outside-toplevel
+  exported = {
+      id(element) for node in ast.walk(tree) if isinstance(node, ast.Assign) and any(
+          isinstance(t, ast.Name) and t.id == "__all__"
+          for t in node.targets)
+      for element in ast.walk(node.value)
+  }
+  found = []
+  for node in ast.walk(tree):
+    if (isinstance(node, ast.Constant) and node.value in registry.VARIANTS
+        and id(node) not in exported):
+      found.append(f"line {node.lineno}: '{node.value}'")
+    elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+          and node.value.id == "family" and node.attr in family.__all__):
+      found.append(f"line {node.lineno}: family.{node.attr}")
+    elif (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sam_jax.family")
+          and any(alias.name != "registry" for alias in node.names)):
+      found.append(f"line {node.lineno}: from {node.module} import ...")
+  return found
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if not relative(p).startswith("family/")],
+                         ids=relative)
+def test_no_module_outside_the_family_names_a_variant(path):
+  """Validation, the optimizer, the loop, evaluation and the analyses read a variant's
+  registry entry (`family/registry.py`), never its name."""
+  assert not variant_mentions(ast.parse(path.read_text())), relative(path)
+
+
+def module_name(path: pathlib.Path) -> str:
+  parts = ("sam_jax", *path.relative_to(PACKAGE).with_suffix("").parts)
+  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_the_modules_import_each_other_without_a_cycle():
+  names = {module_name(path) for path in MODULES}
+  graph = {
+      module_name(path): {m for m in imported_modules(ast.parse(path.read_text())) if m in names}
+      for path in MODULES
+  }
+  state = {}  # 1: on the current path, 2: done
+
+  def visit(node, path):
+    state[node] = 1
+    for child in sorted(graph[node]):
+      assert state.get(child) != 1, " -> ".join([*path, child])  # a cycle
+      if child not in state:
+        visit(child, [*path, child])
+    state[node] = 2
+
+  for node in sorted(graph):
+    if node not in state:
+      visit(node, [node])
+
+
+def test_the_loop_and_evaluation_take_the_run_not_the_config():
+  """The config is read by `run_setup.set_up` (and written by `train_and_evaluate`);
+  nothing in `loop.train` or in evaluation sees it."""
+  for name, allowed in (("loop.py", {"train_and_evaluate",
+                                     "record_start"}), ("evaluation.py", set())):
+    tree = ast.parse((PACKAGE / name).read_text())
+    for function in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+      if function.name in allowed:
+        continue
+      names = {n.id for n in ast.walk(function) if isinstance(n, ast.Name)}
+      names |= {a.arg for a in ast.walk(function) if isinstance(a, ast.arg)}
+      assert "config" not in names, f"{name}: {function.name}"
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 from absl import flags
 
 from conftest import ROOT, finish, parse_run, run_binary, start_process
-from sam_jax import config_files, original_flags, train, validation, workdir
+from sam_jax import config_files, original_flags, run_files, train, validation
 from sam_jax.errors import Stopped, UsageError
 
 
@@ -107,7 +107,7 @@ def test_helpfull_documents_every_original_flag_and_config_field():
   words = " ".join(out.split())  # absl wraps the help at 80 columns
   demo = config_files.load(f"{ROOT}/configs/digits_demo.py")  # its values are the defaults
   helps = config_files.field_help(f"{ROOT}/configs/default.py")
-  fields = list(workdir.flat(demo.to_dict()))
+  fields = list(run_files.flat(demo.to_dict()))
   assert len(fields) > 50 and all(helps.get(field) for field in fields)  # and a comment
   for field in fields:
     value = validation.get(demo, field)
@@ -125,7 +125,7 @@ def finished_workdir(path, *overrides):
   open checkpoints): config.json of these flags, checkpoints/22 and results.json."""
   config, _ = parse_run(digits_args(path, *overrides))
   (path / "checkpoints" / "22").mkdir(parents=True)
-  workdir.write_config(config, str(path))
+  run_files.write_config(config, str(path))
   (path / "results.json").write_text(
       json.dumps({
           "test_loss": 0.1,
@@ -172,7 +172,7 @@ def test_a_finished_run_says_so_and_changes_need_a_flag(tmp_path, monkeypatch, c
       caplog.text)
   assert run_main(digits_args(path, "--config.compute_top_5_error_rate=True"), monkeypatch)
   # An allowed change, recorded (as the training does): the run is compared with it after.
-  workdir.record_changes(str(path), 22, {"sam.rho": (0.05, 0.1)})
+  run_files.record_changes(str(path), 22, {"sam.rho": (0.05, 0.1)})
   assert not run_main(digits_args(path, "--config.sam.rho=0.1"), monkeypatch)  # finished
   assert "has finished (22 steps)" in capsys.readouterr().err
   shutil.rmtree(path / "checkpoints")  # no checkpoint: any config starts afresh

@@ -8,6 +8,7 @@ import pytest
 from conftest import tiny_config
 from sam_jax import validation
 from sam_jax.errors import UsageError
+from sam_jax.family import registry
 
 # field: (a value just outside its range, a value at its edge that is fine)
 EDGES = {
@@ -66,7 +67,7 @@ def with_value(field: str, value):
 
 
 def test_every_ranged_field_is_covered_here():
-  assert set(EDGES) == set(validation.RANGES)
+  assert set(EDGES) == set(validation.RANGES) | set(registry.field_ranges())
 
 
 @pytest.mark.parametrize("field", sorted(EDGES))
@@ -95,16 +96,32 @@ def test_warmup_must_leave_epochs_and_model_names_are_checked():
     validation.check(tiny_config(model_name="WideResnet29x10"))
 
 
-def test_options_of_one_sam_variant_are_refused_with_another():
-  config = with_value("sam.variant", "gsam")
-  config.sam.sync_perturbations = True
-  with pytest.raises(UsageError, match=r"^--config.sam.sync_perturbations is SAM's .* not gsam's"):
-    validation.check(config)
-  config = with_value("sam.variant", "looksam")
+@pytest.mark.parametrize("variant", sorted(registry.VARIANTS))
+def test_a_shared_option_a_variant_ignores_is_refused_naming_those_that_take_it(variant):
+  entry = registry.VARIANTS[variant]
+  for option, on in {
+      "adaptive": True,
+      "p": 1.5,
+      "sync_perturbations": True,
+      "every": 2,
+      "probability": 0.5
+  }.items():
+    config = with_value(f"sam.{option}", on)
+    config.sam.variant, config.sam.wsam_decoupled = variant, False  # coupled WSAM can skip
+    if option in entry.takes:
+      validation.check(config)
+      continue
+    takers = ", ".join(name for name, v in registry.VARIANTS.items() if option in v.takes)
+    with pytest.raises(
+        UsageError, match=rf"^--config.sam.{option}={on} is not an option of "
+        rf"{variant} \(.*\): leave it at .*, or choose a variant that takes it "
+        rf"\({takers}\)\.$"):
+      validation.check(config)
+  config = with_value("sam.variant", "wsam")  # decoupled: a sharpness step at every update
   config.sam.every = 5
-  with pytest.raises(UsageError, match=r"^looksam has no SAM steps to skip: .*looksam_every"):
+  with pytest.raises(UsageError, match="^Decoupled WSAM runs its sharpness step at every"):
     validation.check(config)
-  config.sam.variant = "gsam"  # every-k wraps any front variant
+  config.sam.wsam_decoupled = False
   validation.check(config)
 
 
@@ -123,16 +140,16 @@ def test_replica_mappings_are_the_ones_replicas_knows():
                                                      ("tpu", "bfloat16", "vmap")])
 def test_auto_dtype_and_mapping_follow_the_backend(monkeypatch, backend, dtype, mapping):
   import jax  # pylint: disable=import-outside-toplevel
-  from sam_jax import experiment  # pylint: disable=import-outside-toplevel
+  from sam_jax import replicas, run_setup  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(jax, "default_backend", lambda: backend)
   config = tiny_config()
   assert (config.dtype, config.replica_mapping) == ("float32", "auto")  # the defaults
-  assert experiment.compute_dtype(config).name == "float32"  # on any backend
+  assert run_setup.compute_dtype(config).name == "float32"  # on any backend
   config.dtype = "auto"  # the option for new work
-  assert experiment.compute_dtype(config).name == dtype
-  assert experiment.replica_mapping(config) == mapping
+  assert run_setup.compute_dtype(config).name == dtype
+  assert replicas.resolve_mapping(config.replica_mapping, config.sync_batch_norm) == mapping
   config.dtype, config.replica_mapping = "float32", "scan"  # the switches back
-  assert experiment.compute_dtype(config).name == "float32"
-  assert experiment.replica_mapping(config) == "scan"
+  assert run_setup.compute_dtype(config).name == "float32"
+  assert replicas.resolve_mapping(config.replica_mapping, config.sync_batch_norm) == "scan"
   config.sync_batch_norm = True  # needs every replica at once
-  assert experiment.replica_mapping(config) == "vmap"
+  assert replicas.resolve_mapping(config.replica_mapping, config.sync_batch_norm) == "vmap"

@@ -17,12 +17,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from sam_jax import checkpoints, console, events, experiment, replicas, steps
+from sam_jax import checkpoints, console, events, replicas, run_setup, steps
 from sam_jax.analysis import hessian, loss, plots, sharpness
-from sam_jax.data import pipeline
+from sam_jax.data import pipeline, run_data
 from sam_jax.data.datasets import get_dataset_info
 from sam_jax.errors import UsageError
-from sam_jax.family import unperturbed
+from sam_jax.family import registry
 
 
 def load_run(workdir: str, step: int | None = None, use_ema: bool = False):
@@ -42,14 +42,14 @@ def load_run(workdir: str, step: int | None = None, use_ema: bool = False):
   info = get_dataset_info(config.dataset)
   config.sync_batch_norm = False  # no cross-replica BatchNorm in the analyses
   config.dtype = "float32"  # the loss surface in the precision its Hessian needs
-  model = experiment.build_model(config, info.num_classes)
+  model = run_setup.build_model(config, info.num_classes)
   variables = state["ema"] if use_ema else {  # Momentum-SAM: without its perturbation
-      "params": unperturbed(state["params"], state["opt_state"]),
+      "params": registry.evaluated(config.sam)(state["params"], state["opt_state"]),
       "batch_stats": state["batch_stats"]
   }
   if use_ema and not variables:
     raise UsageError(f"The run in {workdir} kept no EMA (ema_decay 0): drop --use_ema.")
-  shape = experiment.image_shape(config, model, info)
+  shape = run_setup.image_shape(config, model, info)
   wanted = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1,) + shape), train=False))
   wanted = {"params": wanted["params"], "batch_stats": wanted.get("batch_stats", {})}
@@ -85,10 +85,9 @@ def describe_run(workdir: str, config, step: int) -> dict:
 def training_examples(config, info, model, num_examples: int = 0) -> dict[str, np.ndarray]:
   """The run's training examples as evaluation sees images (normalised, no augmentation),
   with the labels it was trained on (its label noise); the first `num_examples` (0: all)."""
-  examples, _ = experiment.load_examples(config, info, "train", whole=True)
+  examples, _ = run_data.load_examples(config, info, "train", whole=True)
   images, labels, count = [], [], 0
-  for batch in pipeline.eval_batches(info, examples, 256,
-                                     experiment.input_size(config, model, info),
+  for batch in pipeline.eval_batches(info, examples, 256, run_setup.input_size(config, model, info),
                                      resize_method=config.get("resize_method", "bicubic")):
     keep = batch["mask"] > 0
     images.append(batch["image"][keep])

@@ -1,16 +1,18 @@
 """The SAM family beside SAM (`sam.py`): cheaper and stronger variants as Optax transformations.
 
-Every variant keeps `sam()`'s protocol, `update(grads, state, params, grad_fn=grad_fn)`
-with `grads` the clean gradient at `params` and `grad_fn(p)` the gradient of the same
-loss (same batch, same randomness) at `p`, returning `(gradient, aux)` when `aux_init` is
-given. ESAM also needs `grad_fn(p, examples=idx)` (the gradient on some examples only)
-and `example_losses` / `example_losses_fn` (per-example losses; `steps.train_step`
-passes all three). Momentum-SAM is not in front of the optimizer but at its end
-(`momentum_perturbation`). Each variant works per replica, like SAM: pass `axis_name`
-where it keeps state that must stay the same on every replica.
+Every variant keeps `sam()`'s protocol (`sam.py`), `update(grads, state, params,
+grad_fn=grad_fn)` with `grads` the clean gradient at `params` and `grad_fn(p)` the
+gradient of the same loss (same batch, same randomness) at `p`, returning `(gradient,
+aux)` when `aux_init` is given, and keeps a `SamState`. ESAM also needs `grad_fn(p,
+examples=idx)` (the gradient on some examples only) and `example_losses` /
+`example_losses_fn` (per-example losses; `steps.train_step` passes all three).
+Momentum-SAM is not in front of the optimizer but at its end (`momentum_perturbation`).
+Each variant works per replica, like SAM: pass `axis_name` where it keeps state that must
+stay the same on every replica.
 
 cheaper.py: SAM every k steps or with probability p (`sometimes`), LookSAM, ESAM,
-Momentum-SAM. stronger.py: GSAM, GCSAM, WSAM.
+Momentum-SAM. stronger.py: GSAM, GCSAM, WSAM. registry.py: each as the training binary
+runs it, one entry per `config.sam.variant`.
 """
 
 from sam_jax.family.cheaper import (esam, looksam, momentum_perturbation, sam_step_due, sometimes,

@@ -6,21 +6,41 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from sam_jax.family.common import FamilyState, combine, dot, gradient, init_state, required
-from sam_jax.sam import AxisName, GradFn, perturb
+from sam_jax.family.common import combine, dot
+from sam_jax.sam import (AxisName, GradFn, SamState, find_state, gradient, init_state, perturb,
+                         required)
 
 
-def sam_step_due(count: int | jax.Array, *, every: int = 1, probability: float = 1.0,
-                 seed: int = 0) -> bool | jax.Array:
+def sam_step_due(count: int | np.integer | jax.Array, *, every: int = 1, probability: float = 1.0,
+                 seed: int = 0) -> Any:
   """Whether update number `count` (0-based) is a SAM step of `sometimes`: (count + 1) % every
-  == 0 and a Bernoulli(probability) draw from (seed, count). Works traced and on the host."""
+  == 0 and a Bernoulli(probability) draw u(seed, count) < probability.
+
+  u is a hash of (seed, count) (`uniform_hash`), the same computed by numpy for a Python or
+  numpy `count` on the host and by jax.numpy for a traced one, so a loop that decides on
+  the host (`sam_step=`) runs the steps a `lax.cond` would, without touching a device.
+  """
   due = (count + 1) % every == 0
   if probability < 1.0:
-    draw = jax.random.uniform(jax.random.fold_in(jax.random.key(seed), count))
-    due = jnp.logical_and(due, draw < probability)
+    host = isinstance(count, (int, np.integer))
+    draw = uniform_hash(count, seed, np if host else jnp)
+    due = (np if host else jnp).logical_and(due, draw < probability)
   return due
+
+
+def uniform_hash(count: Any, seed: int, xp: Any = jnp) -> Any:
+  """A number in [0, 1) from (seed, count): murmur3's 32-bit finaliser of count times the
+  golden ratio XOR an odd function of the seed, its top 24 bits over 2^24. `xp` is numpy
+  or jax.numpy (uint32 arithmetic wraps alike in both)."""
+  h = xp.reshape(xp.asarray(count).astype(xp.uint32), (1,))  # arrays: numpy scalars warn
+  h = h * xp.uint32(0x9E3779B9) ^ xp.uint32((seed * 0x85EBCA77 + 0x165667B1) & 0xFFFFFFFF)
+  for shift, multiplier in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
+    h = (h ^ (h >> shift)) * xp.uint32(multiplier)
+  h = h ^ (h >> 16)
+  return ((h >> 8).astype(xp.float32) / xp.float32(2 ** 24))[0]
 
 
 def sometimes(inner: optax.GradientTransformationExtraArgs, *, every: int = 1,
@@ -67,9 +87,9 @@ def sometimes(inner: optax.GradientTransformationExtraArgs, *, every: int = 1,
 
 
 class LookSamState(NamedTuple):
-  """LookSAM's counter, aux and g_v: the SAM gradient's part orthogonal to g."""
-  count: jax.Array
-  aux: Any
+  """LookSAM's counter and aux (`SamState`; its count is of every update) and g_v, the
+  SAM gradient's part orthogonal to g."""
+  sam: SamState
   orthogonal: optax.Updates
 
 
@@ -92,11 +112,9 @@ def looksam(rho: float, *, every: int = 5, alpha: float = 0.7, axis_name: AxisNa
   perturbs with its own g (m-sharpness), but g, g_s and so g_v and ||g|| are the means
   over the replicas, as data-parallel LookSAM sees them: per-replica g_v and ||g|| would
   add alpha times a replica's (noisy, large) gradient norm to the mean gradient in a
-  stale direction, which stalls training (measured on the digits with 8 replicas of 16).
-  k = 1 is SAM. Defaults k = 5, alpha = 0.7 (LookSAM-5; the paper also runs k = 10).
-  alpha fixes the reused part's norm at alpha ||g||, where SAM's own g_v may be far
-  smaller (0.1-0.2 ||g|| on the digits): under 40% label noise alpha = 0.7 failed there
-  and 0.15 matched SAM (docs/digits_reproduction/variants.md).
+  stale direction. k = 1 is SAM. Defaults k = 5, alpha = 0.7 (LookSAM-5; the paper also
+  runs k = 10). alpha fixes the reused part's norm at alpha ||g||, whatever the norm of
+  SAM's own g_v (docs/digits_reproduction/variants.md compares alphas).
   `perturb_kwargs` go to `sam.perturb` (ASAM, p). As in `sometimes`,
   `sam_step=True/False` decides without a cond.
   """
@@ -107,8 +125,7 @@ def looksam(rho: float, *, every: int = 5, alpha: float = 0.7, axis_name: AxisNa
     return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
   def init_fn(params):
-    count, aux = init_state(aux_init)
-    return LookSamState(count, aux, jax.tree.map(jnp.zeros_like, params))
+    return LookSamState(init_state(aux_init), jax.tree.map(jnp.zeros_like, params))
 
   def update_fn(updates, state, params=None, *, grad_fn: GradFn | None = None,
                 sam_step: bool | None = None, **extra_args):
@@ -118,7 +135,7 @@ def looksam(rho: float, *, every: int = 5, alpha: float = 0.7, axis_name: AxisNa
 
     def full():
       sam_grads, aux = gradient(grad_fn, perturb(params, grads, rho, eps=eps, **perturb_kwargs),
-                                state)
+                                state.sam)
       mean_sam = mean(sam_grads)
       along = dot(mean_grads, mean_sam) / (dot(mean_grads, mean_grads) + eps)
       return sam_grads, aux, combine(1.0, mean_sam, -along, mean_grads)
@@ -126,13 +143,13 @@ def looksam(rho: float, *, every: int = 5, alpha: float = 0.7, axis_name: AxisNa
     def reuse():
       scale = alpha * optax.tree_utils.tree_norm(mean_grads) / (
           optax.tree_utils.tree_norm(state.orthogonal) + eps)
-      return combine(1.0, grads, scale, state.orthogonal), state.aux, state.orthogonal
+      return combine(1.0, grads, scale, state.orthogonal), state.sam.aux, state.orthogonal
 
     if sam_step is None:
-      updates, aux, orthogonal = jax.lax.cond(state.count % every == 0, full, reuse)
+      updates, aux, orthogonal = jax.lax.cond(state.sam.count % every == 0, full, reuse)
     else:  # decided by the caller, as `sometimes`
       updates, aux, orthogonal = full() if sam_step else reuse()
-    return updates, LookSamState(state.count + 1, aux, orthogonal)
+    return updates, LookSamState(SamState(state.sam.count + 1, aux), orthogonal)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -154,9 +171,8 @@ def esam(rho: float, *, beta: float = 0.5, gamma: float = 0.5, seed: int = 0, ep
   the k-th value keeps k - 1); the update gradient is the mean loss's gradient on them.
   The authors draw the mask one step ahead; here it is drawn in the step it is used.
   beta = gamma = 1 is SAM. Defaults beta = 0.5, gamma = 0.5 (run.sh: WRN-28-10, rho 0.1;
-  ResNet-18 uses beta 0.6). Under 40% label noise the data selection failed on the
-  digits where a random choice of as many examples did not
-  (docs/digits_reproduction/variants.md).
+  ResNet-18 uses beta 0.6); docs/digits_reproduction/variants.md compares them under
+  label noise.
 
   Needs `example_losses` (the clean per-example losses, [m]) and `example_losses_fn(p)`
   (the same at p) besides `grad_fn(p, examples=indices)`.
@@ -184,7 +200,7 @@ def esam(rho: float, *, beta: float = 0.5, gamma: float = 0.5, seed: int = 0, ep
     perturbed = jax.tree.map(lambda w, g: w + (scale * g).astype(w.dtype), params, kept)
     if gamma == 1:
       updates, aux = gradient(grad_fn, perturbed, state)
-      return updates, FamilyState(state.count + 1, aux)
+      return updates, SamState(state.count + 1, aux)
     if example_losses is None or example_losses_fn is None:
       raise ValueError("ESAM's data selection (gamma < 1) needs example_losses and "
                        "example_losses_fn: steps.train_step passes them.")
@@ -192,7 +208,7 @@ def esam(rho: float, *, beta: float = 0.5, gamma: float = 0.5, seed: int = 0, ep
     selected = max(1, round(gamma * increase.shape[0]))
     _, examples = jax.lax.top_k(increase, selected)
     updates, aux = gradient(grad_fn, perturbed, state, examples=examples)
-    return updates, FamilyState(state.count + 1, aux)
+    return updates, SamState(state.count + 1, aux)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -232,8 +248,9 @@ def momentum_perturbation(rho: float, eps: float = 1e-12) -> optax.GradientTrans
 
 
 def unperturbed(params: optax.Params, opt_state: Any) -> optax.Params:
-  """The parameters without Momentum-SAM's perturbation (the same params without it)."""
-  perturbation = optax.tree_utils.tree_get(opt_state, "perturbation")
-  if perturbation is None:
+  """The parameters without the perturbation of a `momentum_perturbation` in `opt_state`
+  (the params themselves when it has none)."""
+  state = find_state(opt_state, MomentumPerturbationState)
+  if state is None:
     return params
-  return jax.tree.map(lambda w, e: w - e, params, perturbation)
+  return jax.tree.map(lambda w, e: w - e, params, state.perturbation)

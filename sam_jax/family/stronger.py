@@ -6,9 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sam_jax.family.common import (FamilyState, Schedule, combine, dot, gradient, init_state,
-                                   required)
-from sam_jax.sam import AxisName, GradFn, perturb
+from sam_jax.family.common import Schedule, combine, dot
+from sam_jax.sam import AxisName, GradFn, SamState, gradient, init_state, perturb, required
 
 
 def rho_following(learning_rate: Schedule, rho_max: float, rho_min: float, lr_max: float,
@@ -55,7 +54,7 @@ def gsam(rho: float | Schedule, *, alpha: float = 0.01, eps: float = 1e-12, aux_
                            state)
     along = dot(updates, robust) / (dot(robust, robust) + eps)
     updates = combine(1.0 + alpha * along, robust, -alpha, updates)
-    return updates, FamilyState(state.count + 1, aux)
+    return updates, SamState(state.count + 1, aux)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -91,7 +90,7 @@ def gcsam(rho: float, *, eps: float = 1e-12,
     perturbed = jax.tree.map(lambda w, g: w + (scale * g).astype(w.dtype), params,
                              centralize_gradient(updates))
     updates, aux = gradient(grad_fn, perturbed, state)
-    return updates, FamilyState(state.count + 1, aux)
+    return updates, SamState(state.count + 1, aux)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -120,7 +119,7 @@ def wsam(rho: float, *, gamma: float = 0.9, eps: float = 1e-12, aux_init: Any = 
     params, grad_fn = required("WSAM", params, grad_fn)
     sam_grads, aux = gradient(grad_fn, perturb(params, updates, rho, eps=eps, **perturb_kwargs),
                               state)
-    return combine(1.0 - weight, updates, weight, sam_grads), FamilyState(state.count + 1, aux)
+    return combine(1.0 - weight, updates, weight, sam_grads), SamState(state.count + 1, aux)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -151,7 +150,7 @@ def decoupled_wsam(rho: float, base: optax.GradientTransformation, learning_rate
     sharpness = combine(1.0, sam_grads, -1.0, updates)
     if axis_name is not None:
       sharpness = jax.lax.pmean(sharpness, axis_name)
-    count = cast(FamilyState, front_state).count  # `front` is a wsam
+    count = cast(SamState, front_state).count  # `front` is a wsam
     lr = learning_rate(count - 1) if callable(learning_rate) else learning_rate
     return combine(1.0, base_updates, -lr * weight, sharpness), (front_state, base_state)
 

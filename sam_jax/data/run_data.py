@@ -1,68 +1,23 @@
-"""What a config names, built: its dataset, model, input size and examples.
+"""A training run's examples on this process: its shards, its label noise, and the counts
+that every process agrees on (`load_run_data`); also one split for the analyses.
 
-Shared by the training loop (`loop.py`) and the analyses (`analysis/report.py`), so that
-an analysis rebuilds exactly the model and the training labels a run was trained with.
+The training split is cut into `config.data_shards` shards (default: one per process),
+each process reads its own; the evaluation split is shared out. Training labels carry the
+config's label noise, a function of `label_noise_seed` and the images, so that an
+analysis sees the labels a run was trained on; evaluation labels stay clean.
 """
 
 import dataclasses
 from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from sam_jax import processes, replicas
+from sam_jax import processes
 from sam_jax.data import label_noise, loading
 from sam_jax.data.datasets import DatasetInfo
 from sam_jax.errors import UsageError
-from sam_jax.models import get_model, input_resolution
-
-
-def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
-  """The config's model, with its BatchNorm and skip-connection options."""
-  options = {}
-  if config.sync_batch_norm:
-    options["bn_axis_name"] = replicas.REPLICA_AXES
-  if config.use_additional_skip_connections:
-    options["additional_skip_connections"] = True
-  if config.freeze_batch_norm:
-    options["frozen_batch_norm"] = True
-  return get_model(config.model_name, num_classes, dtype=compute_dtype(config), **options)
-
-
-def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
-  """config.dtype; "auto": bfloat16 on accelerators, float32 on CPU (whose bfloat16
-  convolutions are emulated, and slower)."""
-  if config.dtype == "auto":
-    return jnp.dtype(jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
-  return jnp.dtype(config.dtype)
-
-
-def replica_mapping(config: ml_collections.ConfigDict) -> str:
-  """How the virtual replicas' passes run (`replicas.MAPPINGS`). "auto": the unrolled
-  loop on CPU, where grouped convolutions are slow, and vmap on GPU and TPU, where they
-  are native. Synchronised BatchNorm needs all replicas at once: vmap."""
-  if config.sync_batch_norm:
-    return "vmap"
-  if config.replica_mapping == "auto":
-    return "loop" if jax.default_backend() == "cpu" else "vmap"
-  return config.replica_mapping
-
-
-def input_size(config: ml_collections.ConfigDict, model: nn.Module,
-               info: DatasetInfo) -> int | None:
-  """The side images are resized or cropped to: the config's, the model's (EfficientNet),
-  the dataset's default (JPEG datasets: 224), or None to keep the images as they are."""
-  return config.image_size or input_resolution(model) or info.default_image_size
-
-
-def image_shape(config: ml_collections.ConfigDict, model: nn.Module,
-                info: DatasetInfo) -> tuple[int, ...]:
-  """[H, W, C] of the images the model sees."""
-  size = input_size(config, model, info)
-  return (size, size, info.image_shape[-1]) if size else info.fixed_image_shape
 
 
 def load_examples(config: ml_collections.ConfigDict, info: DatasetInfo, split: str,
@@ -109,6 +64,7 @@ class RunData:
   eval: Any  # this process's share of the evaluation split
   steps_per_epoch: int  # set by the smallest shard, so that every process takes as many
   eval_steps: int  # batches per evaluation, the same on every process (padding)
+  train_eval_steps: int  # the same for the training split (`also_eval_on_training_set`)
   realised_noise: float | None  # over the whole training split
 
 
@@ -145,7 +101,8 @@ def load_run_data(config: ml_collections.ConfigDict, info: DatasetInfo) -> RunDa
           f"training shards {shards.start}-{shards.stop - 1} of {num_shards} "
           f"({sum(train_sizes)} examples), {loading.num_examples(evaluation)} evaluation examples"))
   return RunData(train, shards, num_shards, evaluation, steps_per_epoch,
-                 -(-int(sizes[:, 2].max()) // process_batch), realised)
+                 -(-int(sizes[:, 2].max()) // process_batch),
+                 -(-int(sizes[:, 1].max()) // process_batch), realised)
 
 
 def noisy_labels(config: ml_collections.ConfigDict, info: DatasetInfo, examples):
@@ -165,21 +122,3 @@ def noisy_labels(config: ml_collections.ConfigDict, info: DatasetInfo, examples)
   logging.info("Label noise: %.4f of these %d training labels changed (asked %.2f).", realised,
                len(examples["label"]), config.label_noise)
   return examples, realised
-
-
-def ascent_only(sam: ml_collections.ConfigDict) -> bool:
-  """Whether the clean gradient serves only to perturb (SAM, GCSAM, ESAM at every step),
-  not in the update too (GSAM, LookSAM, WSAM, skipped steps; Momentum-SAM has no ascent)."""
-  return (sam.rho > 0 and sam.variant in ("sam", "gcsam", "esam") and sam.every == 1
-          and sam.probability == 1)
-
-
-def train_step_options(config: ml_collections.ConfigDict, model: nn.Module) -> dict[str, Any]:
-  """The loss and step options of `steps.train_step` that the config sets."""
-  return dict(
-      l2_weight_decay=config.weight_decay if config.weight_decay_type == "l2" else 0.0,
-      no_weight_decay_on_bn=config.no_weight_decay_on_bn, label_smoothing=config.label_smoothing,
-      ema_decay=config.ema_decay, ema_warmup_steps=config.ema_warmup_steps,
-      redraw_masks=config.sam.redraw_masks, replica_mapping=replica_mapping(config),
-      true_gradient_ascent=(config.sam.true_gradient_ascent and hasattr(model, "true_gradient")
-                            and ascent_only(config.sam)), skip_nonfinite=config.nonfinite == "skip")
