@@ -168,11 +168,11 @@ def _set_aside(manager: ocp.CheckpointManager, step: int, error: Exception) -> s
   return str(aside)
 
 
-def read(workdir: str, step: int | None = None) -> tuple[int, dict[str, Any]]:
-  """The saved state at `step` (default: the latest) of a workdir, as a dict of arrays.
+def saved_step(workdir: str, step: int | None = None) -> int:
+  """`step` (default: the latest) if the workdir holds a checkpoint of it.
 
   Raises:
-    UsageError: one line, when the workdir holds no such checkpoint.
+    UsageError: one line, when it does not.
   """
   folder = os.path.join(os.path.abspath(workdir), "checkpoints")
   steps = sorted(int(name) for name in os.listdir(folder) if name.isdigit()) \
@@ -182,11 +182,29 @@ def read(workdir: str, step: int | None = None) -> tuple[int, dict[str, Any]]:
     raise UsageError(f"No checkpoint{'' if step is None else f' at step {step}'} in {folder} "
                      f"({found}): train into this workdir first (python -m sam_jax.train "
                      f"--workdir={workdir} ...).")
-  step = steps[-1] if step is None else step
+  return steps[-1] if step is None else step
+
+
+def read(workdir: str, step: int | None = None, like: Any = None) -> tuple[int, Any]:
+  """The saved state at `step` (default: the latest) of a workdir, on one device: laid out
+  as `like` (a state or its `jax.eval_shape`: the optimizer's typed states), or as a dict
+  of arrays.
+
+  Raises:
+    UsageError: one line, when the workdir holds no such checkpoint, or one that does not
+      fit `like` (naming the arrays).
+  """
+  step = saved_step(workdir, step)
+  folder = os.path.join(os.path.abspath(workdir), "checkpoints")
   path = os.path.join(folder, str(step), "default")
   checkpointer = ocp.StandardCheckpointer()
   # On one device, whatever devices and processes wrote it.
   on_one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  metadata = checkpointer.metadata(path).item_metadata
+  if like is not None and (problems := shape_mismatches(metadata, like)):
+    raise UsageError(f"The checkpoint at step {step} in {folder} does not fit the model and "
+                     f"optimizer of its config.json ({'; '.join(problems[:4])}): was it written "
+                     "by another version of sam-jax, or is config.json another run's?")
   target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_one_device),
-                        checkpointer.metadata(path).item_metadata)
+                        metadata if like is None else like)
   return step, checkpointer.restore(path, target)

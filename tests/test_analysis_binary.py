@@ -133,10 +133,11 @@ def test_the_tables_give_means_student_t_intervals_and_kendall_tau():
   runs = [fake_run(0, "sgd", s, error=e, sharp=e) for s, e in enumerate([0.01, 0.02, 0.06])]
   runs += [fake_run(0, "sam", s, error=0.01 * (s + 1) / 2, sharp=0.1 * s) for s in range(3)]
   text = reproduce.tables(runs)
-  # SGD accuracies 99, 98, 94: mean 97, half-width t(0.975, 2) * s / sqrt(3).
-  half = stats.t.ppf(0.975, 2) * np.std([99, 98, 94], ddof=1) / np.sqrt(3)
-  assert abs(half - 4.303 * 2.6458 / 1.7321) < 1e-2
-  assert f"| 0 | 97.00 ± {half:.2f} | 99.00 ± " in text
+  # SGD accuracies 99, 98, 94: mean 97, half-width t(0.975, 2) * s / sqrt(3), with Student's
+  # t for 2 degrees of freedom in closed form, t_p = (2p - 1) / sqrt(2 p (1 - p)), and
+  # s = sqrt(((99 - 97)^2 + (98 - 97)^2 + (94 - 97)^2) / 2) = sqrt(7).
+  half = 0.95 / np.sqrt(2 * 0.975 * 0.025) * np.sqrt(7) / np.sqrt(3)
+  assert f"| 0 | 97.00 ± {half:.2f} | 99.00 ± " in text  # 97.00 ± 6.57
   tau = stats.kendalltau([r["m_sharpness"][1] for r in runs], [r["gap"] for r in runs]).statistic
   assert f"| tau | {tau:.2f} | {-tau:.2f} |" in text
   assert intervals.interval([5.0])[0] == 5.0 and np.isnan(intervals.interval([5.0])[1])

@@ -3,7 +3,6 @@ model, and trace_gaps.py's reading of a `config.profile_steps` trace."""
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from conftest import load_script
@@ -30,9 +29,10 @@ def test_the_pytorch_reference_has_our_wide_resnets_parameter_shapes():
   assert all(not torch.equal(p, q) for p, q in zip(params, before))
   ours = jax.eval_shape(lambda: get_model("WideResnet16x2", 10).init(
       jax.random.key(0), jnp.ones((1, 32, 32, 3))))["params"]
-  # HWIO kernels against OIHW weights, (in, out) against (out, in): compare the sizes.
-  assert sorted(np.prod(x.shape) for x in jax.tree.leaves(ours)) == sorted(
-      p.numel() for p in params)
+  # Our HWIO kernels are PyTorch's OIHW weights, our (in, out) dense kernels its (out, in).
+  as_torch = {4: lambda s: (s[3], s[2], s[0], s[1]), 2: lambda s: (s[1], s[0]), 1: tuple}
+  assert sorted(as_torch[len(x.shape)](x.shape) for x in jax.tree.leaves(ours)) == sorted(
+      tuple(p.shape) for p in params)
 
 
 def test_the_profiler_traces_the_asked_steps_and_trace_gaps_finds_them(tmp_path, capsys):

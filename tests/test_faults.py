@@ -9,11 +9,12 @@ import shutil
 import subprocess
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import max_abs_diff, scalars, tiny_config
-from sam_jax import checkpoints, loop
+from sam_jax import checkpoints, loop, run_setup
 from sam_jax.errors import UsageError
 
 # 4 steps of 64 digits; a checkpoint at every logged step (2 and 4).
@@ -34,33 +35,51 @@ def copy_of(workdir, tmp_path):
   return tmp_path / "run"
 
 
+def nan_at(step_number, monkeypatch):
+  """Makes the train step see NaN images at update `step_number` (1-based), as a batch or
+  an overflow would: the real step computes on them and detects the NaN itself."""
+  real = run_setup.steps.make_train_step
+
+  def make_train_step(*args, **kwargs):
+    step = real(*args, **kwargs)
+
+    def poisoned(state, batch, rng, sam_step=None):
+      if int(state.step) + 1 == step_number:
+        batch = dict(batch, image=batch["image"] * jnp.nan)
+      return step(state, batch, rng, sam_step=sam_step)
+
+    return poisoned
+
+  monkeypatch.setattr(run_setup.steps, "make_train_step", make_train_step)
+
+
 @pytest.mark.slow
-def test_a_nan_stops_the_run_without_saving_it_or_is_skipped_when_asked(good_run, tmp_path):
-  # Resumed at step 4 with an absurd learning rate (clipping does not help): step 5 blows the
-  # weights up (finite, saved), step 6 is NaN. The run stops naming step 6; the
-  # checkpoint of step 5 stays the last, nothing non-finite reaches the disk.
+def test_a_nan_stops_the_run_without_saving_it_or_is_skipped_when_asked(
+    good_run, tmp_path, monkeypatch):
+  # Resumed at step 4, step 6 is NaN: the run stops naming it; the checkpoint of step 5
+  # stays the last, nothing non-finite reaches the disk, results.json is not touched.
+  nan_at(6, monkeypatch)
   workdir = copy_of(good_run, tmp_path)
-  diverging = dict(FIELDS, num_train_steps=8, log_every_steps=1, learning_rate=1e30)
+  longer = dict(FIELDS, num_train_steps=8, log_every_steps=1, keep_checkpoints=8)
   with pytest.raises(
       UsageError, match=r"^The loss or gradient became NaN/Inf at step 6 of 8; "
       r"nothing after it was saved \(the last good checkpoint "
       r"is step 5 in .*\)\. Lower --config.learning_rate"):
-    loop.train_and_evaluate(tiny_config(**diverging), str(workdir))
+    loop.train_and_evaluate(tiny_config(**longer), str(workdir))
   step, saved = checkpoints.read(str(workdir))
   assert step == 5 and all(np.isfinite(x).all() for x in jax.tree.leaves(saved))
   assert (workdir / "results.json").read_text() == (good_run / "results.json").read_text()
 
-  # With nonfinite=skip the same run ends: every update from step 6 on is skipped (the
-  # state stays step 5's), counted in TensorBoard; results.json is valid JSON (no NaN).
+  # With nonfinite=skip the run goes on: step 6's update is skipped (its checkpoint holds
+  # step 5's parameters), counted in TensorBoard, and steps 7 and 8 train again.
   workdir = copy_of(good_run, tmp_path / "skip")
-  results = loop.train_and_evaluate(tiny_config(**diverging, nonfinite="skip"), str(workdir))
-  step, last = checkpoints.read(str(workdir))
-  assert step == 8 and max_abs_diff(saved["params"], last["params"]) == 0.0
-  assert scalars(workdir, "skipped_steps") == {2: 0, 4: 0, 5: 0, 6: 1, 7: 1, 8: 1}
-  written = json.loads((workdir / "results.json").read_text(),
-                       parse_constant=lambda name: pytest.fail(f"{name} in results.json"))
-  assert written.keys() == results.keys()
-  assert written["test_loss"] is None or np.isfinite(written["test_loss"])
+  results = loop.train_and_evaluate(tiny_config(**longer, nonfinite="skip"), str(workdir))
+  (_, at_6), (_, at_8) = (checkpoints.read(str(workdir), s) for s in (6, 8))
+  assert max_abs_diff(saved["params"], at_6["params"]) == 0.0
+  assert max_abs_diff(at_6["params"], at_8["params"]) > 0.0
+  assert scalars(workdir, "skipped_steps") == {2: 0, 4: 0, 5: 0, 6: 1, 7: 0, 8: 0}
+  written = json.loads((workdir / "results.json").read_text())
+  assert written == pytest.approx(results) and np.isfinite(written["test_loss"])
 
 
 @pytest.mark.slow

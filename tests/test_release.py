@@ -43,8 +43,7 @@ def test_the_readme_states_sams_signature_as_it_is():
   stated = re.search(r"`sam_jax\.sam\((rho.*?)\)`:", readme, re.S).group(1)
   stated = [part for part in " ".join(stated.split()).split(", ") if part != "*"]
   actual = [
-      name if p.default is p.empty else
-      f"{name}={getattr(p.default, '__name__', repr(p.default))}"
+      name if p.default is p.empty else f"{name}={getattr(p.default, '__name__', repr(p.default))}"
       for name, p in inspect.signature(sam_jax.sam).parameters.items()
   ]
   assert stated == actual

@@ -10,49 +10,59 @@ from sam_jax import validation
 from sam_jax.errors import UsageError
 from sam_jax.family import registry
 
-# field: (a value just outside its range, a value at its edge that is fine)
+
+def below(x):
+  return math.nextafter(x, -math.inf)
+
+
+def above(x):
+  return math.nextafter(x, math.inf)
+
+
+TINY = above(0.0)  # the smallest positive float
+# field: ([the values just past each end of its range], [the values at its ends: fine]).
 EDGES = {
-    "image_size": (0, 8),
-    "num_epochs": (0, 1),
-    "num_train_steps": (0, 1),
-    "batch_size": (0, 1),
-    "cutout_length": (-1, 0),
-    "mixup_alpha": (0.0, 1e-3),
-    "randaug_num_layers": (-1, 0),
-    "randaug_magnitude": (-1, 0),
-    "label_noise": (1.5, 1.0),
-    "data_shards": (0, 1),
-    "shuffle_buffer": (0, 1),
-    "learning_rate": (0.0, 1e-6),
-    "warmup_epochs": (-0.5, 0.0),
-    "momentum": (1.0, 0.0),
-    "weight_decay": (-1e-4, 0.0),
-    "gradient_clipping": (-1.0, 0.0),
-    "label_smoothing": (1.0, 0.0),
-    "ema_decay": (1.0, 0.0),
-    "ema_warmup_steps": (-1, 0),
-    "sam.rho": (-1.0, 0.0),
-    "sam.m": (0, 1),
-    "sam.sync_group_size": (0, 1),
-    "sam.eta": (-0.01, 0.0),
-    "sam.p": (0.5, math.inf),
-    "sam.every": (0, 1),
-    "sam.probability": (0.0, 1.0),
-    "sam.gsam_alpha": (-0.1, 0.0),
-    "sam.gsam_rho_min": (-0.1, 0.0),
-    "sam.looksam_every": (0, 1),
-    "sam.looksam_alpha": (-0.1, 0.0),
-    "sam.esam_beta": (0.0, 1.0),
-    "sam.esam_gamma": (1.5, 1.0),
-    "sam.wsam_gamma": (1.0, 0.0),
-    "init_seed": (-1, 0),
-    "log_every_steps": (0, 1),
-    "profile_steps": (-1, 0),
-    "evaluate_every": (0, 1),
-    "eval_every_steps": (-1, 0),
-    "save_progress_seconds": (-1, 0),
-    "keep_checkpoints": (0, 1),
-    "additional_checkpoints_at_epochs": ((0,), (1,)),
+    "image_size": ([0], [1, None]),
+    "num_epochs": ([0], [1]),
+    "num_train_steps": ([0], [1, None]),
+    "batch_size": ([0], [1]),
+    "cutout_length": ([-1], [0]),
+    "mixup_alpha": ([0.0], [TINY]),
+    "randaug_num_layers": ([-1], [0]),
+    "randaug_magnitude": ([-1], [0]),
+    "label_noise": ([below(0.0), above(1.0)], [0.0, 1.0]),
+    "data_shards": ([0], [1, None]),
+    "shuffle_buffer": ([0], [1, None]),
+    "learning_rate": ([0.0], [TINY]),
+    "warmup_epochs": ([below(0.0)], [0.0]),
+    "momentum": ([below(0.0), 1.0], [0.0, below(1.0)]),
+    "weight_decay": ([below(0.0)], [0.0]),
+    "gradient_clipping": ([below(0.0)], [0.0]),
+    "label_smoothing": ([below(0.0), 1.0], [0.0, below(1.0)]),
+    "ema_decay": ([below(0.0), 1.0], [0.0, below(1.0)]),
+    "ema_warmup_steps": ([-1], [0]),
+    "sam.rho": ([below(0.0)], [0.0]),
+    "sam.m": ([0], [1, None]),
+    "sam.sync_group_size": ([0], [1, None]),
+    "sam.eta": ([below(0.0)], [0.0]),
+    "sam.p": ([below(1.0), math.nan], [1.0, math.inf]),
+    "sam.every": ([0], [1]),
+    "sam.probability": ([0.0, above(1.0)], [TINY, 1.0]),
+    "sam.gsam_alpha": ([below(0.0)], [0.0]),
+    "sam.gsam_rho_min": ([below(0.0)], [0.0, None]),
+    "sam.looksam_every": ([0], [1]),
+    "sam.looksam_alpha": ([below(0.0)], [0.0]),
+    "sam.esam_beta": ([0.0, above(1.0)], [TINY, 1.0]),
+    "sam.esam_gamma": ([0.0, above(1.0)], [TINY, 1.0]),
+    "sam.wsam_gamma": ([below(0.0), 1.0], [0.0, below(1.0)]),
+    "init_seed": ([-1], [0, None]),
+    "log_every_steps": ([0], [1]),
+    "profile_steps": ([-1], [0]),
+    "evaluate_every": ([0], [1]),
+    "eval_every_steps": ([-1], [0]),
+    "save_progress_seconds": ([-1], [0]),
+    "keep_checkpoints": ([0], [1]),
+    "additional_checkpoints_at_epochs": ([(0,), (2, 0)], [(1,), ()]),
 }
 
 
@@ -71,13 +81,15 @@ def test_every_ranged_field_is_covered_here():
 
 
 @pytest.mark.parametrize("field", sorted(EDGES))
-def test_a_value_past_the_range_is_one_line_naming_the_field(field):
-  bad, edge = EDGES[field]
-  with pytest.raises(UsageError, match=rf"^--config\.{field}=.* is out of range: {field} must "
-                     r"be ") as error:
-    validation.check(with_value(field, bad))
-  assert "\n" not in str(error.value)
-  validation.check(with_value(field, edge))
+def test_a_value_just_past_either_end_is_one_line_naming_the_field(field):
+  bad_values, edges = EDGES[field]
+  for bad in bad_values:
+    with pytest.raises(UsageError, match=rf"^--config\.{field}=.* is out of range: {field} "
+                       r"must be ") as error:
+      validation.check(with_value(field, bad))
+    assert "\n" not in str(error.value)
+  for edge in edges:
+    validation.check(with_value(field, edge))
 
 
 @pytest.mark.parametrize("field", sorted(validation.CHOICES))

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from sam_jax import checkpoints, console, events, replicas, run_setup, steps
+from sam_jax import checkpoints, console, events, optim, replicas, run_setup, steps
 from sam_jax.analysis import hessian, loss, plots, sharpness
 from sam_jax.data import pipeline, run_data
 from sam_jax.data.datasets import get_dataset_info
@@ -38,26 +38,23 @@ def load_run(workdir: str, step: int | None = None, use_ema: bool = False):
                      "--workdir of a python -m sam_jax.train run.")
   with open(config_path) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  step, state = checkpoints.read(workdir, step)
+  step = checkpoints.saved_step(workdir, step)
   info = get_dataset_info(config.dataset)
   config.sync_batch_norm = False  # no cross-replica BatchNorm in the analyses
   config.dtype = "float32"  # the loss surface in the precision its Hessian needs
   model = run_setup.build_model(config, info.num_classes)
-  variables = state["ema"] if use_ema else {  # Momentum-SAM: without its perturbation
-      "params": registry.evaluated(config.sam)(state["params"], state["opt_state"]),
-      "batch_stats": state["batch_stats"]
-  }
-  if use_ema and not variables:
-    raise UsageError(f"The run in {workdir} kept no EMA (ema_decay 0): drop --use_ema.")
+  # The saved state laid out as training keeps it: the optimizer's typed states included.
+  tx = optim.create_optimizer(config, 1, replicas.REPLICA_AXES)
   shape = run_setup.image_shape(config, model, info)
-  wanted = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1,) + shape), train=False))
-  wanted = {"params": wanted["params"], "batch_stats": wanted.get("batch_stats", {})}
-  problems = checkpoints.shape_mismatches(variables, wanted)
-  if problems:
-    raise UsageError(f"The checkpoint at step {step} in {workdir} does not fit "
-                     f"{config.model_name} ({'; '.join(problems[:4])}): is config.json "
-                     "the run's own?")
+  like = jax.eval_shape(
+      lambda: steps.init_train_state(model, tx, jax.random.key(0), shape, ema=config.ema_decay > 0))
+  step, state = checkpoints.read(workdir, step, like)
+  if use_ema and not state.ema:
+    raise UsageError(f"The run in {workdir} kept no EMA (ema_decay 0): drop --use_ema.")
+  variables = state.ema if use_ema else {  # the parameters the variant evaluates
+      "params": registry.evaluated(config.sam)(state.params, state.opt_state),
+      "batch_stats": state.batch_stats
+  }
   return config, info, model, variables, step
 
 
