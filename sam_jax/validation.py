@@ -6,7 +6,7 @@ bad value in about a second, most of it importing JAX) and again at the start of
 are their registry entries' (`family.registry`). Each bad value is one `UsageError`
 line naming the field, its value and what it may be. What depends on the machine or the
 data (devices, the batch's layout, the dataset on disk, a checkpoint) is checked where
-that is known (`loop.set_up`).
+that is known (`run_setup.set_up`).
 """
 
 import math
