@@ -66,6 +66,19 @@ def sam_gradient64(w, x, y, rho=RHO):
   return g, mlp_grads64(lin(1.0, w, rho / norm(g), g), x, y)
 
 
+def mlp_loss_fns(x, y):
+  """The MLP's per-example losses(p) and grad_fn(p, examples=None) on the batch (x, y)."""
+  def losses(p, x=x, y=y):
+    z = jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+    return optax.softmax_cross_entropy_with_integer_labels(z, y)
+
+  def grad_fn(p, examples=None):
+    chosen = (x, y) if examples is None else (x[examples], y[examples])
+    return jax.grad(lambda q: jnp.mean(losses(q, *chosen)))(p)
+
+  return losses, grad_fn
+
+
 def jax_run(tx, w, data, base=None, **extra_fns):
   """chain(tx, sgd momentum) (or tx alone when base is False), STEPS jitted steps."""
   tx = optax.chain(tx, optax.sgd(LR, momentum=MU)) if base is None else tx
@@ -74,14 +87,7 @@ def jax_run(tx, w, data, base=None, **extra_fns):
 
   @jax.jit
   def step(params, state, x, y):
-    def losses(p, x=x, y=y):
-      z = jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
-      return optax.softmax_cross_entropy_with_integer_labels(z, y)
-
-    def grad_fn(p, examples=None):
-      chosen = (x, y) if examples is None else (x[examples], y[examples])
-      return jax.grad(lambda q: jnp.mean(losses(q, *chosen)))(p)
-
+    losses, grad_fn = mlp_loss_fns(x, y)
     grads = grad_fn(params)
     updates, state = tx.update(grads, state, params, grad_fn=grad_fn, example_losses=losses(params),
                                example_losses_fn=losses)
@@ -385,14 +391,7 @@ def registry_update(variant, options, w, x, y):
   params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), w)
 
   def replica(x, y):
-    def losses(p, x=x, y=y):
-      z = jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
-      return optax.softmax_cross_entropy_with_integer_labels(z, y)
-
-    def grad_fn(p, examples=None):
-      chosen = (x, y) if examples is None else (x[examples], y[examples])
-      return jax.grad(lambda q: jnp.mean(losses(q, *chosen)))(p)
-
+    losses, grad_fn = mlp_loss_fns(x, y)
     return tx.update(
         grad_fn(params), tx.init(params), params, grad_fn=grad_fn, example_losses=losses(params),
         example_losses_fn=losses)[0]
