@@ -12,7 +12,6 @@ stop the loop after the current step with a checkpoint of it (`Stopped`); the sa
 command resumes from there.
 """
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -53,8 +52,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   finally:
     checkpoints.close(manager)  # waits for the last save
   if jax.process_index() == 0:  # JSON has no NaN: a non-finite result is null
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump({k: v if np.isfinite(v) else None for k, v in results.items()}, f, indent=2)
+    run_files.write_json(workdir, run_files.RESULTS, {
+        k: v if np.isfinite(v) else None for k, v in results.items()
+    })
   return results
 
 

@@ -9,7 +9,7 @@ the flags a user leaves unset take their official defaults (`--sam_rho` 0: SGD).
 """
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import ml_collections
@@ -89,11 +89,16 @@ ORIGINAL_FLAGS = {
 }
 
 
-def apply(config: ml_collections.ConfigDict, values: Mapping[str, Any]) -> None:
+def apply(config: ml_collections.ConfigDict, values: Mapping[str, Any],
+          overridden: Collection[str] = ()) -> None:
   """Writes the original flags that were set (`values`: name -> value, None if unset).
 
+  `overridden`: the fields a `--config.FIELD` flag set; an original flag that sets one of
+  them to another value is refused rather than silently preferred.
+
   Raises:
-    UsageError: for original flags that do not make sense together.
+    UsageError: for original flags that do not make sense together, or that contradict
+      a --config.FIELD flag.
   """
   with config.unlocked():
     for name, flag in ORIGINAL_FLAGS.items():
@@ -103,7 +108,11 @@ def apply(config: ml_collections.ConfigDict, values: Mapping[str, Any]) -> None:
       if flag.type is list:
         value = tuple(int(v) for v in value)
       node, _, leaf = flag.field.rpartition(".")
-      (config[node] if node else config)[leaf] = value
+      parent = config[node] if node else config
+      if flag.field in overridden and parent[leaf] != value:
+        raise UsageError(f"--{name}={value} and --config.{flag.field}={parent[leaf]} set "
+                         f"{flag.field} differently: give one of them.")
+      parent[leaf] = value
     _original_meanings(config, values)
 
 

@@ -63,15 +63,27 @@ def read_json(workdir: str, name: str) -> Any:
     return json.load(f)
 
 
-def trained_config(workdir: str) -> dict[str, Any] | None:
-  """The fields the run was last continued with: config.json, then its recorded changes."""
+def run_config(workdir: str) -> ml_collections.ConfigDict | None:
+  """The config the run was last continued with: config.json with its recorded changes
+  applied (what the loop resumes, and what the analyses and scripts read), or None."""
   saved = read_json(workdir, CONFIG)
   if saved is None:
     return None
-  saved = flat(saved)
+  config = ml_collections.ConfigDict(saved)
   for record in read_json(workdir, CHANGES) or []:
-    saved.update({field: new for field, (_, new) in record["changes"].items()})
-  return saved
+    for field, (_, new) in record["changes"].items():
+      *parents, name = field.split(".")
+      node = config
+      for parent in parents:
+        node = node[parent]
+      node[name] = new
+  return config
+
+
+def trained_config(workdir: str) -> dict[str, Any] | None:
+  """The fields of `run_config`, flat ({"sam.rho": ...})."""
+  config = run_config(workdir)
+  return None if config is None else flat(config.to_dict())
 
 
 def changes(config: ml_collections.ConfigDict, workdir: str) -> dict[str, tuple[Any, Any]]:
@@ -122,10 +134,29 @@ def finished_results(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   return results
 
 
+def write_atomically(path: str, text: str) -> None:
+  """Writes `text` to `path` whole or not at all: into a file beside it, flushed to disk,
+  then renamed over it. A crash (or an error) midway leaves the old file as it was."""
+  partial = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.partial")
+  try:
+    with open(partial, "w", encoding="utf-8") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(partial, path)
+  finally:
+    if os.path.exists(partial):
+      os.remove(partial)
+
+
+def write_json(workdir: str, name: str, value: Any) -> None:
+  """`value` as JSON in `workdir/name`, atomically (`write_atomically`)."""
+  write_atomically(os.path.join(workdir, name), json.dumps(value, indent=2, allow_nan=False))
+
+
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """config.json of a run starting from scratch (any earlier attempt's changes go)."""
-  with open(os.path.join(workdir, CONFIG), "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  write_atomically(os.path.join(workdir, CONFIG), config.to_json_best_effort(indent=2))
   if os.path.exists(os.path.join(workdir, CHANGES)):
     os.remove(os.path.join(workdir, CHANGES))
 
@@ -134,5 +165,4 @@ def record_changes(workdir: str, step: int, changed: dict[str, tuple[Any, Any]])
   """Appends {"step": step, "changes": {field: [old, new]}} to config_changes.json."""
   history = read_json(workdir, CHANGES) or []
   history.append({"step": step, "changes": {k: list(v) for k, v in changed.items()}})
-  with open(os.path.join(workdir, CHANGES), "w", encoding="utf-8") as f:
-    json.dump(history, f, indent=2)
+  write_json(workdir, CHANGES, history)

@@ -99,6 +99,7 @@ for _name, _flag in original_flags.ORIGINAL_FLAGS.items():
   _DEFINE[_flag.type](_name, None, f"[original flag] {_flag.help}")
 
 _CONFIG = None  # the --config flag: defined by parse_flags, from the config file it names
+_OVERRIDDEN: set[str] = set()  # the fields its --config.FIELD flags set
 _CONFIG_HELP = ("Experiment config file, configs/NAME.py or configs/NAME.py:ARGUMENT. Its "
                 "fields, each settable with --config.FIELD=VALUE (default: this config "
                 "file's value):")
@@ -146,6 +147,11 @@ def _define_config_flag(spec: str, argv: list[str]) -> None:
   """--config as the ConfigDict of `spec`, its help listing every field (--helpfull)."""
   for name in [name for name in flags.FLAGS if name.split(".")[0] == "config"]:
     delattr(flags.FLAGS, name)  # a second parse (tests): the previous config's flags
+  _OVERRIDDEN.clear()
+  _OVERRIDDEN.update(
+      arg.lstrip("-").partition("=")[0][len("config."):]
+      for arg in argv
+      if arg.lstrip("-").startswith("config."))
   config = config_files.load(spec)
   described = config_files.describe(config, config_files.field_help(_DEFAULT_CONFIG))
   global _CONFIG  # pylint: disable=global-statement
@@ -164,15 +170,24 @@ def config_from_flags():
     raise RuntimeError("config_from_flags() needs parse_flags() to define --config first.")
   config = copy.deepcopy(_CONFIG.value)  # the flag's own value stays as parsed
   original_flags.apply(config,
-                       {name: flags.FLAGS[name].value for name in original_flags.ORIGINAL_FLAGS})
+                       {name: flags.FLAGS[name].value for name in original_flags.ORIGINAL_FLAGS},
+                       _OVERRIDDEN)
   return config
 
 
 def workdir_from_flags() -> str:
-  workdir = _WORKDIR.value or flags.FLAGS.output_dir
-  if not workdir:
+  """--workdir, or the original --output_dir.
+
+  Raises:
+    UsageError: when neither is given, or both name different folders.
+  """
+  workdir, output_dir = _WORKDIR.value, flags.FLAGS.output_dir
+  if workdir and output_dir and workdir != output_dir:
+    raise UsageError(f"--workdir={workdir} and --output_dir={output_dir} name two places for "
+                     "one run: give one of them (--output_dir is the original's --workdir).")
+  if not (workdir or output_dir):
     raise UsageError("Say where the run lives: --workdir=DIR (or the original --output_dir).")
-  return workdir
+  return workdir or output_dir
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import max_abs_diff, scalars, tiny_config
-from sam_jax import checkpoints, loop, run_setup
+from sam_jax import checkpoints, loop, run_files, run_setup
 from sam_jax.errors import UsageError
 
 # 4 steps of 64 digits; a checkpoint at every logged step (2 and 4).
@@ -166,3 +166,19 @@ def test_a_full_or_read_only_workdir_is_one_line(small_disk, good_run):
   with pytest.raises(UsageError, match=r"^Cannot write in .*/disk/run \(No space left on "
                      r"device\)"):
     loop.train_and_evaluate(tiny_config(**FIELDS), str(small_disk / "run"))
+
+
+def test_a_json_write_that_fails_midway_leaves_the_old_file(tmp_path, monkeypatch):
+  """results.json, config.json and config_changes.json are written beside and renamed: a
+  crash or a full disk before the rename leaves the previous file whole."""
+  run_files.write_json(str(tmp_path), run_files.RESULTS, {"test_error": 0.1})
+  before = (tmp_path / run_files.RESULTS).read_text()
+
+  def full_disk(fd):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(os, "fsync", full_disk)
+  with pytest.raises(OSError, match="No space left"):
+    run_files.write_json(str(tmp_path), run_files.RESULTS, {"test_error": 0.2})
+  assert (tmp_path / run_files.RESULTS).read_text() == before
+  assert os.listdir(tmp_path) == [run_files.RESULTS]  # nothing half-written left beside it

@@ -5,6 +5,8 @@ its sam_jax/): the flag, where it is defined, its official default, and the conf
 (with its value) that this default becomes here.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -13,6 +15,7 @@ from absl import flags
 from conftest import parse_run
 from sam_jax import original_flags, run_setup, train
 from sam_jax.data.datasets import get_dataset_info
+from sam_jax.errors import UsageError
 
 # yapf: disable  (one row per DEFINE, as the official files list them)
 OFFICIAL_DEFAULTS = {
@@ -139,3 +142,20 @@ def test_the_official_readme_finetuning_command_trains_itself():
   assert (config.init_from, config.freeze_batch_norm, config.sync_batch_norm) == ("/tmp/ckpt", True,
                                                                                   True)
   assert config.sam.m is None  # one perturbation per device, whatever the devices
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sam_rho=0.1", "--config.sam.rho=0.2", "--output_dir=/tmp/w"
+     ], "--sam_rho=0.1 and --config.sam.rho=0.2 set sam.rho differently: give one of them."),
+    (["--config.learning_rate=0.01", "--learning_rate", "0.3", "--workdir=/tmp/w"
+     ], "--learning_rate=0.3 and --config.learning_rate=0.01 set learning_rate differently"),
+    (["--workdir=/tmp/a", "--output_dir=/tmp/b"
+     ], "--workdir=/tmp/a and --output_dir=/tmp/b name two places for one run: give one of them"),
+])
+def test_two_flags_that_disagree_are_refused_not_silently_chosen(argv, message):
+  with pytest.raises(UsageError, match=f"^{re.escape(message)}"):
+    parse_run(argv)
+  config, workdir = parse_run(
+      ["--sam_rho=0.1", "--config.sam.rho=0.1", "--output_dir=/tmp/w",
+       "--workdir=/tmp/w"])  # agreeing: fine
+  assert (config.sam.rho, workdir) == (0.1, "/tmp/w")

@@ -4,6 +4,7 @@ import contextlib
 import json
 import re
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 from absl import flags
 
-from conftest import ROOT, finish, parse_run, run_binary, start_process
+from conftest import ROOT, binary_env, finish, parse_run, run_binary, start_process
 from sam_jax import config_files, original_flags, run_files, train, validation
 from sam_jax.errors import Stopped, UsageError
 
@@ -173,6 +174,7 @@ def test_a_finished_run_says_so_and_changes_need_a_flag(tmp_path, monkeypatch, c
   assert run_main(digits_args(path, "--config.compute_top_5_error_rate=True"), monkeypatch)
   # An allowed change, recorded (as the training does): the run is compared with it after.
   run_files.record_changes(str(path), 22, {"sam.rho": (0.05, 0.1)})
+  assert run_files.run_config(str(path)).sam.rho == 0.1  # what the analyses read too
   assert not run_main(digits_args(path, "--config.sam.rho=0.1"), monkeypatch)  # finished
   assert "has finished (22 steps)" in capsys.readouterr().err
   shutil.rmtree(path / "checkpoints")  # no checkpoint: any config starts afresh
@@ -272,3 +274,12 @@ def test_every_sam_variant_trains_through_the_binary(variant, dataset, test_exam
     clean, perturbed = (
         np.array(list(scalars[f"train_{kind}"].values())) for kind in ("loss", "perturbed_loss"))
     assert np.mean(perturbed - clean) > 0
+
+
+@pytest.mark.slow
+def test_the_demo_puts_a_relative_workdir_where_it_is_run(tmp_path):
+  done = subprocess.run(["bash", f"{ROOT}/scripts/demo.sh", "here", "--config.num_train_steps=2"],
+                        cwd=tmp_path, env=binary_env(), capture_output=True, text=True, timeout=600,
+                        check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert json.loads((tmp_path / "here" / "results.json").read_text())["steps"] == 2

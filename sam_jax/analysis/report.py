@@ -13,11 +13,10 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 
-from sam_jax import checkpoints, console, events, optim, replicas, run_setup, steps
+from sam_jax import checkpoints, console, events, optim, replicas, run_files, run_setup, steps
 from sam_jax.analysis import hessian, loss, plots, sharpness
 from sam_jax.data import pipeline, run_data
 from sam_jax.data.datasets import get_dataset_info
@@ -32,12 +31,10 @@ def load_run(workdir: str, step: int | None = None, use_ema: bool = False):
     UsageError: one line when there is no config.json or checkpoint, or when the
       checkpoint does not fit the config's model.
   """
-  config_path = os.path.join(workdir, "config.json")
-  if not os.path.exists(config_path):
+  config = run_files.run_config(workdir)  # config.json with its recorded changes
+  if config is None:
     raise UsageError(f"{workdir} is not a training workdir (no config.json): pass the "
                      "--workdir of a python -m sam_jax.train run.")
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
   step = checkpoints.saved_step(workdir, step)
   info = get_dataset_info(config.dataset)
   config.sync_batch_norm = False  # no cross-replica BatchNorm in the analyses
