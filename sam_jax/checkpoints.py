@@ -6,7 +6,10 @@ moved aside on resume and the one before it is used.
 """
 
 import contextlib
+import errno
 import os
+import re
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,24 +52,64 @@ def check_writable(workdir: str) -> None:
                      "make room there.") from e
 
 
-_STORAGE_FAULTS = ("No space left on device", "Read-only file system", "Permission denied",
-                   "Disk quota exceeded", "Input/output error")
+# Storage faults a run cannot save through, by errno: full, read-only, forbidden, over
+# quota, failing hardware.
+STORAGE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EIO})
+
+
+def storage_fault(error: BaseException | None) -> str | None:
+  """What the storage fault behind `error` (or its causes) is, by its errno: an OSError's,
+  or the `os_error_code` TensorStore writes into the errors Orbax raises; None for any
+  other error."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    code = error.errno if isinstance(error, OSError) else None
+    if code is None and (found := re.search(r"os_error_code='(\d+)'", str(error))):
+      code = int(found[1])
+    if code in STORAGE_ERRNOS:
+      return os.strerror(code)
+    error = error.__cause__ or error.__context__
+  return None
+
+
+_SAVING: "weakref.WeakKeyDictionary[ocp.CheckpointManager, int]" = weakref.WeakKeyDictionary()
 
 
 def save(manager: ocp.CheckpointManager, state: Any) -> None:
-  """Starts saving `state` at its step (asynchronously; see `close`).
+  """Starts saving `state` at its step, in the background (`check_saved` and `close` report
+  how it ends), once the previous save has ended well (Orbax waits for it anyway).
 
   Raises:
-    UsageError: when this or the previous save could not be written (full, read-only
-      storage); the checkpoints completed before are intact.
+    UsageError: when the storage refused the previous save or refuses this one (full,
+      read-only...), naming its step; the checkpoints completed before are intact.
   """
-  with _storage_faults(manager, int(state.step)):
-    manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
+  with _storage_faults(manager, _SAVING.get(manager)):
+    manager.wait_until_finished()
+    manager.check_for_errors()
+  step = _SAVING[manager] = int(state.step)
+  with _storage_faults(manager, step):
+    manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+
+def check_saved(manager: ocp.CheckpointManager) -> None:
+  """Raises what the last save met, once it has ended; returns at once while it runs.
+
+  Raises:
+    UsageError: one line naming its step and the last complete checkpoint, for a storage
+      fault; any other failure keeps its own exception.
+  """
+  if manager.is_saving_in_progress():
+    return
+  with _storage_faults(manager, _SAVING.get(manager)):
+    manager.wait_until_finished()  # ended: raises what the save met, if anything
+    manager.check_for_errors()
 
 
 def close(manager: ocp.CheckpointManager) -> None:
-  """Waits for the last save to finish, then closes the manager (see `save`)."""
-  with _storage_faults(manager, None):
+  """Waits for the last save to end, then closes the manager (see `check_saved`)."""
+  with _storage_faults(manager, _SAVING.get(manager)):
     manager.close()
 
 
@@ -75,14 +118,15 @@ def _storage_faults(manager: ocp.CheckpointManager, step: int | None):
   try:
     yield
   except Exception as e:  # Orbax reports a failed write as ValueError, OSError, ...
-    fault = next((f for f in _STORAGE_FAULTS if f in str(e)), None)
+    fault = storage_fault(e)
     if fault is None:
       raise
     last = [s for s in manager.all_steps() if step is None or s < step]
     kept = (f"the last complete one, step {max(last)}, is intact"
             if last else "none was complete before")
-    raise UsageError(f"Could not write a checkpoint in {manager.directory} ({fault}); {kept}: "
-                     "make room there and run the same command to resume.") from e
+    which = "a checkpoint" if step is None else f"the checkpoint of step {step}"
+    raise UsageError(f"Could not write {which} in {manager.directory} ({fault}); {kept}: make "
+                     "room there and run the same command to resume.") from e
 
 
 def shape_mismatches(saved: Any, wanted: Any) -> list[str]:

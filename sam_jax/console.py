@@ -1,8 +1,10 @@
 """What the binaries show on the console: sam_jax's own lines, and a progress display.
 
-`quiet_logs()` keeps sam_jax's INFO lines and everyone's warnings and errors, and drops
-the INFO chatter of Orbax (40-60 lines per checkpoint), TFDS, JAX, clu and TensorFlow's
-C++ start-up (`verbose=True` keeps everything, as absl would).
+`quiet_logs()` keeps sam_jax's INFO lines and the warnings and errors of everyone but the
+libraries that report through the run (Orbax, asyncio: a failed save or restore ends in
+the run's own line, not in their tracebacks), and drops the INFO chatter of Orbax (40-60
+lines per checkpoint), TFDS, JAX, clu and TensorFlow's C++ start-up (`verbose=True` keeps
+everything, as absl would).
 
 `Progress` shows step/total, epoch, steps/s, ETA and the latest train and test metrics:
 on a terminal as one tqdm line kept below the log lines; in a log file (stderr not a
@@ -24,25 +26,49 @@ from absl import logging
 # before the offline digits are written the first time.
 _EXPECTED_WARNINGS = ("Metadata file does not exist", "has no dataset_info.json")
 _OURS = f"{os.sep}sam_jax{os.sep}"
+# Libraries whose failures reach sam_jax as exceptions that it reports in its own line.
+_REPORTED_THROUGH_US = (f"{os.sep}orbax{os.sep}", f"{os.sep}asyncio{os.sep}")
 # What TensorFlow's C++ prints as it loads, whatever TF_CPP_MIN_LOG_LEVEL says (TF 2.21).
 _NATIVE_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)|"
                            r"I\d{4} [\d:. ]+ \d+ port\.cc:\d+\] oneDNN custom operations")
 
 
 class QuietFilter(python_logging.Filter):
-  """INFO and below from sam_jax only; warnings and errors from everyone."""
+  """INFO and below from sam_jax only; warnings and errors from everyone but Orbax and
+  asyncio."""
   def filter(self, record: python_logging.LogRecord) -> bool:
+    if any(library in record.pathname for library in _REPORTED_THROUGH_US):
+      return False
     if record.levelno >= python_logging.WARNING:
       return not any(text in record.getMessage() for text in _EXPECTED_WARNINGS)
     return _OURS in record.pathname
 
 
 def quiet_logs(verbose: bool = False) -> None:
-  """Filters the log as the module docstring says; call before TensorFlow is imported."""
+  """Filters the log as the module docstring says; call before TensorFlow is imported.
+
+  Also drops the "Event loop is closed" errors that TensorStore prints (through
+  `sys.excepthook`) when its writes complete after Orbax's event loop has gone, as they do
+  after a failed save: the run reports that failure itself.
+  """
   if verbose:
     return
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TF and XLA C++: warnings and up
   logging.get_absl_handler().addFilter(QuietFilter())
+  shown, unraisable = sys.excepthook, sys.unraisablehook
+
+  def closed_loop(value) -> bool:
+    return isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+
+  def excepthook(kind, value, traceback):
+    if not closed_loop(value):
+      shown(kind, value, traceback)
+
+  def unraisablehook(report):
+    if not closed_loop(report.exc_value):
+      unraisable(report)
+
+  sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
 
 
 @contextlib.contextmanager

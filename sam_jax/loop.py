@@ -12,9 +12,10 @@ stop the loop after the current step with a checkpoint of it (`Stopped`); the sa
 command resumes from there.
 """
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import jax
 import ml_collections
@@ -42,20 +43,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   workdir = os.path.abspath(workdir)  # Orbax wants absolute paths
   run = run_setup.set_up(config, workdir)
   checkpoints.check_writable(workdir)
-  manager = checkpoints.make_manager(workdir, run.policy.keep_checkpoints,
-                                     list(run.policy.keep_steps))
-  try:
-    with processes.stop_signals() as stop_at:
-      state = checkpoints.restore_latest(manager, run.state)
-      record_start(config, workdir, int(state.step), run.total_steps)
-      results = train(run, workdir, state, manager, stop_at)
-  finally:
-    checkpoints.close(manager)  # waits for the last save
-  if jax.process_index() == 0:  # JSON has no NaN: a non-finite result is null
-    run_files.write_json(workdir, run_files.RESULTS, {
-        k: v if np.isfinite(v) else None for k, v in results.items()
-    })
+  with owned(workdir):
+    manager = checkpoints.make_manager(workdir, run.policy.keep_checkpoints,
+                                       list(run.policy.keep_steps))
+    try:
+      with processes.stop_signals() as stop_at:
+        state = checkpoints.restore_latest(manager, run.state)
+        record_start(config, workdir, int(state.step), run.total_steps)
+        results = train(run, workdir, state, manager, stop_at)
+    finally:
+      checkpoints.close(manager)  # waits for the last save
+    if jax.process_index() == 0:  # JSON has no NaN: a non-finite result is null
+      finite = {k: v if np.isfinite(v) else None for k, v in results.items()}
+      run_files.write_json(workdir, run_files.RESULTS, finite)
   return results
+
+
+@contextlib.contextmanager
+def owned(workdir: str) -> Iterator[None]:
+  """The run's hold on its workdir (`run_files.own`), taken by process 0 for all: every
+  process refuses when another run holds it."""
+  with contextlib.ExitStack() as stack:
+    refusal = None
+    if jax.process_index() == 0:
+      try:
+        stack.enter_context(run_files.own(workdir))
+      except UsageError as e:
+        refusal = e
+    if not processes.agree(refusal is None):
+      raise refusal or UsageError(f"{workdir} is in use by another run (process 0 says which).")
+    yield
 
 
 def record_start(config: ml_collections.ConfigDict, workdir: str, step: int,
@@ -118,6 +135,7 @@ def train(run: run_setup.Run, workdir: str, state: steps.TrainState, manager: oc
           or (log_due and
               (processes.agree(time.monotonic() - last_save >= policy.save_progress_seconds))))
       if log_due or eval_due or save_due:  # nothing non-finite is evaluated or saved
+        checkpoints.check_saved(manager)  # a failed save stops the run here
         check_finite(policy.skip_nonfinite, pending, step, run.total_steps, manager)
       if log_due:
         scalars = train_scalars(step, pending, param_norm(state.params), run.schedule(step - 1))

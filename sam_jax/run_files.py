@@ -1,6 +1,6 @@
 """What a training workdir holds, read without JAX: the config its checkpoints were trained
-with (config.json), the changes made on resuming (config_changes.json), results.json and
-the latest checkpoint's step.
+with (config.json), the changes made on resuming (config_changes.json), results.json, the
+latest checkpoint's step, and who owns it (`own`: one run at a time).
 
 config.json is written when a run starts from scratch and kept when it resumes, so that
 the analyses label a run by what it trained. The training binary refuses to resume with
@@ -8,8 +8,13 @@ a config that computes something else (`check_resume`) unless `--allow_config_ch
 allowed changes are appended to config_changes.json with the step they start at.
 """
 
+import contextlib
+import datetime
+import fcntl
 import json
 import os
+import socket
+from collections.abc import Iterator
 from typing import Any
 
 import ml_collections
@@ -17,6 +22,7 @@ import ml_collections
 from sam_jax.errors import UsageError
 
 CONFIG, CHANGES, RESULTS = "config.json", "config_changes.json", "results.json"
+OWNER = "owner.json"  # who runs in the workdir, locked while the run lives
 # Fields that change what is logged, saved or evaluated, or how a fault is met, but not
 # the weights a run trains: a resumed run may change them freely.
 BOOKKEEPING = frozenset({
@@ -166,3 +172,40 @@ def record_changes(workdir: str, step: int, changed: dict[str, tuple[Any, Any]])
   history = read_json(workdir, CHANGES) or []
   history.append({"step": step, "changes": {k: list(v) for k, v in changed.items()}})
   write_json(workdir, CHANGES, history)
+
+
+@contextlib.contextmanager
+def own(workdir: str) -> Iterator[None]:
+  """Holds `workdir` for one run: an exclusive lock on WORKDIR/owner.json, which says
+  who holds it (host, pid, since when).
+
+  The kernel releases the lock when the process ends, however it ends (kill -9 or a lost
+  node included), so the next run takes over a dead owner's workdir with no clean-up. The
+  file is never removed (removing it would let two runs lock two different files); it
+  keeps the last owner's line. On a file system without locks (some FUSE mounts) the
+  lock always succeeds and the file only informs.
+
+  Raises:
+    UsageError: at once, naming the owner, while another run holds the workdir.
+  """
+  fd = os.open(os.path.join(workdir, OWNER), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+      holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "{}"
+      owner = json.loads(holder) if holder.startswith("{") else {}
+      raise UsageError(
+          f"{workdir} is in use by another run (pid {owner.get('pid', '?')} on "
+          f"{owner.get('host', '?')}, since {owner.get('since', '?')}): wait for it to end or "
+          "stop it, or give another --workdir.") from e
+    line = json.dumps({
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "since": datetime.datetime.now().isoformat(timespec="seconds")
+    })
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{line}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the lock

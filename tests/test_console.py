@@ -12,16 +12,23 @@ def record(path: str, level: int, message: str) -> python_logging.LogRecord:
   return python_logging.LogRecord("absl", level, path, 1, message, None, None)
 
 
-def test_the_quiet_filter_keeps_our_lines_and_everyones_warnings():
+def test_the_quiet_filter_keeps_our_lines_and_everyones_warnings_but_orbaxs():
   keep = console.QuietFilter().filter
   ours = "/work/sam-jax/sam_jax/loop.py"
-  orbax = "/venv/lib/python3.11/site-packages/orbax/checkpoint/checkpoint_manager.py"
+  tfds = "/venv/lib/python3.11/site-packages/tensorflow_datasets/core/dataset_builder.py"
+  orbax = "/venv/lib/python3.11/site-packages/orbax/checkpoint/_src/futures/future.py"
+  asyncio = "/usr/lib/python3.11/asyncio/base_events.py"
   assert keep(record(ours, python_logging.INFO, "WideResnet10x2 on digits: ..."))
-  assert not keep(record(orbax, python_logging.INFO, "[process=0] Saving checkpoint at step 44"))
-  assert keep(record(orbax, python_logging.WARNING, "Could not write ..."))
+  assert keep(record(ours, python_logging.WARNING, "The checkpoint at step 4 ... moved to"))
+  assert not keep(record(tfds, python_logging.INFO, "Load dataset info from ..."))
+  assert keep(record(tfds, python_logging.WARNING, "Something TFDS warns of"))
   assert not keep(
-      record(orbax, python_logging.WARNING,
-             "Metadata file does not exist: /w/checkpoints/44/_CHECKPOINT_METADATA"))
+      record(tfds, python_logging.WARNING,
+             "Variant folder /d/digits/1.0.0 has no dataset_info.json"))
+  # A failed save's background tracebacks: the run says it in its own line instead.
+  for path in (orbax, asyncio):
+    for level in (python_logging.INFO, python_logging.WARNING, python_logging.ERROR):
+      assert not keep(record(path, level, "_SignalingThread.run() raised an exception: ..."))
 
 
 def test_a_log_file_gets_one_plain_line_per_report(monkeypatch, caplog):

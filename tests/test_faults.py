@@ -6,14 +6,16 @@ import glob
 import json
 import os
 import shutil
+import socket
 import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import max_abs_diff, scalars, tiny_config
+from conftest import ROOT, max_abs_diff, scalars, tiny_config
 from sam_jax import checkpoints, loop, run_files, run_setup
 from sam_jax.errors import UsageError
 
@@ -152,11 +154,35 @@ def test_a_full_or_read_only_workdir_is_one_line(small_disk, good_run):
   subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
   shutil.rmtree(small_disk / "run")
 
-  # Full in the middle of the run (200 KB left; a digits checkpoint is about 600 KB):
-  # the first checkpoint does not fit, one line.
+  # Full in the middle of the run (900 KB left; a digits checkpoint is about 600 KB):
+  # step 2's checkpoint fits, step 4's fails in the background, and the run stops at the
+  # next log step (6) once the failure is known, instead of training on unprotected.
+  fill(small_disk, 900_000)
+  with pytest.raises(
+      UsageError, match=r"^Could not write the checkpoint of step 4 in .*/disk/run/"
+      r"checkpoints \(No space left on device\); the last complete one, step 2, is intact: "
+      r"make room there"):
+    loop.train_and_evaluate(
+        tiny_config(**dict(FIELDS, num_train_steps=40)), str(small_disk / "run"))
+  assert max(scalars(small_disk / "run", "train_loss")) == 6
+  assert checkpoints.read(str(small_disk / "run"))[0] == 2
+
+  # The same when the run saves seldom (every hour; at epoch 1, step 22, as an additional
+  # checkpoint), 200 KB left: the failed save is found at a log step, long before the next.
+  shutil.rmtree(small_disk / "run")
   fill(small_disk, 200_000)
   with pytest.raises(
-      UsageError, match=r"^Could not write a checkpoint in .*/disk/run/"
+      UsageError, match=r"^Could not write the checkpoint of step 22 in .*"
+      r"\(No space left on device\); none was complete before"):
+    loop.train_and_evaluate(
+        tiny_config(**dict(FIELDS, num_train_steps=200, save_progress_seconds=3600,
+                           additional_checkpoints_at_epochs=(1,))), str(small_disk / "run"))
+  assert 22 < max(scalars(small_disk / "run", "train_loss")) < 200
+  shutil.rmtree(small_disk / "run")
+
+  # No room for the first checkpoint: one line.
+  with pytest.raises(
+      UsageError, match=r"^Could not write the checkpoint of step 2 in .*/disk/run/"
       r"checkpoints \(No space left on device\); none was "
       r"complete before: make room there"):
     loop.train_and_evaluate(tiny_config(**FIELDS), str(small_disk / "run"))
@@ -182,3 +208,33 @@ def test_a_json_write_that_fails_midway_leaves_the_old_file(tmp_path, monkeypatc
     run_files.write_json(str(tmp_path), run_files.RESULTS, {"test_error": 0.2})
   assert (tmp_path / run_files.RESULTS).read_text() == before
   assert os.listdir(tmp_path) == [run_files.RESULTS]  # nothing half-written left beside it
+
+
+def files_of(folder):
+  return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_a_held_workdir_is_refused_and_a_dead_owners_is_taken_over(good_run, tmp_path):
+  """Another process holds the workdir (a run of the same command, say): a second run
+  refuses at once naming it, writing nothing; killed with -9, its hold goes with it."""
+  workdir = copy_of(good_run, tmp_path)
+  holder = subprocess.Popen([
+      sys.executable, "-c", "import sys, time\nfrom sam_jax import run_files\n"
+      "with run_files.own(sys.argv[1]):\n  print('held', flush=True)\n  time.sleep(600)",
+      str(workdir)
+  ], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    before = files_of(workdir)
+    longer = tiny_config(**dict(FIELDS, num_train_steps=6))
+    with pytest.raises(
+        UsageError, match=rf"^{workdir} is in use by another run \(pid {holder.pid} on "
+        rf"{socket.gethostname()}, since \d{{4}}-.*\): wait for it to end or stop it, or give "
+        "another --workdir.$"):
+      loop.train_and_evaluate(longer, str(workdir))
+    assert files_of(workdir) == before  # the first run's files, as they were
+  finally:
+    holder.kill()  # SIGKILL: no clean-up of any kind
+    holder.wait()
+  assert loop.train_and_evaluate(longer, str(workdir))["steps"] == 6  # resumed from step 4
