@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 
 import tqdm
@@ -93,6 +94,26 @@ def native_noise_filtered(verbose: bool = False):
         if not _NATIVE_NOISE.match(line):
           sys.stderr.write(line)
       sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def announced_if_slow(what: str, after_seconds: float = 5.0):
+  """Says `what` is under way once the block has run `after_seconds`, and at its end how
+  long it took: a long compilation is not a silent wait."""
+  started = time.monotonic()
+
+  def announce():  # here, not logging.info itself: the quiet filter keeps sam_jax's lines
+    logging.info("%s (a minute or more for large models)...", what)
+
+  timer = threading.Timer(after_seconds, announce)
+  timer.daemon = True
+  timer.start()
+  try:
+    yield
+  finally:
+    timer.cancel()
+    if (took := time.monotonic() - started) >= after_seconds:
+      logging.info("%s: done in %.1f s.", what, took)
 
 
 class _AboveTheBar:

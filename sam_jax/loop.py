@@ -116,14 +116,17 @@ def train(run: run_setup.Run, workdir: str, state: steps.TrainState, manager: oc
   logging.info("%s, %d steps/epoch, %d steps, starting at %d.", run.description,
                run.steps_per_epoch, run.total_steps, start_step)
   batches = replicas.prefetch_to_devices(run.train_batches(start_step=start_step), run.mesh)
-  last_save, pending, results = time.monotonic(), [], {}
+  last_save, pending, results, compiled = time.monotonic(), [], {}, set()
   profiler = profiling.StepProfiler(workdir, start_step, policy.profile_steps)
   with console.progress(run.total_steps, run.steps_per_epoch, start_step,
                         enabled=jax.process_index() == 0) as progress:
     for step in range(start_step + 1, run.total_steps + 1):
-      with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        state, metrics = run.train_step(state, next(batches), run.rng,
-                                        sam_step=run.second_pass(step - 1))
+      kind = run.second_pass(step - 1)  # a program per kind of step, compiled at first use
+      with (jax.profiler.StepTraceAnnotation("train", step_num=step),
+            console.announced_if_slow(f"Compiling the train step{_kind(kind)}")
+            if kind not in compiled else contextlib.nullcontext()):
+        state, metrics = run.train_step(state, next(batches), run.rng, sam_step=kind)
+      compiled.add(kind)
       pending.append(metrics)
       profiler.after_step(step, state)
       progress.update(step)
@@ -144,7 +147,10 @@ def train(run: run_setup.Run, workdir: str, state: steps.TrainState, manager: oc
         writer.write_scalars(step, scalars)
         pending = []
       if eval_due:
-        results = evaluation.evaluate_all(run.evaluation, state, step, writer)
+        with (console.announced_if_slow("Compiling the evaluation step")
+              if "eval" not in compiled else contextlib.nullcontext()):
+          results = evaluation.evaluate_all(run.evaluation, state, step, writer)
+        compiled.add("eval")
         progress.show(results)
       if save_due:
         checkpoints.save(manager, state)
@@ -161,6 +167,11 @@ def train(run: run_setup.Run, workdir: str, state: steps.TrainState, manager: oc
   if run.data.realised_noise is not None:
     results["realised_label_noise"] = run.data.realised_noise
   return results
+
+
+def _kind(second_pass: bool | None) -> str:
+  return "" if second_pass is None else (
+      " with its second pass" if second_pass else " without its second pass")
 
 
 def check_finite(skip_nonfinite: bool, pending: list[dict[str, jax.Array]], step: int,

@@ -16,6 +16,9 @@ its heartbeats are missing for `heartbeat_timeout_seconds`.
 import contextlib
 import os
 import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 import jax
@@ -27,13 +30,17 @@ from sam_jax.errors import UsageError
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, heartbeat_timeout_seconds: int = 100) -> None:
+               process_id: int | None = None, heartbeat_timeout_seconds: int = 100,
+               startup_timeout_seconds: int = 300) -> None:
   """Joins JAX's distributed runtime if this is one of several processes.
 
   With `coordinator_address`, `num_processes` and `process_id` (all three, as a launcher
   that JAX does not detect would pass them); else with what JAX detects of the cluster;
   else nothing: one process. Must run before JAX touches a device. On the CPU backend
-  (tests, two processes on one machine) collectives between processes use gloo.
+  (tests, two processes on one machine) collectives between processes use gloo. While
+  the processes gather, a line every 30 s says so; when they have not all come within
+  `startup_timeout_seconds`, the process ends with one line and status 2 (JAX itself
+  would abort with a C++ stack trace).
 
   Raises:
     UsageError: for an incomplete set of flags.
@@ -51,12 +58,62 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   if coordinator_address is None and xla_bridge.backends_are_initialized():
     return  # called where JAX already runs (a test, a notebook): stays one process
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  with _startup_watch(coordinator_address, num_processes, process_id, startup_timeout_seconds):
+    try:
+      jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                                 heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+                                 initialization_timeout=startup_timeout_seconds + 60)
+    except ValueError:  # "coordinator_address should be defined": no cluster detected
+      if coordinator_address is not None:
+        raise
+
+
+@contextlib.contextmanager
+def _startup_watch(address: str | None, count: int | None, index: int | None, timeout: int):
+  """While inside, says every 30 s that the processes are still gathering, and ends this
+  process with one line once `timeout` seconds have passed."""
+  done, started = threading.Event(), time.monotonic()
+  who = f"process {index} of {count}" if count else "this process"
+  where = address or "the coordinator JAX found"
+
+  def watch():
+    while not done.wait(min(30, max(timeout - (time.monotonic() - started), 0.1))):
+      waited = time.monotonic() - started
+      if waited < timeout:
+        print(
+            f"sam_jax: {who} has waited {waited:.0f} s at {where} for the other "
+            "processes to join.", file=sys.stderr, flush=True)
+        continue
+      print(
+          f"sam_jax.train: error: {who} waited {timeout} s at {where} and the other "
+          "processes did not all join: start every one with the same "
+          "--coordinator_address and --num_processes and its own --process_id (0 runs the "
+          "coordinator), or wait longer with --startup_timeout_seconds.", file=sys.stderr,
+          flush=True)
+      os._exit(2)
+
+  threading.Thread(target=watch, daemon=True).start()
   try:
-    jax.distributed.initialize(coordinator_address, num_processes, process_id,
-                               heartbeat_timeout_seconds=heartbeat_timeout_seconds)
-  except ValueError:  # "coordinator_address should be defined": no cluster detected
-    if coordinator_address is not None:
-      raise
+    yield
+  finally:
+    done.set()
+
+
+def check_backend() -> None:
+  """Starts JAX's backend, or says in one line why it cannot.
+
+  Raises:
+    UsageError: when no backend starts (JAX_PLATFORMS names one this machine lacks, a
+      GPU plugin without a GPU...).
+  """
+  try:
+    jax.devices()
+  except (RuntimeError, AssertionError) as e:
+    platforms = os.environ.get("JAX_PLATFORMS") or "any"
+    reason = (str(e).strip().splitlines() or ["none of them started"])[0]
+    raise UsageError(f"JAX has no backend to run on (JAX_PLATFORMS={platforms}: {reason}): "
+                     "install the one you name (pip install '.[cuda]' for NVIDIA GPUs, "
+                     "'.[tpu]' on a TPU VM) or unset JAX_PLATFORMS for the CPU.") from e
 
 
 def describe(data_share: str) -> str:

@@ -20,13 +20,13 @@ import os
 import sys
 from typing import NoReturn
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 import sam_jax
 from sam_jax import config_files, console, original_flags, validation, xla_cpu
 from sam_jax import run_files
-from sam_jax.errors import Stopped, UsageError, exit_with_usage_error
+from sam_jax.errors import Stopped, UsageError, exit_with_usage_error, run_binary
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -76,6 +76,9 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "How many processes the run has.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 to "
                                    "num_processes - 1.")
+_STARTUP = flags.DEFINE_integer(
+    "startup_timeout_seconds", 300, "With several processes: how long each waits for the "
+    "others to join before it gives up with one line.")
 _HEARTBEAT = flags.DEFINE_integer(
     "heartbeat_timeout_seconds", 100, "With several processes: the others stop this long "
     "after one of them died.")
@@ -236,7 +239,8 @@ def main(argv):
       # pylint: disable-next=import-outside-toplevel  (JAX, TF: after the checks)
       from sam_jax import loop, processes
     processes.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                         _HEARTBEAT.value)
+                         _HEARTBEAT.value, _STARTUP.value)
+    processes.check_backend()
     final = loop.train_and_evaluate(config, workdir)
   except UsageError as e:
     _fail(str(e))
@@ -254,4 +258,4 @@ def _shown(results: dict) -> str:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  run_binary("sam_jax.train", main, flags_parser=parse_flags)

@@ -106,12 +106,14 @@ def start_process(
     command: list,
     devices: int = 1,
     fast_compile: bool = True,
+    env_overrides: dict[str, str] | None = None,
 ) -> subprocess.Popen:
-  """`command` from the checkout in `binary_env`, its output in files (a pipe could fill)."""
+  """`command` from the checkout in `binary_env` (with `env_overrides`), its output in
+  files (a pipe could fill)."""
   out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-  process = subprocess.Popen([str(part) for part in command], cwd=ROOT,
-                             env=binary_env(devices,
-                                            fast_compile), stdout=out, stderr=err, text=True)
+  env = {**binary_env(devices, fast_compile), **(env_overrides or {})}
+  process = subprocess.Popen([str(part) for part in command], cwd=ROOT, env=env, stdout=out,
+                             stderr=err, text=True)
   process.outputs = (out, err)
   return process
 

@@ -4,6 +4,8 @@ log file, and TensorFlow's start-up notices held back."""
 import io
 import logging as python_logging
 import os
+import re
+import time
 
 from sam_jax import console
 
@@ -54,3 +56,15 @@ def test_tensorflows_start_up_notices_are_held_back_and_the_rest_passed_on(capfd
         b"custom operations are on. You may see slightly different numerical results\n"
         b"E0000 something native went wrong\n")
   assert capfd.readouterr().err == "E0000 something native went wrong\n"
+
+
+def test_a_slow_first_step_is_announced_and_timed_and_a_quick_one_is_not(caplog):
+  caplog.set_level(python_logging.INFO)
+  with console.announced_if_slow("Compiling the train step", after_seconds=0.05):
+    time.sleep(0.3)
+  with console.announced_if_slow("Compiling the evaluation step", after_seconds=5):
+    pass
+  messages = [r.getMessage() for r in caplog.records]
+  assert messages[0] == "Compiling the train step (a minute or more for large models)..."
+  assert re.fullmatch(r"Compiling the train step: done in 0\.\d s\.", messages[1])
+  assert len(messages) == 2  # the quick one says nothing

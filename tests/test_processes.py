@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import (finish, max_abs_diff, scalars, sigterm_at_call, start_process,
+from conftest import (finish, max_abs_diff, run_binary, scalars, sigterm_at_call, start_process,
                       start_processes, tiny_config)
 from sam_jax import checkpoints, loop
 from sam_jax.errors import Stopped
@@ -147,3 +147,32 @@ def test_the_step_compiles_for_16_devices_in_2_processes():
       f"process {i} of 2: 8 cpu devices ({8 * i}-{8 * i + 7} of 16); 16 replicas, per device 16"
       for i in range(2)
   ]
+
+
+@pytest.mark.slow
+def test_a_peer_that_never_comes_ends_the_wait_in_one_line(tmp_path):
+  """Process 0 of 2 alone: after --startup_timeout_seconds, one line and status 2 (JAX
+  alone would abort with a C++ stack trace after 5 minutes)."""
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  done = run_binary("sam_jax.train", *ARGS, f"--workdir={tmp_path / 'run'}",
+                    f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                    "--process_id=0", "--startup_timeout_seconds=4", timeout=120)
+  assert done.returncode == 2
+  assert done.stderr.strip().splitlines()[-1] == (
+      f"sam_jax.train: error: process 0 of 2 waited 4 s at localhost:{port} and the other "
+      "processes did not all join: start every one with the same --coordinator_address and "
+      "--num_processes and its own --process_id (0 runs the coordinator), or wait longer "
+      "with --startup_timeout_seconds.")
+  assert "Check failure stack trace" not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_backend_that_cannot_start_is_one_line(tmp_path):
+  done = run_binary("sam_jax.train", *ARGS, f"--workdir={tmp_path / 'run'}",
+                    env_overrides={"JAX_PLATFORMS": "cuda"}, timeout=120)
+  assert done.returncode == 2 and "Traceback" not in done.stderr
+  assert done.stderr.strip().splitlines()[-1].startswith(
+      "sam_jax.train: error: JAX has no backend to run on (JAX_PLATFORMS=cuda: ")
+  assert not (tmp_path / "run").exists()

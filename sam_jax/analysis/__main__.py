@@ -19,10 +19,10 @@ WORKDIR/analysis/ (or --out):
 
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from sam_jax import console, xla_cpu
-from sam_jax.errors import UsageError, exit_with_usage_error
+from sam_jax.errors import UsageError, exit_with_usage_error, run_binary
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (config.json + checkpoints/).")
 _OUT = flags.DEFINE_string("out", None, "Where to write the results (default WORKDIR/analysis).")
@@ -76,6 +76,8 @@ def main(argv):
     with console.native_noise_filtered(_VERBOSE.value):
       # pylint: disable-next=import-outside-toplevel  (JAX, TF: after the flags)
       from sam_jax.analysis import plots, report as analysis
+      from sam_jax import processes
+    processes.check_backend()
     config, info, model, variables, step = analysis.load_run(workdir, _STEP.value, _USE_EMA.value)
     out = _OUT.value or os.path.join(workdir, "analysis")
     analysis.write_training_curves(
@@ -100,4 +102,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_binary("sam_jax.analysis", main)
