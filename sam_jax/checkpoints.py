@@ -7,6 +7,7 @@ moved aside on resume and the one before it is used.
 
 import contextlib
 import errno
+import json
 import os
 import re
 import weakref
@@ -19,6 +20,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
+from sam_jax import processes
 from sam_jax.errors import UsageError
 
 
@@ -62,15 +64,12 @@ def storage_fault(error: BaseException | None) -> str | None:
   """What the storage fault behind `error` (or its causes) is, by its errno: an OSError's,
   or the `os_error_code` TensorStore writes into the errors Orbax raises; None for any
   other error."""
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    code = error.errno if isinstance(error, OSError) else None
-    if code is None and (found := re.search(r"os_error_code='(\d+)'", str(error))):
+  for cause in _causes(error):
+    code = cause.errno if isinstance(cause, OSError) else None
+    if code is None and (found := re.search(r"os_error_code='(\d+)'", str(cause))):
       code = int(found[1])
     if code in STORAGE_ERRNOS:
       return os.strerror(code)
-    error = error.__cause__ or error.__context__
   return None
 
 
@@ -149,46 +148,42 @@ def shape_mismatches(saved: Any, wanted: Any) -> list[str]:
   return sorted(problems)
 
 
+# TensorStore's status codes (leading the errors Orbax raises) that show a checkpoint's
+# files damaged, as opposed to a read that failed this time.
+_DAMAGE_STATUSES = ("DATA_LOSS", "OUT_OF_RANGE", "FAILED_PRECONDITION", "NOT_FOUND")
+_READ, _DAMAGED, _FAILED = 0, 1, 2  # what one process found of a checkpoint
+
+
 def restore_latest(manager: ocp.CheckpointManager, state: Any) -> Any:
   """The latest readable checkpoint laid out like `state` (same shardings), or `state`
   if there is none.
 
-  A checkpoint that cannot be read (truncated files, an empty `_METADATA`) is moved
-  aside to `WORKDIR/unreadable_checkpoints/STEP`, with one warning line, and the next
-  older one is tried.
+  A checkpoint whose files are shown damaged (`damaged`: unreadable metadata, truncated
+  or missing data) is moved aside to `WORKDIR/unreadable_checkpoints/STEP`, with one
+  warning line, and the next older one is tried. Any other failure (out of memory, a
+  storage or network fault) leaves it in place. Every process restores the same step:
+  they agree on what each attempt found before going on.
 
   Raises:
     UsageError: one line naming the checkpoint and the arrays that do not fit, when
-      the saved tree does not match `state` (another model, dataset or optimizer).
-      It is checked from the checkpoint's metadata, before anything is read; the
-      checkpoint is left untouched. Also when every checkpoint was unreadable.
+      the saved tree does not match `state` (another model, dataset or optimizer), checked
+      from the metadata before anything is read; or naming a checkpoint that could not
+      be read without being damaged (left in place); or when every checkpoint was damaged.
   """
   set_aside = []
   for step in sorted(manager.all_steps(), reverse=True):
-    path = manager.directory / str(step) / "default"
-    try:
-      metadata = ocp.StandardCheckpointer().metadata(path).item_metadata
-      if metadata is None:
-        raise ValueError(f"no readable {path / '_METADATA'}")
-    except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
-      set_aside.append(_set_aside(manager, step, e))
-      continue
-    problems = shape_mismatches(metadata, state)
-    if problems:
-      more = f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
-      shown = "; ".join(problems[:4]) + more
+    found, error, restored = _read(manager, step, state)
+    found_everywhere = processes.gather(found)
+    if (found_everywhere == _READ).all():
+      logging.info("Resumed from the checkpoint at step %d in %s.", step, manager.directory)
+      return restored
+    if (found_everywhere == _FAILED).any():
+      reason = _first_line(error) if found == _FAILED else "another process could not read it"
       raise UsageError(
-          f"The checkpoint at step {step} in {manager.directory} does not fit this model and "
-          f"optimizer ({len(problems)} arrays: {shown}); use another --workdir or the config "
-          "it was trained with.")
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    try:
-      restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-    except Exception as e:  # noqa: BLE001
-      set_aside.append(_set_aside(manager, step, e))
-      continue
-    logging.info("Resumed from the checkpoint at step %d in %s.", step, manager.directory)
-    return restored
+          f"The checkpoint at step {step} in {manager.directory} could not be read ({reason}); "
+          "nothing shows it damaged, so it is left in place: run the same command again (with "
+          "more memory, if that ran out).") from error
+    set_aside.append(_set_aside(manager, step, error))
   if set_aside:
     raise UsageError(f"No checkpoint in {manager.directory} could be read (moved aside: "
                      f"{', '.join(set_aside)}): look at them, or start again with the same "
@@ -196,7 +191,67 @@ def restore_latest(manager: ocp.CheckpointManager, state: Any) -> Any:
   return state
 
 
-def _set_aside(manager: ocp.CheckpointManager, step: int, error: Exception) -> str:
+def _read(manager: ocp.CheckpointManager, step: int,
+          state: Any) -> tuple[int, BaseException | None, Any]:
+  """(what this process found, the error, the restored state) of the checkpoint at `step`.
+
+  Raises:
+    UsageError: when its tree does not fit `state` (the same on every process).
+  """
+  path = manager.directory / str(step) / "default"
+  try:
+    metadata = ocp.StandardCheckpointer().metadata(path).item_metadata
+  except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
+    return (_DAMAGED if damaged(e) else _FAILED), e, None
+  if metadata is None:  # Orbax's answer to an unreadable _METADATA or OCDBT manifest
+    return _DAMAGED, ValueError("its metadata (_METADATA, or the OCDBT manifest) cannot be "
+                                "read"), None
+  problems = shape_mismatches(metadata, state)
+  if problems:
+    more = f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
+    shown = "; ".join(problems[:4]) + more
+    raise UsageError(
+        f"The checkpoint at step {step} in {manager.directory} does not fit this model and "
+        f"optimizer ({len(problems)} arrays: {shown}); use another --workdir or the config "
+        "it was trained with.")
+  target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  try:
+    return _READ, None, manager.restore(step, args=ocp.args.StandardRestore(target))
+  except Exception as e:  # noqa: BLE001
+    return (_DAMAGED if damaged(e) else _FAILED), e, None
+
+
+def damaged(error: BaseException) -> bool:
+  """Whether `error` (or a cause of it) shows a checkpoint's files damaged: unparsable
+  metadata, a missing file, or a TensorStore status of damage (truncated data, a corrupt
+  or missing chunk), rather than a read that may succeed another time."""
+  for cause in _causes(error):
+    if isinstance(cause, (json.JSONDecodeError, FileNotFoundError)):
+      return True
+    if re.match(rf"({'|'.join(_DAMAGE_STATUSES)}): ", str(cause)):
+      return True
+  return False
+
+
+def _causes(error: BaseException | None):
+  """`error`, then its causes and contexts."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    yield error
+    error = error.__cause__ or error.__context__
+
+
+def _first_line(error: BaseException | None) -> str:
+  """What went wrong, in a line: TensorStore's status line where there is one."""
+  if error is None:
+    return "damaged on another process"
+  statuses = [c for c in _causes(error) if re.match(r"[A-Z_]{5,}: ", str(c))]
+  message = str((statuses or [error])[-1]).strip()
+  return (message.splitlines() or [type(error).__name__])[0][:200]
+
+
+def _set_aside(manager: ocp.CheckpointManager, step: int, error: BaseException | None) -> str:
   """Moves an unreadable checkpoint out of the manager's sight (never deletes it)."""
   aside = manager.directory.parent / "unreadable_checkpoints" / str(step)
   if jax.process_index() == 0:
@@ -205,10 +260,9 @@ def _set_aside(manager: ocp.CheckpointManager, step: int, error: Exception) -> s
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
   manager.reload()
-  reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
   logging.warning(
       "The checkpoint at step %d in %s cannot be read (%s): moved to %s; trying "
-      "the one before.", step, manager.directory, reason, aside)
+      "the one before.", step, manager.directory, _first_line(error), aside)
   return str(aside)
 
 

@@ -25,8 +25,9 @@ def load(spec: str) -> ml_collections.ConfigDict:
   """The ConfigDict of `path.py` or `path.py:ARGUMENT`.
 
   Raises:
-    UsageError: for a file that is not there, not Python or without get_config, or an
-      argument the file refuses (its own message).
+    UsageError: for a file that is not there, not Python or without get_config, an
+      argument the file refuses (its own message), or a get_config() that returns
+      something else than a ConfigDict.
   """
   path, _, argument = spec.partition(":")
   if not os.path.isfile(path):
@@ -44,10 +45,15 @@ def load(spec: str) -> ml_collections.ConfigDict:
   if not hasattr(module, "get_config"):
     raise UsageError(f"{path} defines no get_config(): is it a config file?")
   try:
-    return module.get_config(argument) if argument else module.get_config()
+    config = module.get_config(argument) if argument else module.get_config()
   except (ValueError, TypeError) as e:
     message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
     raise UsageError(f"{spec}: {message}") from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise UsageError(f"{path}'s get_config() returned a {type(config).__name__}, not an "
+                     "ml_collections.ConfigDict: build it on configs/default.py "
+                     "(`config = default.get_config()`, then set its fields).")
+  return config
 
 
 def field_help(schema_path: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback as traceback_module
 
 import tqdm
 from absl import logging
@@ -48,9 +49,10 @@ class QuietFilter(python_logging.Filter):
 def quiet_logs(verbose: bool = False) -> None:
   """Filters the log as the module docstring says; call before TensorFlow is imported.
 
-  Also drops the "Event loop is closed" errors that TensorStore prints (through
-  `sys.excepthook`) when its writes complete after Orbax's event loop has gone, as they do
-  after a failed save: the run reports that failure itself.
+  Also drops what Orbax's and TensorStore's background work prints outside the log
+  (through `sys.excepthook` and `sys.unraisablehook`) when a save or a restore fails: "Event
+  loop is closed" once Orbax's loop has gone, exceptions of its coroutines that nobody
+  awaits any more. The run reports the failure itself, in one line.
   """
   if verbose:
     return
@@ -58,15 +60,18 @@ def quiet_logs(verbose: bool = False) -> None:
   logging.get_absl_handler().addFilter(QuietFilter())
   shown, unraisable = sys.excepthook, sys.unraisablehook
 
-  def closed_loop(value) -> bool:
-    return isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+  def reported_by_the_run(value) -> bool:
+    if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+      return True
+    frames = traceback_module.extract_tb(getattr(value, "__traceback__", None))
+    return any(library in frame.filename for frame in frames for library in _REPORTED_THROUGH_US)
 
   def excepthook(kind, value, traceback):
-    if not closed_loop(value):
+    if not reported_by_the_run(value):
       shown(kind, value, traceback)
 
   def unraisablehook(report):
-    if not closed_loop(report.exc_value):
+    if not reported_by_the_run(report.exc_value):
       unraisable(report)
 
   sys.excepthook, sys.unraisablehook = excepthook, unraisablehook

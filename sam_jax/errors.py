@@ -51,6 +51,8 @@ def run_binary(program: str, main: Callable[[list[str]], Any], **run_options: An
   if status is not None and not isinstance(status, int):  # sys.exit("message")
     print(status, file=sys.stderr)
     status = 1
+  if "jax" in sys.modules and sys.modules["jax"].distributed.is_initialized():
+    sys.modules["jax"].distributed.shutdown()  # with the other processes, as at exit
   logging.flush()
   sys.stdout.flush()
   sys.stderr.flush()

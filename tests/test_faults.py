@@ -4,11 +4,14 @@ the run goes on) and no good checkpoint is lost."""
 
 import glob
 import json
+import logging
 import os
+import pathlib
 import shutil
 import socket
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -85,13 +88,15 @@ def test_a_nan_stops_the_run_without_saving_it_or_is_skipped_when_asked(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damage", ["empty _METADATA", "truncated arrays"])
+@pytest.mark.parametrize("damage", ["empty _METADATA", "truncated arrays", "empty manifest"])
 def test_a_damaged_newest_checkpoint_is_set_aside_and_the_one_before_used(
     good_run, tmp_path, damage, caplog):
   workdir = copy_of(good_run, tmp_path)
   newest = workdir / "checkpoints" / "4" / "default"
   if damage == "empty _METADATA":
     (newest / "_METADATA").write_text("")
+  elif damage == "empty manifest":  # the OCDBT database's root: its arrays cannot be found
+    (newest / "manifest.ocdbt").write_bytes(b"")
   else:
     for path in glob.glob(str(newest / "ocdbt.process_0" / "d" / "*")):
       os.truncate(path, 10)
@@ -106,6 +111,50 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_one_before_used(
   assert max_abs_diff(
       checkpoints.read(str(workdir))[1]["params"],
       checkpoints.read(str(good_run))[1]["params"]) < 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failure", [
+    MemoryError(),
+    ValueError("RESOURCE_EXHAUSTED: out of memory"),
+    OSError(5, "Input/output error")
+])
+def test_a_checkpoint_that_fails_to_read_without_damage_is_left_in_place(
+    good_run, tmp_path, monkeypatch, failure):
+  workdir = copy_of(good_run, tmp_path)
+  before = files_of(workdir)
+  del before[pathlib.Path(run_files.OWNER)]  # who tried last
+
+  def failing(*args, **kwargs):
+    raise failure
+
+  monkeypatch.setattr(checkpoints.ocp.CheckpointManager, "restore", failing)
+  with pytest.raises(
+      UsageError, match=rf"^The checkpoint at step 4 in {workdir / 'checkpoints'} could not "
+      r"be read \(.*\); nothing shows it damaged, so it is left in place: run the same "
+      r"command again"):
+    loop.train_and_evaluate(tiny_config(**FIELDS), str(workdir))
+  after = files_of(workdir)
+  del after[pathlib.Path(run_files.OWNER)]
+  assert after == before  # nothing moved aside, nothing written
+
+
+@pytest.mark.slow
+def test_every_process_restores_the_step_they_agree_on(good_run, tmp_path, monkeypatch, caplog):
+  """Another process found step 4 damaged where this one read it: all set it aside and
+  restore step 2 (the agreement is `processes.gather` of what each found)."""
+  workdir = copy_of(good_run, tmp_path)
+  scripted = [np.array([0, 1])]  # this process read step 4, process 1 found it damaged
+
+  def gather(value):
+    return scripted.pop(0) if scripted else np.asarray(value)[None]
+
+  monkeypatch.setattr(checkpoints, "processes", types.SimpleNamespace(gather=gather))
+  caplog.set_level(logging.INFO)
+  results = loop.train_and_evaluate(tiny_config(**FIELDS), str(workdir))
+  assert (workdir / "unreadable_checkpoints" / "4").is_dir() and results["steps"] == 4
+  assert "Resumed from the checkpoint at step 2" in caplog.text
+  assert "(damaged on another process): moved to" in caplog.text
 
 
 def test_random_bytes_in_a_data_file_are_one_line(tmp_path, digits):

@@ -254,6 +254,16 @@ def test_another_number_of_classes_gets_a_fresh_head(b0_files, keras_b0, caplog)
 
 
 @pytest.mark.parametrize("fmt", ["tf", "keras", "flax"])
+def test_an_rgb_checkpoint_on_grayscale_data_says_so(b0_files, fmt):
+  model = get_model("efficientnet-b0", 10)  # the digits: 1 channel, 10 classes
+  with pytest.raises(
+      pretrained.CheckpointError, match=r"was trained on 3-channel images and this dataset's "
+      r"have 1 \(its stem convolution is \(3, 3, 3, 32\), the model's \(3, 3, 1, 32\)\): "
+      r"finetune it on a dataset of 3-channel images"):
+    pretrained.load(b0_files[fmt], model, pretrained.init_shapes(model, channels=1))
+
+
+@pytest.mark.parametrize("fmt", ["tf", "keras", "flax"])
 def test_a_checkpoint_of_another_variant_names_it(b0_files, fmt):
   for variant in ("b1", "b2"):  # more blocks; other widths too
     model = get_model(f"efficientnet-{variant}", 10)
@@ -406,6 +416,7 @@ def test_the_converter_writes_an_orbax_folder_that_finetunes_with_frozen_batch_n
                       "--model=efficientnet-mini", f"--to={converted}")
   assert result.returncode == 0, result.stderr
   assert "efficientnet-mini" in result.stdout and "7 classes" in result.stdout
+  assert "orbax" not in result.stderr.lower()  # the result, not Orbax's INFO lines about it
   again = run_binary("sam_jax.pretrained", f"--from={tmp_path / 'tf'}", "--model=efficientnet-mini",
                      f"--to={converted}")
   assert again.returncode == 2 and "Traceback" not in again.stderr

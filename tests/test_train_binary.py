@@ -49,6 +49,19 @@ def test_bad_input_is_one_line_on_stderr_exit_status_2_and_nothing_written(argv,
   assert not (tmp_path / "run").exists()
 
 
+def test_a_config_file_that_returns_a_dict_says_so(tmp_path, capsys):
+  (tmp_path / "mine.py").write_text("def get_config():\n  return {'dataset': 'digits'}\n")
+  with pytest.raises(SystemExit):
+    try:
+      train.parse_flags(["train", f"--config={tmp_path}/mine.py", "--workdir=/tmp/unused"])
+    finally:
+      flags.FLAGS.unparse_flags()
+  assert capsys.readouterr().err == (
+      f"sam_jax.train: error: {tmp_path}/mine.py's get_config() returned a dict, not an "
+      "ml_collections.ConfigDict: build it on configs/default.py (`config = "
+      "default.get_config()`, then set its fields).\n")
+
+
 @pytest.mark.parametrize("argv, message", [
     ([f"--config={ROOT}/configs/table1_wrn28x10_200ep.py:cifar10,autoaug,sam"
      ], "Unknown experiment cell 'cifar10,autoaug,sam'"),

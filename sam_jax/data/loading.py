@@ -117,7 +117,7 @@ def load_split(info: DatasetInfo, split, data_dir: str | None):
     raise UsageError(
         f"TFDS dataset '{info.tfds_name}' is not prepared in {where}: run "
         f"`tfds build {info.tfds_name} --data_dir={where}` on a machine with network{how}, "
-        f"or pass --config.data_dir=DIR where it is ({type(e).__name__}).") from e
+        "or pass --config.data_dir=DIR where it is.") from e
   except tf.errors.OpError as e:  # e.g. DataLossError: random bytes in a record file
     where = data_dir or tfds_constants.DATA_DIR
     reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message).strip()

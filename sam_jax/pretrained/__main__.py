@@ -9,9 +9,10 @@ import os
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from sam_jax.errors import UsageError, exit_with_usage_error
+from sam_jax import console
+from sam_jax.errors import UsageError, exit_with_usage_error, run_binary
 from sam_jax.pretrained import FORMATS, convert_to_orbax
 
 _FROM = flags.DEFINE_string("from", None, "The published checkpoint (see checkpoints/README.md).")
@@ -20,9 +21,11 @@ _MODEL = flags.DEFINE_string("model", None, "Our model name, e.g. efficientnet-b
 _FORMAT = flags.DEFINE_enum("format", None, list(FORMATS), "Checkpoint format (default: "
                             "detected).")
 _EMA = flags.DEFINE_bool("ema", True, "TF checkpoints: the ExponentialMovingAverage copies.")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show every library's INFO lines too (Orbax's).")
 
 
 def main(argv):
+  console.quiet_logs(_VERBOSE.value)  # Orbax's 30 lines of INFO about the folder it writes
   try:
     if len(argv) > 1:
       raise UsageError(f"Unexpected arguments: {' '.join(argv[1:])} (flags take the form "
@@ -42,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_binary("sam_jax.pretrained", main)

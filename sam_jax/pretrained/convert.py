@@ -115,6 +115,7 @@ def convert(shapes: Mapping[str, tuple[int, ...]], read: Callable[[str], Any], v
       for name, theirs in wanted.items()
       if theirs in names and tuple(shapes[names[theirs]]) != tuple(ours[name].shape)
   }
+  _check_channels(source, misshapen.get("params/stem_conv/kernel"))
   fresh_head = _replaces_head(misshapen)
   if fresh_head:
     saved_classes = misshapen.pop("params/head_dense/bias")[0][0]
@@ -138,6 +139,24 @@ def convert(shapes: Mapping[str, tuple[int, ...]], read: Callable[[str], Any], v
           names[wanted[name]])) for name in ours
   }
   return flax.traverse_util.unflatten_dict(loaded, sep="/")
+
+
+def _check_channels(source: str, stem: tuple | None) -> None:
+  """Raises when the checkpoint's stem takes images of another number of channels (an RGB
+  checkpoint finetuned on grayscale data, say).
+
+  Raises:
+    CheckpointError: naming both numbers of channels.
+  """
+  if stem is None:
+    return
+  (saved, needed) = stem
+  if saved[:2] + saved[3:] == needed[:2] + needed[3:] and saved[2] != needed[2]:
+    raise CheckpointError(
+        f"{source} was trained on {saved[2]}-channel images and this dataset's have "
+        f"{needed[2]} (its stem convolution is {saved}, the model's {needed}): finetune it on "
+        f"a dataset of {saved[2]}-channel images (CIFAR, ImageNet and the finetuning sets are "
+        "RGB; the digits and Fashion-MNIST are grayscale).")
 
 
 def _replaces_head(misshapen: dict[str, tuple]) -> bool:
