@@ -6,8 +6,6 @@ moved aside on resume and the one before it is used.
 """
 
 import contextlib
-import errno
-import json
 import os
 import re
 import weakref
@@ -20,7 +18,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
-from sam_jax import processes
+from sam_jax import processes, storage
 from sam_jax.errors import UsageError
 
 
@@ -52,25 +50,6 @@ def check_writable(workdir: str) -> None:
   except OSError as e:
     raise UsageError(f"Cannot write in {workdir} ({e.strerror}): choose another --workdir or "
                      "make room there.") from e
-
-
-# Storage faults a run cannot save through, by errno: full, read-only, forbidden, over
-# quota, failing hardware.
-STORAGE_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EIO})
-
-
-def storage_fault(error: BaseException | None) -> str | None:
-  """What the storage fault behind `error` (or its causes) is, by its errno: an OSError's,
-  or the `os_error_code` TensorStore writes into the errors Orbax raises; None for any
-  other error."""
-  for cause in _causes(error):
-    code = cause.errno if isinstance(cause, OSError) else None
-    if code is None and (found := re.search(r"os_error_code='(\d+)'", str(cause))):
-      code = int(found[1])
-    if code in STORAGE_ERRNOS:
-      return os.strerror(code)
-  return None
 
 
 _SAVING: "weakref.WeakKeyDictionary[ocp.CheckpointManager, int]" = weakref.WeakKeyDictionary()
@@ -117,7 +96,7 @@ def _storage_faults(manager: ocp.CheckpointManager, step: int | None):
   try:
     yield
   except Exception as e:  # Orbax reports a failed write as ValueError, OSError, ...
-    fault = storage_fault(e)
+    fault = storage.fault(e)
     if fault is None:
       raise
     last = [s for s in manager.all_steps() if step is None or s < step]
@@ -148,9 +127,6 @@ def shape_mismatches(saved: Any, wanted: Any) -> list[str]:
   return sorted(problems)
 
 
-# TensorStore's status codes (leading the errors Orbax raises) that show a checkpoint's
-# files damaged, as opposed to a read that failed this time.
-_DAMAGE_STATUSES = ("DATA_LOSS", "OUT_OF_RANGE", "FAILED_PRECONDITION", "NOT_FOUND")
 _READ, _DAMAGED, _FAILED = 0, 1, 2  # what one process found of a checkpoint
 
 
@@ -202,7 +178,7 @@ def _read(manager: ocp.CheckpointManager, step: int,
   try:
     metadata = ocp.StandardCheckpointer().metadata(path).item_metadata
   except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many kinds)
-    return (_DAMAGED if damaged(e) else _FAILED), e, None
+    return (_DAMAGED if storage.damaged(e) else _FAILED), e, None
   if metadata is None:  # Orbax's answer to an unreadable _METADATA or OCDBT manifest
     return _DAMAGED, ValueError("its metadata (_METADATA, or the OCDBT manifest) cannot be "
                                 "read"), None
@@ -218,35 +194,14 @@ def _read(manager: ocp.CheckpointManager, step: int,
   try:
     return _READ, None, manager.restore(step, args=ocp.args.StandardRestore(target))
   except Exception as e:  # noqa: BLE001
-    return (_DAMAGED if damaged(e) else _FAILED), e, None
-
-
-def damaged(error: BaseException) -> bool:
-  """Whether `error` (or a cause of it) shows a checkpoint's files damaged: unparsable
-  metadata, a missing file, or a TensorStore status of damage (truncated data, a corrupt
-  or missing chunk), rather than a read that may succeed another time."""
-  for cause in _causes(error):
-    if isinstance(cause, (json.JSONDecodeError, FileNotFoundError)):
-      return True
-    if re.match(rf"({'|'.join(_DAMAGE_STATUSES)}): ", str(cause)):
-      return True
-  return False
-
-
-def _causes(error: BaseException | None):
-  """`error`, then its causes and contexts."""
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    yield error
-    error = error.__cause__ or error.__context__
+    return (_DAMAGED if storage.damaged(e) else _FAILED), e, None
 
 
 def _first_line(error: BaseException | None) -> str:
   """What went wrong, in a line: TensorStore's status line where there is one."""
   if error is None:
     return "damaged on another process"
-  statuses = [c for c in _causes(error) if re.match(r"[A-Z_]{5,}: ", str(c))]
+  statuses = [c for c in storage.causes(error) if re.match(r"[A-Z_]{5,}: ", str(c))]
   message = str((statuses or [error])[-1]).strip()
   return (message.splitlines() or [type(error).__name__])[0][:200]
 
