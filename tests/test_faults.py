@@ -150,7 +150,7 @@ def test_every_process_restores_the_step_they_agree_on(good_run, tmp_path, monke
     return scripted.pop(0) if scripted else np.asarray(value)[None]
 
   monkeypatch.setattr(checkpoints, "processes", types.SimpleNamespace(gather=gather))
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger="absl")  # whatever verbosity a test left
   results = loop.train_and_evaluate(tiny_config(**FIELDS), str(workdir))
   assert (workdir / "unreadable_checkpoints" / "4").is_dir() and results["steps"] == 4
   assert "Resumed from the checkpoint at step 2" in caplog.text
