@@ -24,23 +24,16 @@ step's time is a block's mean, the median over the blocks.
 """
 
 import argparse
-import os
+import dataclasses
 import re
 import statistics
-import sys
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import default  # noqa: E402  (the checkout's configs/, by path)
-from sam_jax import optim, replicas, steps, xla_cpu  # noqa: E402
-from sam_jax.family import registry  # noqa: E402
-from sam_jax.models import get_model  # noqa: E402
-
-import torch_reference  # noqa: E402  (scripts/, beside this file)
+import step_timing  # scripts/, beside this file (puts the checkout on sys.path)
+import torch_reference  # scripts/, beside this file
+from sam_jax import xla_cpu
 
 # name: (config.sam fields, virtual replicas of --m examples?, replica_mapping)
 SETTINGS = {
@@ -81,84 +74,6 @@ def parse_args():
   return parser.parse_args()
 
 
-def compiled_flops(compiled) -> float:
-  """FLOPs of one run of a compiled program on one device, from XLA's cost analysis (a
-  sharded program's per-device part; nan if it has none)."""
-  costs = compiled.cost_analysis()
-  if isinstance(costs, (list, tuple)):  # one dict per program in older JAX
-    costs = costs[0] if costs else None
-  return float(costs.get("flops", float("nan"))) if costs else float("nan")
-
-
-def matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
-  """FLOP/s of an n x n matmul on the default device: the reference of `fraction of peak`."""
-  a = jnp.ones((n, n), jnp.dtype(dtype))
-  matmul = jax.jit(lambda a: a @ a)
-  jax.block_until_ready(matmul(a))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(matmul(a))
-    times.append(time.perf_counter() - start)
-  return 2 * n ** 3 / statistics.median(times)
-
-
-def prepare_setting(args, sam: dict, m: int | None, mapping: str):
-  """Compiles the step for one setting: (facts, run_block), run_block() timing one block."""
-  layout = replicas.make_layout(args.batch_size, m, args.devices)
-  mesh = replicas.make_mesh(layout.num_devices)
-  model = get_model(args.model, args.num_classes, dtype=jnp.dtype(args.dtype))
-  config = default.get_config()  # SGD, Nesterov 0.9, cosine, clipping 5
-  config.update(
-      dict(learning_rate=0.1, num_epochs=1, weight_decay=5e-4, sam=dict(dict(rho=args.rho), **sam)))
-  tx = optim.create_optimizer(config, 1000, replicas.REPLICA_AXES)
-  image_shape = (args.image_size, args.image_size, 3)
-  state = replicas.replicate(
-      steps.init_train_state(model, tx, jax.random.key(0), image_shape), mesh)
-  rng = np.random.default_rng(0)
-  batch = replicas.shard_batch(
-      {
-          "image": rng.standard_normal((args.batch_size,) + image_shape, np.float32),
-          "label": rng.integers(0, args.num_classes, args.batch_size).astype(np.int32),
-      }, mesh)
-  step = steps.make_train_step(model, tx, mesh, layout, l2_weight_decay=5e-4,
-                               replica_mapping=mapping)
-  key = jax.random.key(1)
-
-  # The variants that skip the SAM pass on some steps: which steps, as the loop decides.
-  schedule = registry.second_pass_schedule(config.sam, config.seed)
-  kinds = sorted({schedule(t) for t in range(args.block)}, key=str)
-  start = time.perf_counter()
-  compiled = {kind: step.program(kind).lower(state, batch, key).compile() for kind in kinds}
-  compile_s = time.perf_counter() - start
-  memory = max((c.memory_analysis() for c in compiled.values()), key=lambda m: m.temp_size_in_bytes
-               if m else 0)
-  flops = statistics.mean(compiled_flops(compiled[schedule(t)]) for t in range(args.block))
-  if mapping == "scan":  # XLA's cost analysis counts a loop body once, not once per trip
-    flops = float("nan")
-  carry = {"state": state, "t": 0}
-
-  def run(count):
-    state, t = carry["state"], carry["t"]
-    start = time.perf_counter()
-    for _ in range(count):
-      state, metrics = compiled[schedule(t)](state, batch, key)
-      t += 1
-    jax.block_until_ready(metrics)
-    carry.update(state=state, t=t)
-    return (time.perf_counter() - start) / count
-
-  if args.warmup:
-    run(args.warmup)
-  facts = dict(
-      layout=layout, compile=compile_s, flops=flops,
-      temp_mb=memory.temp_size_in_bytes / 2 ** 20 if memory else float("nan"),
-      peak_mb=(memory.argument_size_in_bytes + memory.output_size_in_bytes +
-               memory.temp_size_in_bytes - memory.alias_size_in_bytes) /
-      2 ** 20 if memory else float("nan"))
-  return facts, lambda: run(args.block)
-
-
 def torch_block(args, rho: float):
   """run_block for the same WideResNet step in PyTorch, or None where it cannot run."""
   match = re.fullmatch(r"WideResnet(\d+)x(\d+)", args.model)
@@ -181,7 +96,11 @@ def torch_block(args, rho: float):
 def time_setting(args, name: str, peak: float) -> dict:
   """One row: the step's median time over blocks (PyTorch's blocks alternating with ours)."""
   sam, virtual, mapping = SETTINGS[name]
-  facts, run_block = prepare_setting(args, sam, args.m if virtual else None, mapping)
+  figures, run_block = step_timing.prepare(
+      step_timing.Setting(args.model,
+                          args.batch_size, args.image_size, args.num_classes, args.dtype,
+                          tuple(sam.items()), args.m if virtual else None, mapping, args.devices),
+      args.rho, args.block, args.warmup)
   torch_run = torch_block(args, args.rho if name == "SAM" else 0.0) if name in ("SGD",
                                                                                 "SAM") else None
   times, torch_times = [], []
@@ -190,8 +109,9 @@ def time_setting(args, name: str, peak: float) -> dict:
     if torch_run:
       torch_times.append(torch_run())
   median = statistics.median(times)
+  facts = dataclasses.asdict(figures) | {"layout": figures.layout}
   return dict(facts, median=median, images_per_s=args.batch_size / median,
-              flops_per_s=facts["flops"] / median, fraction=facts["flops"] / median / peak,
+              flops_per_s=figures.flops / median, fraction=figures.flops / median / peak,
               torch=statistics.median(torch_times) if torch_times else None)
 
 
@@ -205,7 +125,7 @@ def main():
   unknown = [name for name in names if name not in SETTINGS]
   if unknown:
     raise SystemExit(f"Unknown rows {unknown}: choose among {', '.join(SETTINGS)}.")
-  peak = matmul_peak(args.dtype)
+  peak = step_timing.matmul_peak(args.dtype)
   print(f"peak: a 2048 x 2048 {args.dtype} matmul runs at {peak / 1e9:.1f} GFLOP/s on one "
         "device (the fraction of peak below is against it; no FLOPs for a scan, whose body "
         "XLA's cost analysis counts once)")
@@ -221,7 +141,7 @@ def main():
         f"{r['images_per_s']:7.1f} images/s  {r['flops'] / 1e9:7.1f} GFLOP/device "
         f"{r['flops_per_s'] / 1e9:6.1f} GFLOP/s ({100 * r['fraction']:4.1f}% of peak)  "
         f"{r['temp_mb']:6.1f} MiB working, {r['peak_mb']:6.1f} MiB peak  "
-        f"(compile {r['compile']:.1f} s)", flush=True)
+        f"(compile {r['compile_s']:.1f} s)", flush=True)
     if r["torch"]:
       print(
           f"{'  PyTorch ' + torch_version():<16} same step {1000 * r['torch']:8.1f} ms/step "

@@ -1,5 +1,6 @@
-"""What the speed scripts measure: benchmark_step.py's FLOP count and PyTorch reference
-model, and trace_gaps.py's reading of a `config.profile_steps` trace."""
+"""What the speed scripts measure: the FLOP count of step_timing.py (benchmark_step.py's and
+accelerator_check.py's), the PyTorch reference model, and trace_gaps.py's reading of a
+`config.profile_steps` trace."""
 
 import jax
 import jax.numpy as jnp
@@ -10,13 +11,14 @@ from sam_jax import profiling
 from sam_jax.models import get_model
 
 benchmark = load_script("benchmark_step")
+step_timing = load_script("step_timing")
 trace_gaps = load_script("trace_gaps")
 
 
 def test_the_flops_are_xlas_count_of_the_compiled_program():
   a, b = jnp.ones((64, 32)), jnp.ones((32, 16))
   compiled = jax.jit(lambda a, b: a @ b).lower(a, b).compile()
-  assert benchmark.compiled_flops(compiled) == 2 * 64 * 32 * 16  # a multiply and an add each
+  assert step_timing.compiled_flops(compiled) == 2 * 64 * 32 * 16  # a multiply and an add each
 
 
 @pytest.mark.slow  # imports PyTorch where it is installed
