@@ -3,7 +3,9 @@
 Names are those the original google-research/sam code accepts (`WideResnet28x10`,
 `WideResnet28x6_ShakeShake`, `Pyramid_ShakeDrop`, `efficientnet-b7`, ...), plus
 `WideResnet{depth}x{width}`, `Resnet{depth}` (and the standard `Resnet{depth}_v1.5`), the
-vanilla PyramidNet and small variants for demos and tests. Every model is called as
+vanilla PyramidNet, Vision Transformers `ViT-{Ti,S,B,L}_{patch}` and MLP-Mixers
+`Mixer-{S,B,L}_{patch}` (the names of the published checkpoints), and small variants for
+demos and tests (`*_mini`, `ViT-mini_{patch}`, `Mixer-mini_{patch}`). Every model is called as
 `model.apply(variables, images_nhwc, train=bool, rngs=layers.train_rngs(key))`; its
 stochastic parts (shake coefficients, ShakeDrop, stochastic depth, dropout) draw from
 those streams.
@@ -20,9 +22,11 @@ from sam_jax.errors import UsageError
 
 from sam_jax.models.efficientnet import VARIANTS, EfficientNet
 from sam_jax.models.layers import conv_init
+from sam_jax.models.mixer import MlpMixer
 from sam_jax.models.pyramidnet import PyramidNet
 from sam_jax.models.resnet import STAGES, CifarResNet, ResNet
 from sam_jax.models.shake_shake import WideResnetShakeShake
+from sam_jax.models.vit import VisionTransformer
 from sam_jax.models.wide_resnet import WideResnet
 
 _NAMED = {
@@ -41,8 +45,11 @@ _NAMED = {
 }
 _WIDE_RESNET = re.compile(r"WideResnet(\d+)x(\d+)$")
 _RESNET = re.compile(r"Resnet(\d+)(_v1\.5)?$")
+_VIT = re.compile(r"ViT-(Ti|S|B|L|mini)_(\d+)$")
+_MIXER = re.compile(r"Mixer-(S|B|L|mini)_(\d+)$")
 EXAMPLES = ("WideResnet28x10", "WideResnet28x6_ShakeShake", "Pyramid_ShakeDrop", "Pyramid_vanilla",
-            "Resnet50", "Resnet32", "efficientnet-b0", "efficientnet-l2-475")
+            "Resnet50", "Resnet32", "efficientnet-b0", "efficientnet-l2-475", "ViT-B_16",
+            "Mixer-B_16")
 
 
 def get_model(name: str, num_classes: int, dtype: Any = jnp.float32, **kwargs) -> nn.Module:
@@ -79,9 +86,14 @@ def _build(name: str, kwargs: dict[str, Any]) -> nn.Module:
       return ResNet(depth=depth, **variant, **kwargs)
     if (depth - 2) % 6 == 0 and not standard:
       return CifarResNet(depth=depth, **kwargs)
+  if match := _VIT.match(name):
+    return VisionTransformer(size=match[1], patch=int(match[2]), **kwargs)
+  if match := _MIXER.match(name):
+    return MlpMixer(size=match[1], patch=int(match[2]), **kwargs)
   raise UsageError(f"Unknown model '{name}': choose one of {', '.join(EXAMPLES)} (also "
                    "WideResnet{6n+4}x{k}, Resnet{18,34,50,101,152,200}[_v1.5], Resnet{6n+2}, "
-                   "efficientnet-b0..b8, *_mini).")
+                   "efficientnet-b0..b8, ViT-{Ti,S,B,L}_{patch}, Mixer-{S,B,L}_{patch}, "
+                   "*_mini).")
 
 
 def input_resolution(model: nn.Module) -> int | None:

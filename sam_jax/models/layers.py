@@ -1,4 +1,5 @@
-"""Pieces the model families share: initialisers, convs, BatchNorm, shortcuts, the shake trick.
+"""Pieces the model families share: initialisers, convs, BatchNorm, shortcuts, the shake
+trick, patch embeddings.
 
 Every model computes in its `dtype` (float32 or bfloat16) while parameters and BatchNorm
 statistics stay float32 (Flax's `param_dtype`), and returns float32 logits.
@@ -11,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from sam_jax import convolution
+from sam_jax.errors import UsageError
 
 # Kaiming normal with fan_out (gain 2), the original's conv initialiser.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -65,6 +67,23 @@ def add_shortcut(block_out: jax.Array, block_in: jax.Array) -> jax.Array:
   """block_out + the pooled shortcut of block_in, shaped to block_out (option A)."""
   strides = block_in.shape[-2] // block_out.shape[-2]
   return block_out + pooled_shortcut(block_in, block_out.shape[-1], strides)
+
+
+def embed_patches(x: jax.Array, hidden: int, patch: int, *, dtype: Any, name: str) -> jax.Array:
+  """Non-overlapping patch x patch patches, each linearly embedded (a strided VALID conv, as
+  the Vision Transformer and the Mixer do): [n, h/patch * w/patch tokens, hidden].
+
+  Raises:
+    UsageError: when `patch` does not divide the image, whose borders would be dropped.
+  """
+  n, h, w, _ = x.shape
+  if h % patch or w % patch:
+    raise UsageError(f"A patch size of {patch} does not divide {h}x{w} images: choose one "
+                     f"that does (16 or 32 at 224 px, 4 for CIFAR, 2 for the digits).")
+  x = nn.Conv(hidden, (patch, patch), strides=(patch, patch), padding="VALID", dtype=dtype,
+              name=name)(
+                  x)
+  return x.reshape(n, (h // patch) * (w // patch), hidden)
 
 
 def forward_backward(forward: jax.Array, backward: jax.Array) -> jax.Array:
