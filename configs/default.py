@@ -18,6 +18,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir
   config.use_test_set = True  # False: evaluate on the tail of train (10%; SVHN: train[65929:])
   config.model_name = "WideResnet28x10"  # sam_jax/models: WideResnet28x10, Pyramid_ShakeDrop, ...
+  # ViT: dropout after the embeddings, the attention and the MLPs; unset: the model's (0).
+  config.dropout_rate = ml_collections.config_dict.placeholder(float)
   config.use_additional_skip_connections = False  # WideResNet: AutoAugment's group shortcuts
   # Input side in pixels; unset: the model's resolution (EfficientNet), else the dataset's
   # (224 for the JPEG datasets).
@@ -64,16 +66,29 @@ def get_config() -> ml_collections.ConfigDict:
   # clipped) or "bicubic_tf1" (the original's tf.compat.v1.image.resize_bicubic).
   config.resize_method = "bicubic"
   # == Optimizer (sam_jax/optim.py) ==
+  # The base optimizer that SAM is in front of: sgd (momentum, the original), rmsprop (TF1
+  # RMSProp, decay 0.9, eps 1e-3, then momentum: the EfficientNet recipe), adamw or lion.
+  config.optimizer = "sgd"
   config.learning_rate = 0.1  # peak learning rate
   config.use_learning_rate_schedule = True  # False: constant learning_rate
-  config.lr_schedule = "cosine"  # cosine, exponential, constant
+  config.lr_schedule = "cosine"  # cosine, linear, exponential, constant
+  config.linear_end = 0.0  # linear: the last learning rate, as a fraction of learning_rate
   config.warmup_epochs = 0.0  # linear warmup from 0, in epochs
-  config.momentum = 0.9  # 0 = none
-  config.use_rmsprop = False  # TF1 RMSProp (decay 0.9, eps 1e-3) before the momentum
-  config.nesterov = True  # Nesterov momentum (ignored with use_rmsprop)
+  config.momentum = 0.9  # sgd and rmsprop; 0 = none
+  config.nesterov = True  # sgd: Nesterov momentum
+  config.adam_beta1 = 0.9  # adamw: decay of the first moment
+  config.adam_beta2 = 0.999  # adamw: decay of the second moment
+  config.adam_eps = 1e-8  # adamw: added to the second moment's root
+  config.lion_beta1 = 0.9  # lion: interpolation of the update's sign
+  config.lion_beta2 = 0.99  # lion: decay of the momentum
   config.weight_decay = 0.001  # see weight_decay_type
-  config.weight_decay_type = "l2"  # l2: 0.5 wd ||w||^2 in the loss (original); decoupled
-  config.no_weight_decay_on_bn = False  # no weight decay on BatchNorm scales and biases
+  # l2: 0.5 wd ||w||^2 in the loss, seen by both SAM passes (the original); decoupled: wd * w
+  # added to the base optimizer's direction (SGDW, AdamW), outside SAM; unset: l2 for sgd
+  # and rmsprop, decoupled for adamw and lion.
+  config.weight_decay_type = ml_collections.config_dict.placeholder(str)
+  # No weight decay on parameters with ndim <= 1: BatchNorm's and LayerNorm's scales and
+  # biases, every bias.
+  config.no_weight_decay_on_bn = False
   config.gradient_clipping = 5.0  # global norm, after the cross-replica mean; 0 = off
   config.label_smoothing = 0.0  # in [0, 1): targets (1 - s) one-hot + s / K
   config.ema_decay = 0.0  # 0 = off; else report an EMA of params and BN statistics

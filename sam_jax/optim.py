@@ -6,9 +6,12 @@
 The chain, applied per replica, is (Foret et al. 2021, Algorithm 1 and the original code):
 
     sam(rho) -> cross_replica_mean -> clip_by_global_norm -> record_global_norm
-             -> [rmsprop] -> momentum -> [decoupled weight decay] -> learning-rate schedule
+             -> base direction -> [decoupled weight decay] -> learning-rate schedule
 
-where sam(rho) stands for `config.sam.variant`, built by its entry in `family.registry`.
+where sam(rho) stands for `config.sam.variant`, built by its entry in `family.registry`,
+and the base direction for `config.optimizer`: sgd, [Nesterov] momentum (the original);
+rmsprop, TF1 RMSProp then momentum; adamw, Adam's m / (sqrt(v) + eps) (Loshchilov & Hutter
+2019 with the decoupled decay); lion, sign(b1 m + (1 - b1) g) (Chen et al. 2023).
 """
 
 from collections.abc import Callable, Sequence
@@ -43,12 +46,13 @@ def learning_rate_schedule(config: "ml_collections.ConfigDict",
   """Per-iteration schedule: linear warmup, then cosine / exponential / constant.
 
   cosine: lr * 0.5 (1 + cos(pi t / T)) over the steps after warmup (the original default).
+  linear: from lr to lr * linear_end over the steps after warmup (the ViT recipes).
   exponential: the original's lr * exp(-t / lambda), t in epochs (fractional), with
     lambda = -num_epochs / ln(0.012): it ends at 1.2% of lr whatever the run's length
     (google-research/sam flax_training.py:351-421), i.e. lr * 0.012^(step / steps).
     The original multiplied by min(t / warmup_epochs, 1) with warmup_epochs = 0, which is
     NaN at step 0; here every schedule is finite there.
-  After a warmup, cosine and exponential run over the remaining steps.
+  After a warmup, the decay runs over the remaining steps.
   """
   lr = config.learning_rate
   total = total_steps(config, steps_per_epoch)
@@ -56,6 +60,8 @@ def learning_rate_schedule(config: "ml_collections.ConfigDict",
   name = config.lr_schedule if config.use_learning_rate_schedule else "constant"
   if name == "cosine":
     main = optax.cosine_decay_schedule(lr, max(total - warmup, 1))
+  elif name == "linear":
+    main = optax.linear_schedule(lr, lr * config.linear_end, max(total - warmup, 1))
   elif name == "exponential":
     main = optax.exponential_decay(lr, max(total - warmup, 1), END_OF_EXPONENTIAL)
   else:  # constant (validation.CHOICES)
@@ -121,12 +127,36 @@ def record_global_norm() -> optax.GradientTransformation:
 
 
 def final_learning_rate(config: "ml_collections.ConfigDict") -> float:
-  """The schedule's last value: 0 (cosine), 1.2% of lr (exponential) or lr (constant)."""
+  """The schedule's last value: 0 (cosine), lr * linear_end (linear), 1.2% of lr
+  (exponential) or lr (constant)."""
   name = config.lr_schedule if config.use_learning_rate_schedule else "constant"
   return {
       "cosine": 0.0,
+      "linear": config.learning_rate * config.linear_end,
       "exponential": config.learning_rate * END_OF_EXPONENTIAL
   }.get(name, config.learning_rate)
+
+
+def weight_decay_type(config: "ml_collections.ConfigDict") -> str:
+  """config.weight_decay_type, or when unset the base optimizer's own: "l2" in the loss for
+  sgd and rmsprop (the original), "decoupled" for adamw and lion."""
+  if config.weight_decay_type:
+    return config.weight_decay_type
+  return "decoupled" if config.optimizer in ("adamw", "lion") else "l2"
+
+
+def base_direction(config: "ml_collections.ConfigDict") -> list[optax.GradientTransformation]:
+  """`config.optimizer`'s update direction from the clipped gradient, before weight decay
+  and the learning rate (see the module docstring)."""
+  if config.optimizer == "adamw":
+    return [optax.scale_by_adam(config.adam_beta1, config.adam_beta2, config.adam_eps)]
+  if config.optimizer == "lion":
+    return [optax.scale_by_lion(config.lion_beta1, config.lion_beta2)]
+  parts = [tf1_rmsprop()] if config.optimizer == "rmsprop" else []
+  if config.momentum > 0:  # sgd, rmsprop
+    parts.append(
+        optax.trace(decay=config.momentum, nesterov=config.nesterov and config.optimizer == "sgd"))
+  return parts
 
 
 def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
@@ -134,8 +164,9 @@ def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
   """The per-replica optimizer chain described in the module docstring.
 
   Weight decay of type "l2" lives in the loss (see `l2_penalty`), so both SAM passes see
-  it; type "decoupled" adds wd * w to the momentum direction before the learning rate
-  (SGDW, Loshchilov & Hutter 2019), outside SAM. The variant's registry entry
+  it; type "decoupled" (`weight_decay_type`) adds wd * w to the base direction before the
+  learning rate (SGDW and AdamW, Loshchilov & Hutter 2019), outside SAM, on the
+  parameters `weight_decay_mask` selects. The variant's registry entry
   (`family.registry`) puts its transformation around this base: in front of it for most,
   at its end or around all of it for others.
   """
@@ -144,12 +175,8 @@ def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
   if config.gradient_clipping > 0:
     parts.append(optax.clip_by_global_norm(config.gradient_clipping))
   parts.append(record_global_norm())
-  if config.use_rmsprop:
-    parts.append(tf1_rmsprop())
-  if config.momentum > 0:
-    parts.append(
-        optax.trace(decay=config.momentum, nesterov=config.nesterov and not config.use_rmsprop))
-  if config.weight_decay_type == "decoupled" and config.weight_decay > 0:
+  parts.extend(base_direction(config))
+  if weight_decay_type(config) == "decoupled" and config.weight_decay > 0:
     parts.append(
         optax.add_decayed_weights(
             config.weight_decay, mask=lambda p: weight_decay_mask(p, config.no_weight_decay_on_bn)))

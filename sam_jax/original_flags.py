@@ -9,7 +9,7 @@ the flags a user leaves unset take their official defaults (`--sam_rho` 0: SGD).
 """
 
 import dataclasses
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import ml_collections
@@ -22,6 +22,7 @@ class OriginalFlag:
   field: str | None  # the config field it sets ("sam.rho"); None: handled in `apply`
   type: type  # str, int, float, bool or list (of ints)
   help: str
+  meaning: Callable[[Any], Any] | None = None  # the field's value for the flag's; None: same
 
 
 ORIGINAL_FLAGS = {
@@ -45,8 +46,8 @@ ORIGINAL_FLAGS = {
                                  "L2 weight decay (0.5 wd ||w||^2 in the loss)."),
     "gradient_clipping": OriginalFlag("gradient_clipping", float,
                                       "Clip the gradient's global norm."),
-    "use_rmsprop": OriginalFlag("use_rmsprop", bool,
-                                "RMSProp instead of SGD (EfficientNet recipe)."),
+    "use_rmsprop": OriginalFlag("optimizer", bool, "RMSProp instead of SGD (EfficientNet recipe).",
+                                lambda on: "rmsprop" if on else "sgd"),
     "label_smoothing": OriginalFlag("label_smoothing", float, "Label smoothing."),
     "ema_decay": OriginalFlag("ema_decay", float,
                               "EMA decay of the evaluated parameters (0 = off)."),
@@ -107,6 +108,8 @@ def apply(config: ml_collections.ConfigDict, values: Mapping[str, Any],
         continue
       if flag.type is list:
         value = tuple(int(v) for v in value)
+      if flag.meaning:
+        value = flag.meaning(value)
       node, _, leaf = flag.field.rpartition(".")
       parent = config[node] if node else config
       if flag.field in overridden and parent[leaf] != value:

@@ -161,7 +161,7 @@ def pretrained_init(config: ml_collections.ConfigDict, model: nn.Module,
 def train_step_options(config: ml_collections.ConfigDict, model: nn.Module) -> dict[str, Any]:
   """The loss and step options of `steps.train_step` that the config sets."""
   return dict(
-      l2_weight_decay=config.weight_decay if config.weight_decay_type == "l2" else 0.0,
+      l2_weight_decay=config.weight_decay if optim.weight_decay_type(config) == "l2" else 0.0,
       no_weight_decay_on_bn=config.no_weight_decay_on_bn, label_smoothing=config.label_smoothing,
       ema_decay=config.ema_decay, ema_warmup_steps=config.ema_warmup_steps,
       redraw_masks=config.sam.redraw_masks,
@@ -172,7 +172,7 @@ def train_step_options(config: ml_collections.ConfigDict, model: nn.Module) -> d
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
-  """The config's model, with its BatchNorm and skip-connection options."""
+  """The config's model, with its BatchNorm, skip-connection and dropout options."""
   options = {}
   if config.sync_batch_norm:
     options["bn_axis_name"] = replicas.REPLICA_AXES
@@ -180,6 +180,8 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Modul
     options["additional_skip_connections"] = True
   if config.freeze_batch_norm:
     options["frozen_batch_norm"] = True
+  if config.dropout_rate is not None:
+    options["dropout_rate"] = config.dropout_rate
   return get_model(config.model_name, num_classes, dtype=compute_dtype(config), **options)
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from conftest import ROOT, parse_run
-from sam_jax import run_setup
+from sam_jax import optim, run_setup
 from sam_jax.data.augmentation import Augmentation
 from sam_jax.data.datasets import get_dataset_info
 from sam_jax.errors import UsageError
@@ -74,7 +74,7 @@ def test_every_paper_cell_parses_into_the_papers_hyper_parameters(name):
         assert Augmentation.from_config(config).policy(info) == ("svhn"
                                                                  if dataset == "svhn" else "cifar")
       assert config.learning_rate == (lr[dataset] if isinstance(lr, dict) else lr)
-      assert (config.weight_decay, config.weight_decay_type) == (wd, "l2")
+      assert (config.weight_decay, optim.weight_decay_type(config)) == (wd, "l2")
       assert config.sam.rho == (rho[dataset] if optimizer == "sam" else 0.0)
       assert (config.batch_size, config.sam.m, config.momentum, config.nesterov) == (256, 32, 0.9,
                                                                                      True)
@@ -211,7 +211,8 @@ def test_original_finetuning_flags():
       "--dataset=cifar100", "--model_name=efficientnet-b0", "--use_rmsprop",
       "--from_pretrained_checkpoint", "--efficientnet_checkpoint_path=/ckpt", "--output_dir=/tmp/w"
   ])
-  assert (config.init_from, config.freeze_batch_norm, config.use_rmsprop) == ("/ckpt", True, True)
+  assert (config.init_from, config.freeze_batch_norm, config.optimizer) == ("/ckpt", True,
+                                                                            "rmsprop")
   assert config.sync_batch_norm  # the original's EfficientNet, efficientnet.py:310-316
   config, _ = parse_run(["--efficientnet_checkpoint_path=/ckpt", "--output_dir=/tmp/w"])
   assert config.init_from is None  # the original read the path only when finetuning

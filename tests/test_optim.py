@@ -164,7 +164,7 @@ def test_checkpoints_at_chosen_steps_are_kept_forever(tmp_path):
 
 def test_rmsprop_is_tf1s_with_heavy_ball_momentum():
   """Three updates against the original's TF1 RMSProp in float64: v starts at 1."""
-  config = make_config(use_rmsprop=True, momentum=0.9, nesterov=True,
+  config = make_config(optimizer="rmsprop", momentum=0.9, nesterov=True,
                        use_learning_rate_schedule=False, learning_rate=0.1)
   tx = optim.create_optimizer(config, STEPS_PER_EPOCH, ())
   w = {"w": jnp.array([0.5, -1.0, 2.0])}
@@ -185,3 +185,83 @@ def test_num_train_steps_sets_the_run_and_schedule_length():
   assert optim.total_steps(config, STEPS_PER_EPOCH) == 20
   schedule = optim.learning_rate_schedule(config, STEPS_PER_EPOCH)
   np.testing.assert_allclose([float(schedule(t)) for t in (0, 10, 20)], [0.4, 0.2, 0.0], atol=1e-6)
+
+
+# --- SAM in front of AdamW and Lion, against a float64 transcription of their papers ---
+
+
+def adamw_direction(state, g, t, b1=0.9, b2=0.999, eps=1e-8):
+  """Adam's m_hat / (sqrt(v_hat) + eps) (Kingma & Ba 2015, Algorithm 1)."""
+  state["m"] = b1 * state.get("m", 0) + (1 - b1) * g
+  state["v"] = b2 * state.get("v", 0) + (1 - b2) * g ** 2
+  return (state["m"] / (1 - b1 ** (t + 1))) / (np.sqrt(state["v"] / (1 - b2 ** (t + 1))) + eps)
+
+
+def lion_direction(state, g, t, b1=0.9, b2=0.99):
+  """sign(b1 m + (1 - b1) g), then m <- b2 m + (1 - b2) g (Chen et al. 2023, Algorithm 2)."""
+  direction = np.sign(b1 * state.get("m", 0) + (1 - b1) * g)
+  state["m"] = b2 * state.get("m", 0) + (1 - b2) * g
+  return direction
+
+
+@pytest.mark.parametrize("optimizer, direction", [("adamw", adamw_direction),
+                                                  ("lion", lion_direction)])
+def test_sam_in_front_of_an_adaptive_optimizer_matches_float64(optimizer, direction):
+  """Six steps of SAM -> clipping -> AdamW / Lion -> decoupled weight decay (masked: not on
+  the bias) -> warmup then linear decay, on a quadratic whose gradient is exact."""
+  rng = np.random.default_rng(0)
+  q = rng.standard_normal((8, 8))
+  a, b = q @ q.T / 8 + np.eye(8), 3 * rng.standard_normal(8)  # gradients above the clip
+  grad = lambda w: a @ w + b
+  lr, rho, wd, clip, warmup, total, end = 0.05, 0.1, 0.1, 2.0, 2, 5 * STEPS_PER_EPOCH, 0.1
+  config = make_config(optimizer=optimizer, learning_rate=lr, lr_schedule="linear", linear_end=end,
+                       warmup_epochs=warmup / STEPS_PER_EPOCH, weight_decay=wd,
+                       no_weight_decay_on_bn=True, gradient_clipping=clip, sam=dict(rho=rho))
+  w0 = rng.standard_normal(8)
+
+  # The learning rates: the closed form, as optax evaluates it (in float32, even in x64).
+  closed_form = [
+      lr * t / warmup if t < warmup else lr + (lr * end - lr) * (t - warmup) / (total - warmup)
+      for t in range(6)
+  ]
+  schedule = optim.learning_rate_schedule(config, STEPS_PER_EPOCH)
+  rates = [float(schedule(t)) for t in range(6)]
+  np.testing.assert_allclose(rates, closed_form, rtol=1e-7)
+
+  # The transcription: [kernel (3 x 2), bias (2,)] as one vector; the mask spares the bias.
+  w, state, mask = w0.copy(), {}, np.r_[np.ones(6), np.zeros(2)]
+  for t in range(6):
+    g = grad(w)
+    g = grad(w + rho * g / np.linalg.norm(g))  # SAM's gradient at w + eps
+    g *= min(1.0, clip / np.linalg.norm(g))
+    w = w - rates[t] * (direction(state, g, t) + wd * mask * w)
+
+  with jax.enable_x64(True):
+    tx = optim.create_optimizer(config, STEPS_PER_EPOCH, ())
+    as_tree = lambda v: {"kernel": jnp.asarray(v[:6].reshape(3, 2)), "bias": jnp.asarray(v[6:])}
+    as_vector = lambda p: np.r_[np.ravel(p["kernel"]), p["bias"]]
+    tree_grad = lambda p: as_tree(grad(as_vector(p)))
+    metrics = {"loss": jnp.zeros(()), "error": jnp.zeros(())}  # what the step reports at w + eps
+    params = as_tree(w0)
+    opt_state = tx.init(params)
+    for _ in range(6):
+      updates, opt_state = tx.update(
+          tree_grad(params), opt_state, params, grad_fn=lambda p: (tree_grad(p), metrics))
+      params = jax.tree.map(lambda p, u: p + u, params, updates)
+    assert params["kernel"].dtype == jnp.float64
+    np.testing.assert_allclose(as_vector(params), w, rtol=1e-12, atol=1e-12)
+  assert np.abs(w - w0).max() > 0.05  # the steps moved it
+
+
+def test_unset_weight_decay_type_is_the_optimizers_own():
+  assert optim.weight_decay_type(make_config()) == "l2"  # sgd: in the loss, as the original
+  assert optim.weight_decay_type(make_config(optimizer="rmsprop")) == "l2"
+  assert optim.weight_decay_type(make_config(optimizer="adamw")) == "decoupled"
+  assert optim.weight_decay_type(make_config(optimizer="lion")) == "decoupled"
+  assert optim.weight_decay_type(make_config(optimizer="adamw", weight_decay_type="l2")) == "l2"
+
+
+def test_linear_schedule_ends_at_its_fraction():
+  values = schedule_values(lr_schedule="linear", linear_end=0.25)
+  np.testing.assert_allclose(values, 0.4 + (0.1 - 0.4) * np.arange(51) / 50, atol=1e-6)
+  assert optim.final_learning_rate(make_config(lr_schedule="linear", linear_end=0.25)) == 0.1

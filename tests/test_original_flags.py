@@ -33,7 +33,7 @@ OFFICIAL_DEFAULTS = {
                                    "use_learning_rate_schedule", True),
     "weight_decay": ("training_utils/flax_training.py:51", 0.001, "weight_decay", 0.001),
     "run_seed": ("training_utils/flax_training.py:52", 0, "seed", 0),
-    "use_rmsprop": ("training_utils/flax_training.py:56", False, "use_rmsprop", False),
+    "use_rmsprop": ("training_utils/flax_training.py:56", False, "optimizer", "sgd"),
     "lr_schedule": ("training_utils/flax_training.py:57", "cosine", "lr_schedule", "cosine"),
     "save_progress_seconds": ("training_utils/flax_training.py:61", 3600,
                               "save_progress_seconds", 3600),

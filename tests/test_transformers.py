@@ -1,11 +1,16 @@
-"""ViT and MLP-Mixer: parameter counts of the reference implementation, and the forward
-pass against a float64 numpy transcription of the papers' equations."""
+"""ViT and MLP-Mixer: parameter counts of the reference implementation, the forward pass
+against a float64 numpy transcription of the papers' equations, and training runs with
+each base optimizer."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
+from conftest import tiny_config
+from sam_jax import events, loop
+from sam_jax.analysis import report
 from sam_jax.models import get_model
 
 # google-research/vision_transformer (vit_jax/models_vit.py, models_mixer.py at HEAD of
@@ -135,3 +140,40 @@ def test_dropout_acts_only_in_training():
   assert np.array_equal(evaluated, model.apply(variables, images, train=False, rngs=rngs(1)))
   first, second = (model.apply(variables, images, train=True, rngs=rngs(s)) for s in (1, 2))
   assert not np.allclose(first, second) and not np.allclose(first, evaluated)
+
+
+# --- through the training loop, with each base optimizer ---
+
+RUNS = [  # (model, dataset, optimizer, SAM): each optimizer once, each family on the digits
+    # and mock CIFAR, with and without SAM (the optimizer chain does not depend on the model)
+    ("ViT-mini_2", "digits", "adamw", True),
+    ("ViT-mini_8", "cifar10", "sgd", False),
+    ("Mixer-mini_2", "digits", "lion", True),
+    ("Mixer-mini_8", "cifar100", "rmsprop", False),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, dataset, optimizer, sam", RUNS)
+def test_each_family_trains_with_each_base_optimizer(name, dataset, optimizer, sam, tmp_path):
+  config = tiny_config(
+      model_name=name,
+      dataset=dataset,
+      optimizer=optimizer,
+      num_epochs=1,
+      num_train_steps=4,
+      learning_rate=1e-3 if optimizer == "lion" else 0.01,
+      warmup_epochs=0.0,
+      lr_schedule="linear",
+      dropout_rate=0.1 if name.startswith("ViT") else None,  # Mixer has none
+      sam=dict(rho=0.05 if sam else 0.0))
+  with tfds.testing.mock_data(num_examples=32, policy=tfds.testing.MockPolicy.USE_CODE):
+    results = loop.train_and_evaluate(config, str(tmp_path))
+  assert results["steps"] == 4 and np.isfinite(results["test_loss"])
+  _, _, model, variables, _ = report.load_run(str(tmp_path))
+  assert not jax.tree.leaves(variables.get("batch_stats", {}))  # LayerNorm only
+  assert getattr(model, "dropout_rate", 0.1) == 0.1  # the ViT's, from the config
+  tags = set(events.read_scalars(str(tmp_path)))
+  assert ("train_perturbed_loss" in tags) == sam  # the SAM pass ran, or not
+  # The head, zero at initialisation, learned something.
+  assert np.abs(np.asarray(variables["params"]["head"]["kernel"])).max() > 0
