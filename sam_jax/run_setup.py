@@ -23,10 +23,8 @@ from sam_jax import evaluation, optim, pretrained, replicas, run_files, steps, v
 from sam_jax.data import loading, pipeline, run_data
 from sam_jax.data.augmentation import Augmentation
 from sam_jax.data.datasets import DatasetInfo, get_dataset_info
-from sam_jax.errors import UsageError
 from sam_jax.family import registry
 from sam_jax.models import get_model, input_resolution
-from sam_jax.models.efficientnet import EfficientNet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,10 +143,8 @@ def pretrained_init(config: ml_collections.ConfigDict, model: nn.Module,
   if run_files.latest_checkpoint_step(workdir) is not None:
     logging.info("Resuming from %s; init_from %s is not read.", workdir, config.init_from)
     return None
-  if not isinstance(model, EfficientNet):
-    raise UsageError(f"init_from loads EfficientNet checkpoints; {config.model_name} is not "
-                     "one (choose efficientnet-b0..b8, -l2 or -l2-475).")
-  pretrained.detect_format(config.init_from)  # a missing file: refused before initialising
+  # A missing file, or one of another family: refused before initialising.
+  pretrained.check_family(config.init_from, model)
 
   def load(variables):
     loaded = pretrained.load(config.init_from, model, variables, use_ema=config.init_from_ema)

@@ -146,8 +146,8 @@ def bad(**fields):
     (bad(lr_schedule="step"), "Unknown lr_schedule 'step'"),
     (bad(sam=dict(p=0.5)), r"sam.p must be a norm in \[1, inf\]"),
     (bad(label_noise=1.5), r"label_noise must be a fraction in \[0, 1\]"),
-    (bad(init_from="/nowhere"), "init_from loads EfficientNet checkpoints; WideResnet10x1 is "
-     "not one"),
+    (bad(init_from="/nowhere"), "init_from loads EfficientNet, ViT and Mixer checkpoints; "
+     "WideResnet is none of them"),
     (bad(model_name="efficientnet-mini", init_from="/nowhere"), "No checkpoint at /nowhere"),
 ])
 def test_bad_input_is_one_line_before_anything_is_written(config, message, tmp_path):

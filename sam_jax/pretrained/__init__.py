@@ -1,6 +1,7 @@
-"""Published EfficientNet checkpoints into this codebase's EfficientNet, and a converter.
+"""Published EfficientNet, ViT and Mixer checkpoints into this codebase's models, and a
+converter (for EfficientNets).
 
-Four formats are read, each into `{"params", "batch_stats"}` of `models.efficientnet`:
+Four formats are read into `{"params", "batch_stats"}` of `models.efficientnet`:
 
   tf     TensorFlow checkpoints of the official release (tensorflow/tpu, NoisyStudent
          included): `efficientnet-b0/blocks_3/depthwise_conv2d/depthwise_kernel`, ...,
@@ -12,6 +13,11 @@ Four formats are read, each into `{"params", "batch_stats"}` of `models.efficien
          model saved by `model.save("x.h5")`): layers `stem_conv`, `block2a_dwconv`, ...
   orbax  a folder written by the converter (our own names).
 
+and one into `{"params"}` of `models.vit` and `models.mixer` (`transformers`):
+
+  npz    google-research/vision_transformer's files (ViT-SAM and Mixer-SAM included):
+         `Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel`, ...
+
 `names` maps our variable names to each format's, `readers` opens the files, `convert`
 checks and loads. The converter binary:
 
@@ -19,12 +25,12 @@ checks and loads. The converter binary:
         --model=efficientnet-l2-475 --to=checkpoints/efficientnet-l2-475
 """
 
-from sam_jax.pretrained.convert import (convert, convert_to_orbax, efficientnet_model, init_shapes,
-                                        load)
+from sam_jax.pretrained.convert import (check_family, convert, convert_to_orbax, efficientnet_model,
+                                        init_shapes, load)
 from sam_jax.pretrained.names import source_name
 from sam_jax.pretrained.readers import FORMATS, CheckpointError, detect_format
 
 __all__ = [
-    "FORMATS", "CheckpointError", "convert", "convert_to_orbax", "detect_format",
+    "FORMATS", "CheckpointError", "check_family", "convert", "convert_to_orbax", "detect_format",
     "efficientnet_model", "init_shapes", "load", "source_name"
 ]

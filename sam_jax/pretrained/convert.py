@@ -1,4 +1,5 @@
-"""Published EfficientNet weights -> this codebase's EfficientNet variables.
+"""Published weights -> this codebase's EfficientNet (and, by `transformers`, ViT and Mixer)
+variables.
 
 `load(path, model, variables)` reads a checkpoint in any of `readers.FORMATS` and checks
 it name by name against the model: every checkpoint variable of the model must be used
@@ -21,6 +22,9 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from sam_jax.models import efficientnet, get_model
+from sam_jax.models.mixer import MlpMixer
+from sam_jax.models.vit import VisionTransformer
+from sam_jax.pretrained import transformers
 from sam_jax.pretrained.names import source_name
 from sam_jax.pretrained.readers import CheckpointError, detect_format, open_checkpoint
 
@@ -174,7 +178,27 @@ def _model_name(model: Any) -> str:
   return f"EfficientNet(width={model.width}, depth={model.depth})"
 
 
-def load(path: str, model: efficientnet.EfficientNet, variables: Any, *, fmt: str | None = None,
+def check_family(path: str, model: Any, fmt: str | None = None) -> str:
+  """The checkpoint's format, once it is known to hold the model's family: EfficientNets
+  from the tf, flax, keras and orbax formats, ViTs and Mixers from npz files.
+
+  Raises:
+    CheckpointError: no checkpoint there, or one of another family.
+  """
+  if not isinstance(model, (efficientnet.EfficientNet, VisionTransformer, MlpMixer)):
+    raise CheckpointError(f"init_from loads EfficientNet, ViT and Mixer checkpoints; "
+                          f"{type(model).__name__} is none of them (choose efficientnet-b0..b8, "
+                          "-l2, -l2-475, ViT-* or Mixer-*).")
+  fmt = fmt or detect_format(path)
+  if isinstance(model, (VisionTransformer, MlpMixer)) != (fmt == "npz"):
+    raise CheckpointError(
+        f"{path} ({fmt}) holds {'a ViT or Mixer' if fmt == 'npz' else 'an EfficientNet'} and the "
+        f"model is {type(model).__name__}: EfficientNets load the tf, flax, keras and orbax "
+        "formats, ViT-* and Mixer-* models vision_transformer's .npz files.")
+  return fmt
+
+
+def load(path: str, model: Any, variables: Any, *, fmt: str | None = None,
          use_ema: bool = True) -> Any:
   """`variables` (the model's fresh init) with everything loaded from the checkpoint `path`.
 
@@ -183,9 +207,11 @@ def load(path: str, model: efficientnet.EfficientNet, variables: Any, *, fmt: st
   Raises:
     CheckpointError: the file is missing, truncated or unreadable, or does not fit.
   """
-  fmt = fmt or detect_format(path)
+  fmt = check_family(path, model, fmt)
   shapes, read, close = open_checkpoint(path, fmt)
   try:
+    if fmt == "npz":
+      return transformers.convert(shapes, read, variables, model, source=path)
     return convert(shapes, read, variables, model, fmt, use_ema=use_ema, source=path)
   finally:
     close()

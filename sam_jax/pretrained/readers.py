@@ -4,7 +4,8 @@ Each reader opens a checkpoint and returns (shapes, read, close): every variable
 with its shape, a function reading one variable by name, and a function releasing the
 file. Formats: `tf` (tensorflow/tpu TF checkpoints; this reader imports TensorFlow, on
 the CPU only), `flax` (the original SAM release's msgpack files), `keras`
-(keras.applications `.h5` files; needs h5py) and `orbax` (our converter's output).
+(keras.applications `.h5` files; needs h5py), `orbax` (our converter's output) and `npz`
+(google-research/vision_transformer's ViT and Mixer files).
 """
 
 import os
@@ -20,7 +21,7 @@ from absl import logging
 
 from sam_jax.errors import UsageError
 
-FORMATS = ("tf", "flax", "keras", "orbax")
+FORMATS = ("tf", "flax", "keras", "orbax", "npz")
 Opened = tuple[dict[str, tuple[int, ...]], Callable[[str], Any], Callable[[], None]]
 
 
@@ -37,14 +38,16 @@ def detect_format(path: str) -> str:
       return "tf"
   elif path.endswith((".h5", ".hdf5")):
     return "keras"
+  elif path.endswith(".npz") and os.path.isfile(path):
+    return "npz"
   elif os.path.exists(path + ".index"):
     return "tf"
   elif os.path.isfile(path):
     return "flax"
   raise CheckpointError(
       f"No checkpoint at {path}: give a TF checkpoint (folder, or prefix with a .index "
-      "file), an original SAM .msgpack file, a Keras .h5 file or a folder written by "
-      "python -m sam_jax.pretrained (see checkpoints/README.md).")
+      "file), an original SAM .msgpack file, a Keras .h5 file, a folder written by "
+      "python -m sam_jax.pretrained or a ViT / Mixer .npz file (see checkpoints/README.md).")
 
 
 def _tf_prefix(folder: str) -> str | None:
@@ -114,7 +117,19 @@ def _read_orbax(path: str) -> Opened:
   return {n: v.shape for n, v in flat.items()}, flat.__getitem__, lambda: None
 
 
-_READERS = {"tf": _read_tf, "flax": _read_flax, "keras": _read_keras, "orbax": _read_orbax}
+def _read_npz(path: str) -> Opened:
+  with np.load(path, allow_pickle=False) as arrays:
+    flat = {name: arrays[name] for name in arrays.files}
+  return {n: v.shape for n, v in flat.items()}, flat.__getitem__, lambda: None
+
+
+_READERS = {
+    "tf": _read_tf,
+    "flax": _read_flax,
+    "keras": _read_keras,
+    "orbax": _read_orbax,
+    "npz": _read_npz
+}
 
 
 def open_checkpoint(path: str, fmt: str) -> Opened:
