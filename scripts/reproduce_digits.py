@@ -61,9 +61,12 @@ def run_list(seeds, noise_levels, m_sweep) -> list[dict]:
 
 def train_and_analyse(run: dict, out: str, sharpness_m: list[int], lanczos_steps: int,
                       epochs: int | None = None, data_dir: str | None = None) -> dict:
-  """Trains one run (resuming its workdir) and analyses it; returns its numbers."""
+  """Trains one run (resuming its workdir) and analyses it; returns its numbers.
+
+  `run`: its "cell" of `configs/digits_sharpness.py` (or of the config module named by
+  "config"), its "seed" and its "name" (the workdir's)."""
   # In the spawned workers only: the parent needs neither JAX nor TensorFlow.
-  from configs import digits_sharpness  # pylint: disable=import-outside-toplevel
+  import importlib  # pylint: disable=import-outside-toplevel
   from sam_jax import loop, xla_cpu  # pylint: disable=import-outside-toplevel
   from sam_jax.analysis import report  # pylint: disable=import-outside-toplevel
 
@@ -72,7 +75,8 @@ def train_and_analyse(run: dict, out: str, sharpness_m: list[int], lanczos_steps
   workdir = os.path.join(out, "runs", run["name"])
   analysis_path = os.path.join(workdir, "analysis", "analysis.json")
   if not os.path.exists(analysis_path):
-    config = digits_sharpness.get_config(run["cell"])
+    configs = importlib.import_module(f"configs.{run.get('config', 'digits_sharpness')}")
+    config = configs.get_config(run["cell"])
     config.seed = run["seed"]
     config.data_dir = data_dir
     if epochs:
@@ -100,7 +104,7 @@ def train_and_analyse(run: dict, out: str, sharpness_m: list[int], lanczos_steps
 def summarise_run(run: dict, analysis: dict) -> dict:
   """The numbers the tables use, from one run's analysis.json."""
   noise, optimizer, *rest = run["cell"].split(",")
-  m = [part for part in rest if "=" not in part]  # variant=NAME: scripts/compare_variants.py
+  m = [part for part in rest if part.isdigit()]  # not variant=NAME (compare_variants.py)
   top = analysis["hessian"]["top_eigenvalues"]
   return {
       **run,

@@ -340,3 +340,16 @@ def test_every_paper_cell_builds_what_the_original_code_ran(name, backend, monke
               config.sam.sync_perturbations) == ("cosine", 0.0, False), (name, cell)
       assert not config.label_noise_keep_possible
       Augmentation.from_config(config).check(info)
+
+
+def test_digits_transformers_cells():
+  from configs import digits_transformers  # pylint: disable=import-outside-toplevel
+  adamw, sam, gsam = (
+      digits_transformers.get_config(f"40,{o},mixer") for o in ("adamw", "sam", "gsam"))
+  assert (adamw.model_name, adamw.optimizer, adamw.label_noise) == ("Mixer-mini_2", "adamw", 0.4)
+  assert optim.weight_decay_type(adamw) == "decoupled"  # AdamW's
+  assert (adamw.sam.rho, sam.sam.rho, sam.sam.variant) == (0.0, 0.1, "sam")
+  assert (gsam.sam.variant, gsam.sam.rho, gsam.sam.gsam_rho_min) == ("gsam", 0.2, 0.1)
+  assert digits_transformers.get_config("0,sam,vit").model_name == "ViT-mini_2"
+  with pytest.raises(UsageError, match="NOISE_PERCENT,OPTIMIZER,MODEL"):
+    digits_transformers.get_config("0,sgd,vit")
