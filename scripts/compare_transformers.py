@@ -11,8 +11,6 @@ gain over AdamW, and lambda_max per cell with 95% intervals over the seeds. Resu
 run whose analysis exists is not trained again.
 """
 
-import concurrent.futures
-import multiprocessing
 import os
 import sys
 import time
@@ -76,17 +74,8 @@ def main(argv):
   runs = run_list([int(s) for s in options.seeds], options.noise)
   args = (out, [int(m) for m in options.sharpness_m], options.lanczos_steps, options.epochs,
           options.data_dir)
-  started, done = time.monotonic(), []
-  context = multiprocessing.get_context("spawn")  # fresh JAX and TF in every worker
-  with concurrent.futures.ProcessPoolExecutor(options.jobs, mp_context=context) as pool:
-    futures = {pool.submit(reproduce_digits.train_and_analyse, run, *args): run for run in runs}
-    for future in concurrent.futures.as_completed(futures):
-      result = {**future.result(), "model": futures[future]["model"]}
-      done.append(result)
-      print(
-          f"[{len(done)}/{len(runs)} {time.monotonic() - started:.0f} s] {result['name']}: "
-          f"test error {100 * result['test_error']:.2f}%, lambda_max {result['lambda_max']:.3g}",
-          flush=True)
+  started = time.monotonic()
+  done = reproduce_digits.train_all(runs, args, options.jobs)
   minutes = (time.monotonic() - started) / 60
   command = "python scripts/compare_transformers.py " + " ".join(sys.argv[1:])
   text = (f"`{command.strip()}` ({options.jobs} at a time, {minutes:.0f} minutes); seeds "

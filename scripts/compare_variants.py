@@ -12,11 +12,8 @@ lambda_max and training wall time per variant with 95% intervals over the seeds.
 Resumable like the reproduction: a run whose analysis exists is not trained again.
 """
 
-import concurrent.futures
-import multiprocessing
 import os
 import sys
-import time
 
 from absl import app, flags
 
@@ -81,17 +78,7 @@ def main(argv):
   runs = run_list([int(s) for s in options.seeds], options.noise, variants)
   args = (out, [int(m) for m in options.sharpness_m], options.lanczos_steps, options.epochs,
           options.data_dir)
-  started, done = time.monotonic(), []
-  context = multiprocessing.get_context("spawn")  # fresh JAX and TF in every worker
-  with concurrent.futures.ProcessPoolExecutor(options.jobs, mp_context=context) as pool:
-    futures = {pool.submit(reproduce_digits.train_and_analyse, run, *args): run for run in runs}
-    for future in concurrent.futures.as_completed(futures):
-      result = {**future.result(), "variant": futures[future]["variant"]}
-      done.append(result)
-      print(
-          f"[{len(done)}/{len(runs)} {time.monotonic() - started:.0f} s] {result['name']}: "
-          f"test error {100 * result['test_error']:.2f}%, lambda_max {result['lambda_max']:.3g}",
-          flush=True)
+  done = reproduce_digits.train_all(runs, args, options.jobs)
   command = "python scripts/compare_variants.py " + " ".join(sys.argv[1:])
   text = (f"`{command.strip()}` ({options.jobs} at a time); seeds {', '.join(options.seeds)}, "
           "mean ± 95% interval (Student t); accuracy on the clean test digits; lambda_max of the "

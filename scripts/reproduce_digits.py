@@ -236,6 +236,23 @@ def figures(runs: list[dict], out: str) -> None:
   plt.close(figure)
 
 
+def train_all(runs: list[dict], args: tuple, jobs: int) -> list[dict]:
+  """`train_and_analyse(run, *args)` for every run, `jobs` at a time in fresh processes,
+  printing each as it ends: their numbers, with each run's own fields."""
+  started, done = time.monotonic(), []
+  context = multiprocessing.get_context("spawn")  # fresh JAX and TF in every worker
+  with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+    futures = {pool.submit(train_and_analyse, run, *args): run for run in runs}
+    for future in concurrent.futures.as_completed(futures):
+      result = {**futures[future], **future.result()}
+      done.append(result)
+      print(
+          f"[{len(done)}/{len(runs)} {time.monotonic() - started:.0f} s] {result['name']}: "
+          f"test error {100 * result['test_error']:.2f}%, lambda_max {result['lambda_max']:.3g}",
+          flush=True)
+  return done
+
+
 def main(argv):
   del argv
   out = os.path.abspath(_OUT.value)
@@ -243,17 +260,7 @@ def main(argv):
   args = (out, [int(m) for m in _SHARPNESS_M.value], _LANCZOS_STEPS.value, _EPOCHS.value,
           _DATA_DIR.value)
   started = time.monotonic()
-  done = []
-  context = multiprocessing.get_context("spawn")  # fresh JAX and TF in every worker
-  with concurrent.futures.ProcessPoolExecutor(_JOBS.value, mp_context=context) as pool:
-    futures = {pool.submit(train_and_analyse, run, *args): run for run in runs}
-    for future in concurrent.futures.as_completed(futures):
-      result = future.result()
-      done.append(result)
-      print(
-          f"[{len(done)}/{len(runs)} {time.monotonic() - started:.0f} s] {result['name']}: "
-          f"test error {100 * result['test_error']:.2f}%, lambda_max {result['lambda_max']:.3g}",
-          flush=True)
+  done = train_all(runs, args, _JOBS.value)
   done.sort(key=lambda r: [r2["name"] for r2 in runs].index(r["name"]))
   minutes = (time.monotonic() - started) / 60
   with open(os.path.join(out, "runs.json"), "w") as f:

@@ -19,6 +19,7 @@ reproduce = load_script("reproduce_digits")
 reproduce_label_noise = load_script("reproduce_label_noise")  # defines no flags on import
 sys.modules["reproduce_digits"] = reproduce  # compare_variants imports it: one copy of its flags
 compare_variants = load_script("compare_variants")
+compare_transformers = load_script("compare_transformers")
 
 
 def analysis_cli(*args):
@@ -186,3 +187,30 @@ def test_the_variant_table_has_a_row_per_variant_with_intervals_over_seeds():
   time_half = stats.t.ppf(0.975, 5) * np.std(seconds, ddof=1) / np.sqrt(6)
   assert lines[4] == (f"| looksam | 97.00 ± {np.std(accuracy[0], ddof=1) * t:.2f} | 11.00 ± "
                       f"{t:.2f} | 70.00 ± {10 * t:.2f} | 11.00 ± {t:.2f} | 60 ± {time_half:.0f} |")
+
+
+def test_the_transformer_table_gives_each_optimizers_gain_over_adamw_seed_by_seed():
+  runs = compare_transformers.run_list([0, 1, 2], ["0"])
+  assert runs[0] == {
+      "config": "digits_transformers",
+      "cell": "0,adamw,vit",
+      "seed": 0,
+      "model": "vit",
+      "name": "vit_0_adamw_s0"
+  }
+  assert len(runs) == 3 * 2 * 3  # seeds x models x optimizers
+  accuracy = {"adamw": [80.0, 90.0, 85.0], "sam": [84.0, 91.0, 90.0], "gsam": [80.0, 90.0, 85.0]}
+  done = [{
+      **r, "noise": 0,
+      "optimizer": r["cell"].split(",")[1],
+      "lambda_max": 5.0,
+      "test_error": 1 - accuracy[r["cell"].split(",")[1]][r["seed"]] / 100
+  } for r in runs]
+  lines = compare_transformers.table(done).splitlines()
+  t = stats.t.ppf(0.975, 2) / np.sqrt(3)  # times the sample standard deviation
+  gains = [4.0, 1.0, 5.0]  # SAM's, seed by seed
+  assert lines[3] == (f"| vit | 0 | sam | 88.33 ± {np.std(accuracy['sam'], ddof=1) * t:.2f} | "
+                      f"3.33 ± {np.std(gains, ddof=1) * t:.2f} | 5.00 ± 0.00 |")
+  assert lines[2].endswith("| 85.00 ± " + f"{np.std(accuracy['adamw'], ddof=1) * t:.2f} |  | "
+                           "5.00 ± 0.00 |")  # AdamW: no gain over itself
+  assert len(lines) == 2 + 2 * 3
