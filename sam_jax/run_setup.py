@@ -107,9 +107,9 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
 def description(config: ml_collections.ConfigDict, layout: replicas.Layout) -> str:
   """Model, dataset, optimizer, dtype and replicas: the run's start line."""
   s = config.sam
-  optimizer = f"{s.variant} (rho {s.rho:g})" if s.rho else "no SAM (rho 0)"
+  sam = f"{s.variant} (rho {s.rho:g})" if s.rho else "no SAM (rho 0)"
   mapping = replicas.resolve_mapping(config.replica_mapping, config.sync_batch_norm)
-  return (f"{config.model_name} on {config.dataset} with {optimizer} in "
+  return (f"{config.model_name} on {config.dataset} with {sam} over {config.optimizer} in "
           f"{compute_dtype(config).name}: {layout.num_replicas} replicas of "
           f"m={layout.examples_per_replica} ({layout.num_devices} devices x "
           f"{layout.virtual_replicas} virtual, {mapping})")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import max_abs_diff, tiny_config
-from sam_jax import checkpoints, optim, replicas, steps
+from sam_jax import checkpoints, optim, replicas, run_setup, steps
 
 STEPS_PER_EPOCH = 10
 
@@ -265,3 +265,10 @@ def test_linear_schedule_ends_at_its_fraction():
   values = schedule_values(lr_schedule="linear", linear_end=0.25)
   np.testing.assert_allclose(values, 0.4 + (0.1 - 0.4) * np.arange(51) / 50, atol=1e-6)
   assert optim.final_learning_rate(make_config(lr_schedule="linear", linear_end=0.25)) == 0.1
+
+
+def test_the_start_line_names_sam_and_the_base_optimizer():
+  layout = replicas.make_layout(64, 16, 1)
+  line = run_setup.description(make_config(optimizer="adamw", sam=dict(rho=0.05)), layout)
+  assert "with sam (rho 0.05) over adamw in float32: 4 replicas of m=16" in line
+  assert "with no SAM (rho 0) over sgd" in run_setup.description(make_config(), layout)
