@@ -7,8 +7,8 @@ Trains every cell of `configs/digits_transformers.py` (AdamW, SAM and GSAM on cl
 and 40% label noise, ViT and Mixer) over three seeds, analyses each final model the same
 way as the ResNet study (`scripts/reproduce_digits.py`: Hessian lambda_max by Lanczos over
 the training set, m-sharpness) and writes transformers.md to --out: test accuracy, its
-gain over AdamW, and lambda_max per cell with 95% intervals over the seeds. Resumable: a
-run whose analysis exists is not trained again.
+gain over AdamW, training error and lambda_max per cell with 95% intervals over the seeds.
+Resumable: a run whose analysis exists is not trained again.
 """
 
 import os
@@ -43,11 +43,11 @@ def run_list(seeds: list[int], noise_levels: list[str]) -> list[dict]:
 
 
 def table(runs: list[dict]) -> str:
-  """Accuracy, its gain over AdamW (per seed: the same data order and noisy labels) and
-  lambda_max, per model, noise and optimizer."""
+  """Accuracy, its gain over AdamW (per seed: the same data order and noisy labels), the
+  error on the (noisy) training labels and lambda_max, per model, noise and optimizer."""
   lines = [
-      "| model | noise % | optimizer | test accuracy % | gain over AdamW (points) | lambda_max |",
-      "| --- | --- | --- | --- | --- | --- |"
+      "| model | noise % | optimizer | test accuracy % | gain over AdamW (points) "
+      "| train error % | lambda_max |", "| --- | --- | --- | --- | --- | --- | --- |"
   ]
   for model in MODELS:
     for noise in sorted({r["noise"] for r in runs}):
@@ -63,6 +63,7 @@ def table(runs: list[dict]) -> str:
         lines.append(f"| {model} | {noise} | {optimizer} | "
                      f"{cell([100 - 100 * r['test_error'] for r in group])} | "
                      f"{cell(gains) if optimizer != 'adamw' else ''} | "
+                     f"{cell([r['train_error'] for r in group], 100)} | "
                      f"{cell([r['lambda_max'] for r in group])} |")
   return "\n".join(lines) + "\n"
 

@@ -202,6 +202,7 @@ def test_the_transformer_table_gives_each_optimizers_gain_over_adamw_seed_by_see
   accuracy = {"adamw": [80.0, 90.0, 85.0], "sam": [84.0, 91.0, 90.0], "gsam": [80.0, 90.0, 85.0]}
   done = [{
       **r, "noise": 0,
+      "train_error": 0.1,
       "optimizer": r["cell"].split(",")[1],
       "lambda_max": 5.0,
       "test_error": 1 - accuracy[r["cell"].split(",")[1]][r["seed"]] / 100
@@ -210,7 +211,7 @@ def test_the_transformer_table_gives_each_optimizers_gain_over_adamw_seed_by_see
   t = stats.t.ppf(0.975, 2) / np.sqrt(3)  # times the sample standard deviation
   gains = [4.0, 1.0, 5.0]  # SAM's, seed by seed
   assert lines[3] == (f"| vit | 0 | sam | 88.33 ± {np.std(accuracy['sam'], ddof=1) * t:.2f} | "
-                      f"3.33 ± {np.std(gains, ddof=1) * t:.2f} | 5.00 ± 0.00 |")
+                      f"3.33 ± {np.std(gains, ddof=1) * t:.2f} | 10.00 ± 0.00 | 5.00 ± 0.00 |")
   assert lines[2].endswith("| 85.00 ± " + f"{np.std(accuracy['adamw'], ddof=1) * t:.2f} |  | "
-                           "5.00 ± 0.00 |")  # AdamW: no gain over itself
+                           "10.00 ± 0.00 | 5.00 ± 0.00 |")  # AdamW: no gain over itself
   assert len(lines) == 2 + 2 * 3
