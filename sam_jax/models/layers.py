@@ -80,9 +80,9 @@ def embed_patches(x: jax.Array, hidden: int, patch: int, *, dtype: Any, name: st
   if h % patch or w % patch:
     raise UsageError(f"A patch size of {patch} does not divide {h}x{w} images: choose one "
                      f"that does (16 or 32 at 224 px, 4 for CIFAR, 2 for the digits).")
-  x = nn.Conv(hidden, (patch, patch), strides=(patch, patch), padding="VALID", dtype=dtype,
-              name=name)(
-                  x)
+  embed = nn.Conv(hidden, (patch, patch), strides=(patch, patch), padding="VALID", dtype=dtype,
+                  name=name)
+  x = embed(x)
   return x.reshape(n, (h // patch) * (w // patch), hidden)
 
 

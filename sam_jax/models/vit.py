@@ -5,7 +5,7 @@ GELU MLP, each with dropout and a residual), a final LayerNorm and a linear head
 class token (or on the mean of the tokens, `classifier="gap"`).
 
 Parameter names and shapes are those of the published checkpoints once Linen names them
-(`pretrained.vit` reads the `.npz` files), initialisers those of the reference: Xavier
+(`pretrained.transformers` reads the `.npz` files), initialisers those of the reference: Xavier
 uniform kernels, N(0, 1e-6) MLP biases, N(0, 0.02) position embeddings, a zero class
 token and a zero head. Sizes (`SIZES`): Ti, S, B, L as the paper and the reference
 configs give them; any patch size that divides the image (16 and 32 at 224 px, 4 for
@@ -37,9 +37,10 @@ class MlpBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    dense = lambda features: nn.Dense(features,
-                                      dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(
-                                      ), bias_init=nn.initializers.normal(stddev=1e-6))
+    def dense(features: int) -> nn.Dense:
+      return nn.Dense(features, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
+                      bias_init=nn.initializers.normal(stddev=1e-6))
+
     y = nn.Dropout(self.dropout_rate)(nn.gelu(dense(self.mlp_dim)(x)), deterministic=not train)
     return nn.Dropout(self.dropout_rate)(dense(x.shape[-1])(y), deterministic=not train)
 
