@@ -20,6 +20,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model_name = "WideResnet28x10"  # sam_jax/models: WideResnet28x10, Pyramid_ShakeDrop, ...
   # ViT: dropout after the embeddings, the attention and the MLPs; unset: the model's (0).
   config.dropout_rate = ml_collections.config_dict.placeholder(float)
+  # ViT: the head reads the class token ("token") or the mean of the tokens ("gap");
+  # unset: the model's (token).
+  config.classifier = ml_collections.config_dict.placeholder(str)
+  config.head_bias_init = 0.0  # ViT and Mixer: the head's initial bias (-10 with sigmoid loss)
   config.use_additional_skip_connections = False  # WideResNet: AutoAugment's group shortcuts
   # Input side in pixels; unset: the model's resolution (EfficientNet), else the dataset's
   # (224 for the JPEG datasets).
@@ -65,6 +69,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Resizing to the model's resolution: "bicubic" (tf.image.resize: half-pixel centres,
   # clipped) or "bicubic_tf1" (the original's tf.compat.v1.image.resize_bicubic).
   config.resize_method = "bicubic"
+  # Pixels to inputs: "dataset", (x - mean) / std with the dataset's constants, or
+  # "minus_one_to_one", [0, 1] mapped to [-1, 1] (the ViT and Mixer recipes').
+  config.normalization = "dataset"
   # == Optimizer (sam_jax/optim.py) ==
   # The base optimizer that SAM is in front of: sgd (momentum, the original), rmsprop (TF1
   # RMSProp, decay 0.9, eps 1e-3, then momentum: the EfficientNet recipe), adamw or lion.
@@ -74,6 +81,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr_schedule = "cosine"  # cosine, linear, exponential, constant
   config.linear_end = 0.0  # linear: the last learning rate, as a fraction of learning_rate
   config.warmup_epochs = 0.0  # linear warmup from 0, in epochs
+  config.warmup_steps = ml_collections.config_dict.placeholder(int)  # set: instead, in steps
   config.momentum = 0.9  # sgd and rmsprop; 0 = none
   config.nesterov = True  # sgd: Nesterov momentum
   config.adam_beta1 = 0.9  # adamw: decay of the first moment
@@ -89,8 +97,13 @@ def get_config() -> ml_collections.ConfigDict:
   # No weight decay on parameters with ndim <= 1: BatchNorm's and LayerNorm's scales and
   # biases, every bias.
   config.no_weight_decay_on_bn = False
+  # Weight decay only on the parameters named "kernel" (dense and convolution weights; not
+  # position embeddings, class token, biases or norms): big_vision's default.
+  config.weight_decay_kernels_only = False
   config.gradient_clipping = 5.0  # global norm, after the cross-replica mean; 0 = off
   config.label_smoothing = 0.0  # in [0, 1): targets (1 - s) one-hot + s / K
+  # softmax cross-entropy, or sigmoid: a binary cross-entropy per class, summed (big_vision's)
+  config.loss = "softmax"
   config.ema_decay = 0.0  # 0 = off; else report an EMA of params and BN statistics
   config.ema_warmup_steps = 1560  # the EMA copies the weights until then (the original's)
   # Finetuning (sam_jax/pretrained/, checkpoints/README.md): a published EfficientNet

@@ -56,7 +56,7 @@ def learning_rate_schedule(config: "ml_collections.ConfigDict",
   """
   lr = config.learning_rate
   total = total_steps(config, steps_per_epoch)
-  warmup = int(config.warmup_epochs * steps_per_epoch)
+  warmup = warmup_steps(config, steps_per_epoch)
   name = config.lr_schedule if config.use_learning_rate_schedule else "constant"
   if name == "cosine":
     main = optax.cosine_decay_schedule(lr, max(total - warmup, 1))
@@ -71,6 +71,13 @@ def learning_rate_schedule(config: "ml_collections.ConfigDict",
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
+def warmup_steps(config: "ml_collections.ConfigDict", steps_per_epoch: int) -> int:
+  """The warmup's length in steps: `warmup_steps` if set, else `warmup_epochs` worth."""
+  if config.warmup_steps is not None:
+    return config.warmup_steps
+  return int(config.warmup_epochs * steps_per_epoch)
+
+
 def ema_decay(step: jax.Array, decay: float, warmup_steps: int) -> jax.Array:
   """The original's EMA decay after update number `step` (1 after the first update).
 
@@ -83,8 +90,14 @@ def ema_decay(step: jax.Array, decay: float, warmup_steps: int) -> jax.Array:
   return jnp.where(t >= 0, jnp.minimum(decay, (1.0 + t) / (10.0 + t)), 0.0)
 
 
-def weight_decay_mask(params: Any, no_weight_decay_on_bn: bool) -> Any:
-  """True where weight decay applies: everywhere, or only on ndim > 1 leaves."""
+def weight_decay_mask(params: Any, no_weight_decay_on_bn: bool, kernels_only: bool = False) -> Any:
+  """True where weight decay applies: everywhere, only on ndim > 1 leaves
+  (`no_weight_decay_on_bn`), or only on the leaves named "kernel" (`kernels_only`: dense
+  and convolution weights, as big_vision's default wd_mults `.*/kernel$`, optax.py:133;
+  no biases, norms, position embeddings or class token)."""
+  if kernels_only:
+    return jax.tree_util.tree_map_with_path(
+        lambda path, w: getattr(path[-1], "key", None) == "kernel", params)
   return jax.tree.map(lambda w: (not no_weight_decay_on_bn) or w.ndim > 1, params)
 
 
@@ -179,7 +192,8 @@ def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
   if weight_decay_type(config) == "decoupled" and config.weight_decay > 0:
     parts.append(
         optax.add_decayed_weights(
-            config.weight_decay, mask=lambda p: weight_decay_mask(p, config.no_weight_decay_on_bn)))
+            config.weight_decay, mask=lambda p: weight_decay_mask(
+                p, config.no_weight_decay_on_bn, config.weight_decay_kernels_only)))
   parts.append(optax.scale_by_learning_rate(schedule))
   return registry.build_chain(
       registry.Chain(config.sam, tuple(parts),

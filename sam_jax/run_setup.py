@@ -63,7 +63,7 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
     UsageError: one line for anything the run cannot use; nothing has been written.
   """
   validation.check(config)
-  info = get_dataset_info(config.dataset)
+  info = get_dataset_info(config.dataset, config.normalization)
   augmentation = Augmentation.from_config(config)
   augmentation.check(info)
   layout = replicas.make_layout(config.batch_size, config.sam.m)
@@ -126,7 +126,8 @@ def evaluation_plan(config: ml_collections.ConfigDict, model: nn.Module, mesh: j
   metrics = ("loss", "error") + (("top5_error",) if config.compute_top_5_error_rate else
                                  ()) + (("smoothed_loss",) if config.label_smoothing else ())
   return evaluation.Plan(
-      steps.make_eval_step(model, mesh, config.label_smoothing), mesh, batches, splits, metrics,
+      steps.make_eval_step(model, mesh, config.label_smoothing,
+                           config.loss), mesh, batches, splits, metrics,
       registry.evaluated(config.sam), config.eval_every_steps, config.evaluate_every,
       data.steps_per_epoch)
 
@@ -158,8 +159,9 @@ def train_step_options(config: ml_collections.ConfigDict, model: nn.Module) -> d
   """The loss and step options of `steps.train_step` that the config sets."""
   return dict(
       l2_weight_decay=config.weight_decay if optim.weight_decay_type(config) == "l2" else 0.0,
-      no_weight_decay_on_bn=config.no_weight_decay_on_bn, label_smoothing=config.label_smoothing,
-      ema_decay=config.ema_decay, ema_warmup_steps=config.ema_warmup_steps,
+      no_weight_decay_on_bn=config.no_weight_decay_on_bn,
+      decay_kernels_only=config.weight_decay_kernels_only, label_smoothing=config.label_smoothing,
+      loss=config.loss, ema_decay=config.ema_decay, ema_warmup_steps=config.ema_warmup_steps,
       redraw_masks=config.sam.redraw_masks,
       replica_mapping=replicas.resolve_mapping(config.replica_mapping, config.sync_batch_norm),
       true_gradient_ascent=(config.sam.true_gradient_ascent and hasattr(model, "true_gradient")
@@ -178,6 +180,10 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Modul
     options["frozen_batch_norm"] = True
   if config.dropout_rate is not None:
     options["dropout_rate"] = config.dropout_rate
+  if config.classifier is not None:
+    options["classifier"] = config.classifier
+  if config.head_bias_init:
+    options["head_bias_init"] = config.head_bias_init
   return get_model(config.model_name, num_classes, dtype=compute_dtype(config), **options)
 
 

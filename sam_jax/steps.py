@@ -20,6 +20,7 @@ from flax import struct
 from jax.sharding import Mesh
 
 from sam_jax import optim, replicas
+from sam_jax.losses import cross_entropy, error_rate
 from sam_jax.models.layers import train_rngs
 from sam_jax.sam import perturbed_aux
 
@@ -62,27 +63,9 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: ja
   return state_from(variables)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
-  """Per-example cross-entropy against targets smoothed towards uniform.
-
-  `labels` are class indices [n] or, after mixup, soft targets [n, classes].
-  """
-  targets = labels if labels.ndim == logits.ndim else jax.nn.one_hot(labels, logits.shape[-1])
-  return optax.softmax_cross_entropy(logits, optax.smooth_labels(targets, label_smoothing))
-
-
-def hard_labels(labels: jax.Array) -> jax.Array:
-  """Class indices; soft (mixup) targets count as their larger class."""
-  return jnp.argmax(labels, -1) if labels.ndim == 2 else labels
-
-
-def error_rate(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """The fraction of examples whose top class is not the (hard) label."""
-  return jnp.mean(jnp.argmax(logits, -1) != hard_labels(labels))
-
-
 def gradient_passes(model: nn.Module, label_smoothing: float, l2_weight_decay: float,
-                    decay_mask: Any, replica_mapping: str, ascent_model: nn.Module):
+                    decay_mask: Any, replica_mapping: str, ascent_model: nn.Module,
+                    loss: str = "softmax"):
   """The train step's passes over one replica's batch, mapped by `replica_mapping`.
 
   clean: (loss, (per-example losses, logits, BatchNorm statistics)), gradient at w, of
@@ -97,7 +80,7 @@ def gradient_passes(model: nn.Module, label_smoothing: float, l2_weight_decay: f
         "params": params,
         "batch_stats": batch_stats
     }, batch["image"], train=True, rngs=rngs, mutable=["batch_stats"])
-    return cross_entropy(logits, batch["label"], label_smoothing), logits, mutated
+    return cross_entropy(logits, batch["label"], label_smoothing, loss), logits, mutated
 
   def loss_fn(params: Mapping[str, Any], batch_stats: Any, batch: dict[str, jax.Array],
               rngs: dict[str, jax.Array],
@@ -113,10 +96,11 @@ def gradient_passes(model: nn.Module, label_smoothing: float, l2_weight_decay: f
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, model: nn.Module,
                tx: optax.GradientTransformationExtraArgs, l2_weight_decay: float = 0.0,
-               no_weight_decay_on_bn: bool = False, label_smoothing: float = 0.0,
-               ema_decay: float = 0.0, ema_warmup_steps: int = 0, redraw_masks: bool = False,
-               replica_mapping: str = "loop", true_gradient_ascent: bool = False,
-               skip_nonfinite: bool = False, evaluated_params: EvaluatedParams | None = None,
+               no_weight_decay_on_bn: bool = False, decay_kernels_only: bool = False,
+               label_smoothing: float = 0.0, loss: str = "softmax", ema_decay: float = 0.0,
+               ema_warmup_steps: int = 0, redraw_masks: bool = False, replica_mapping: str = "loop",
+               true_gradient_ascent: bool = False, skip_nonfinite: bool = False,
+               evaluated_params: EvaluatedParams | None = None,
                sam_step: bool | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SAM step for one replica; call it through `replicas.map_replicas`.
 
@@ -135,8 +119,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     rng: the run's base key; folded with the step and the replica index.
     model, tx: the Flax model and the optimizer chain.
     l2_weight_decay: wd of the in-loss weight decay (0 when decay is decoupled).
-    no_weight_decay_on_bn: exclude ndim <= 1 parameters from the in-loss decay.
+    no_weight_decay_on_bn, decay_kernels_only: which parameters the in-loss decay
+      covers (`optim.weight_decay_mask`).
     label_smoothing: smoothing of the one-hot targets.
+    loss: "softmax" or "sigmoid" cross-entropy (`losses.cross_entropy`).
     ema_decay, ema_warmup_steps: the EMA of params and BatchNorm statistics (state.ema)
       follows `optim.ema_decay`: a copy of the weights until the warmup ends, then an
       average whose decay grows to `ema_decay`.
@@ -169,11 +155,11 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     `nonfinite` (1.0 when the loss, the gradient or the update had a NaN/Inf, else 0.0).
   """
   rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), replicas.replica_index())
-  decay_mask = optim.weight_decay_mask(state.params, no_weight_decay_on_bn)
+  decay_mask = optim.weight_decay_mask(state.params, no_weight_decay_on_bn, decay_kernels_only)
 
   clean_pass, sam_pass, losses_pass = gradient_passes(
       model, label_smoothing, l2_weight_decay, decay_mask, replica_mapping,
-      model.clone(true_gradient=True) if true_gradient_ascent else model)
+      model.clone(true_gradient=True) if true_gradient_ascent else model, loss)
   (_, (example_losses, logits, batch_stats)), grads = clean_pass(state.params, state.batch_stats,
                                                                  batch, train_rngs(rng))
   keeps_perturbed = perturbed_aux(state.opt_state) is not None
@@ -238,11 +224,12 @@ def updated_ema(state: TrainState, decay: float, warmup_steps: int,
 
 
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *, model: nn.Module,
-              label_smoothing: float = 0.0) -> dict[str, jax.Array]:
+              label_smoothing: float = 0.0, loss: str = "softmax") -> dict[str, jax.Array]:
   """Sums of loss, errors and examples over all replicas; padded examples have mask 0.
 
   With label smoothing, `smoothed_loss` is the loss with the run's smoothing too (the
-  original's evaluation loss, flax_training.py:631-634); `loss` is the plain one.
+  original's evaluation loss, flax_training.py:631-634); `loss` is the plain one. Both
+  are of the run's `loss` kind (`losses.cross_entropy`).
   """
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   # Not mutable: flax's apply returns the output alone, not (output, mutated variables).
@@ -250,13 +237,14 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], *, model: nn.Modul
   mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
   top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
   sums = {
-      "loss": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
+      "loss": jnp.sum(cross_entropy(logits, batch["label"], kind=loss) * mask),
       "error": jnp.sum((jnp.argmax(logits, -1) != batch["label"]) * mask),
       "top5_error": jnp.sum(jnp.all(top5 != batch["label"][:, None], axis=-1) * mask),
       "count": jnp.sum(mask),
   }
   if label_smoothing:
-    sums["smoothed_loss"] = jnp.sum(cross_entropy(logits, batch["label"], label_smoothing) * mask)
+    sums["smoothed_loss"] = jnp.sum(
+        cross_entropy(logits, batch["label"], label_smoothing, loss) * mask)
   return jax.lax.psum(sums, replicas.REPLICA_AXES)
 
 
@@ -293,8 +281,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
   return typed_step
 
 
-def make_eval_step(model: nn.Module, mesh: Mesh,
-                   label_smoothing: float = 0.0) -> Callable[..., dict[str, jax.Array]]:
+def make_eval_step(model: nn.Module, mesh: Mesh, label_smoothing: float = 0.0,
+                   loss: str = "softmax") -> Callable[..., dict[str, jax.Array]]:
   """The jitted global eval step: (state, global batch) -> summed metrics."""
-  step = functools.partial(eval_step, model=model, label_smoothing=label_smoothing)
+  step = functools.partial(eval_step, model=model, label_smoothing=label_smoothing, loss=loss)
   return replicas.map_replicas(step, mesh)

@@ -32,6 +32,9 @@ CHOICES = {
     "weight_decay_type": (None, "l2", "decoupled"),
     "nonfinite": ("stop", "skip"),
     "resize_method": ("bicubic", "bicubic_tf1"),
+    "normalization": datasets.NORMALIZATIONS,
+    "classifier": (None, "token", "gap"),
+    "loss": ("softmax", "sigmoid"),  # losses.LOSSES (which imports jax)
 }
 
 
@@ -71,6 +74,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
                        "permutation every epoch)"),
     "learning_rate": (_positive, "positive"),
     "warmup_epochs": (_at_least_zero, "a number of epochs, >= 0"),
+    "warmup_steps": (lambda s: s is None or s >= 0, "a number of steps >= 0, or unset"),
     "dropout_rate": (lambda r: r is None or 0 <= r < 1, "in [0, 1), or unset"),
     "momentum": (_below_one, "in [0, 1) (0: none)"),
     "linear_end": (_fraction, "a fraction of learning_rate in [0, 1]"),
@@ -128,3 +132,15 @@ def check(config: ml_collections.ConfigDict) -> None:
   # pylint: disable-next=import-outside-toplevel  (Flax: only when the rest is valid)
   from sam_jax.models import get_model
   get_model(config.model_name, num_classes=1)  # an unknown name: its own one line
+  _check_model_options(config)
+
+
+def _check_model_options(config: ml_collections.ConfigDict) -> None:
+  """The transformer-only model fields are refused on the other models."""
+  transformer = config.model_name.startswith(("ViT-", "Mixer-"))
+  if config.classifier is not None and not config.model_name.startswith("ViT-"):
+    raise UsageError(f"--config.classifier applies to ViT models, not {config.model_name}: "
+                     "leave it unset.")
+  if config.head_bias_init and not transformer:
+    raise UsageError(f"--config.head_bias_init applies to ViT and Mixer models, not "
+                     f"{config.model_name}: leave it at 0.")

@@ -88,7 +88,7 @@ def train_and_analyse(run: dict, out: str, sharpness_m: list[int], lanczos_steps
     examples = report.training_examples(config, info, model)
     numbers, _ = report.analyze(model, variables, examples, m_values=sharpness_m, rho=_MEASURED_RHO,
                                 top_k=5, lanczos_steps=lanczos_steps, slq_vectors=1,
-                                hutchinson_probes=0)
+                                hutchinson_probes=0, loss_kind=config.loss)
     numbers = {
         **report.describe_run(workdir, config, step),
         **numbers, "seconds": {

@@ -7,6 +7,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from conftest import ROOT, parse_run
@@ -353,3 +354,79 @@ def test_digits_transformers_cells():
   assert digits_transformers.get_config("0,sam,vit").model_name == "ViT-mini_2"
   with pytest.raises(UsageError, match="NOISE_PERCENT,OPTIMIZER,MODEL"):
     digits_transformers.get_config("0,sgd,vit")
+
+
+def transformer_rows():
+  """(model, AdamW, SAM, GSAM top-1, rho_max, rho_min, alpha) of the ImageNet config's table."""
+  doc = importlib.import_module("configs.transformers_imagenet").__doc__
+  return re.findall(
+      r"^\s+((?:ViT|Mixer)-\w+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+"
+      r"([\d.]+)\s+([\d.]+)$", doc, re.MULTILINE)
+
+
+def test_transformer_imagenet_cells_follow_gsam_table_4():
+  rows = transformer_rows()
+  assert len(rows) == 9
+  steps_per_epoch = 1_281_167 // 4096
+  for model, adamw_top1, sam_top1, gsam_top1, rho_max, rho_min, alpha in rows:
+    assert float(adamw_top1) < float(sam_top1) < float(gsam_top1)  # GSAM's Table 1, as claimed
+    adamw, _ = parse_run(
+        [f"--config=configs/transformers_imagenet.py:{model},adamw", "--workdir=/tmp/w"])
+    gsam, _ = parse_run(
+        [f"--config=configs/transformers_imagenet.py:{model},gsam", "--workdir=/tmp/w"])
+    for config in (adamw, gsam):  # Table 4's shared recipe and big_vision's config
+      assert (config.dataset, config.model_name, config.num_epochs,
+              config.batch_size) == ("imagenet", model, 300, 4096)
+      assert (config.optimizer, config.learning_rate, config.lr_schedule, config.linear_end,
+              config.warmup_steps) == ("adamw", 3e-3, "linear", 0.01, 10_000)
+      assert (config.weight_decay, optim.weight_decay_type(config),
+              config.weight_decay_kernels_only, config.gradient_clipping) == (0.3, "decoupled",
+                                                                              True, 1.0)
+      assert (config.loss, config.head_bias_init, config.normalization) == ("sigmoid", -10.0,
+                                                                            "minus_one_to_one")
+      assert config.classifier == ("gap" if model.startswith("ViT") else None)
+      assert (config.image_level_augmentations, config.batch_level_augmentations,
+              config.dtype) == ("basic", "none", "float32")
+    assert adamw.sam.rho == 0.0
+    assert (gsam.sam.variant, gsam.sam.rho, gsam.sam.gsam_rho_min,
+            gsam.sam.gsam_alpha) == ("gsam", float(rho_max), float(rho_min), float(alpha))
+    schedule = optim.learning_rate_schedule(gsam, steps_per_epoch)
+    last = 300 * steps_per_epoch
+    assert [float(schedule(t)) for t in (0, 10_000)] == [0.0, pytest.approx(3e-3)]
+    assert float(schedule(last)) == pytest.approx(3e-5)
+  sam, _ = parse_run(
+      ["--config=configs/transformers_imagenet.py:ViT-B_16,sam,0.2", "--workdir=/tmp/w"])
+  assert (sam.sam.variant, sam.sam.rho) == ("sam", 0.2)
+  from configs import transformers_imagenet  # pylint: disable=import-outside-toplevel
+  with pytest.raises(UsageError, match="The sam cell needs its rho, 'ViT-S_16,sam,RHO'"):
+    transformers_imagenet.get_config("ViT-S_16,sam")
+  with pytest.raises(UsageError, match="The gsam cell takes Table 4's rho"):
+    transformers_imagenet.get_config("ViT-S_16,gsam,0.3")
+  parse_run(docstring_command("transformers_imagenet"))
+
+
+def test_transformer_imagenet_vit_is_built_with_the_mean_token_head_at_minus_ten():
+  config, _ = parse_run(
+      ["--config=configs/transformers_imagenet.py:ViT-S_32,adamw", "--workdir=/tmp/w"])
+  model = run_setup.build_model(config, 1000)
+  params = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)), train=False))["params"]
+  assert "cls" not in params and model.classifier == "gap"
+  config.model_name = "ViT-mini_8"  # the same options on a model cheap to initialise
+  head = run_setup.build_model(config, 3).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
+                                               train=False)["params"]["head"]
+  np.testing.assert_array_equal(head["bias"], -10.0)
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_transformer_cifar_cells(dataset):
+  for model, name in (("vit", "ViT-S_4"), ("mixer", "Mixer-S_4")):
+    adamw, sam, gsam = (
+        parse_run(
+            [f"--config=configs/transformers_cifar.py:{dataset},{model},{o}",
+             "--workdir=/tmp/w"])[0] for o in ("adamw", "sam", "gsam"))
+    assert (adamw.model_name, adamw.dataset, adamw.batch_size, adamw.sam.m) == (name, dataset, 256,
+                                                                                32)
+    assert (adamw.sam.rho, sam.sam.rho, gsam.sam.variant, gsam.sam.rho) == (0.0, 0.05, "gsam", 0.1)
+    Augmentation.from_config(adamw).check(get_dataset_info(dataset))
+  parse_run(docstring_command("transformers_cifar"))

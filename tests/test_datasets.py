@@ -3,13 +3,14 @@ pipeline calls; the JPEG stream's resume; one SAM run on ImageNet with RandAugme
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import features as tfds_features
 from tensorflow_datasets.testing import mocking
 
 from conftest import tiny_config
 from sam_jax import loop
-from sam_jax.data import loading, pipeline
+from sam_jax.data import image_ops, loading, pipeline
 from sam_jax.data.augmentation import Augmentation
 from sam_jax.data.datasets import DATASETS, get_dataset_info
 from sam_jax.errors import UsageError
@@ -116,3 +117,13 @@ def test_bad_augmentation_choices_are_one_line_errors():
   Augmentation(image="autoaugment", autoaugment_policy="svhn").check(fashion)
   with pytest.raises(UsageError, match="Unknown dataset 'imagenet21k'"):
     get_dataset_info("imagenet21k")
+
+
+def test_minus_one_to_one_maps_pixels_linearly_onto_the_interval():
+  for name in ("cifar10", "imagenet", "digits"):
+    info = get_dataset_info(name, "minus_one_to_one")
+    pixels = tf.constant([[[0] * len(info.mean), [255] * len(info.mean)]], tf.uint8)
+    np.testing.assert_allclose(
+        image_ops.normalize(pixels, info).numpy(),
+        [[[-1.0] * len(info.mean), [1.0] * len(info.mean)]], atol=1e-6)
+  assert get_dataset_info("cifar10").mean[0] == 0.49139968  # the default unchanged

@@ -272,3 +272,43 @@ def test_the_start_line_names_sam_and_the_base_optimizer():
   line = run_setup.description(make_config(optimizer="adamw", sam=dict(rho=0.05)), layout)
   assert "with sam (rho 0.05) over adamw in float32: 4 replicas of m=16" in line
   assert "with no SAM (rho 0) over sgd" in run_setup.description(make_config(), layout)
+
+
+def test_linear_warmup_in_steps_then_linear_decay_is_big_visions():
+  # big_vision utils.py:1113-1137: progress = (t - w) / (T - w) clipped to [0, 1];
+  # lr = end + (lr - end)(1 - progress), times min(1, t / w).
+  values = schedule_values(lr_schedule="linear", linear_end=0.01, warmup_steps=7,
+                           warmup_epochs=3.0)  # warmup_steps wins
+  t = np.arange(51, dtype=np.float64)
+  progress = np.clip((t - 7) / (50 - 7), 0, 1)
+  expected = (0.004 + (0.4 - 0.004) * (1 - progress)) * np.minimum(1, t / 7)
+  np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_kernels_only_decay_skips_embeddings_biases_and_norms():
+  params = {
+      "embedding": {
+          "kernel": jnp.ones((2, 2, 3, 4)),
+          "bias": jnp.ones(4)
+      },
+      "Transformer": {
+          "posembed_input": {
+              "pos_embedding": jnp.ones((1, 5, 4))
+          },
+          "encoder_norm": {
+              "scale": jnp.ones(4)
+          }
+      },
+      "cls": jnp.ones((1, 1, 4)),
+      "head": {
+          "kernel": jnp.ones((4, 3))
+      }
+  }
+  mask = optim.weight_decay_mask(params, no_weight_decay_on_bn=False, kernels_only=True)
+  decayed = {
+      jax.tree_util.keystr(path) for path, m in jax.tree_util.tree_leaves_with_path(mask) if m
+  }
+  assert decayed == {"['embedding']['kernel']", "['head']['kernel']"}
+  # ndim > 1 (no_weight_decay_on_bn) would have decayed the position embedding and class token.
+  by_ndim = optim.weight_decay_mask(params, no_weight_decay_on_bn=True)
+  assert by_ndim["cls"] and by_ndim["Transformer"]["posembed_input"]["pos_embedding"]

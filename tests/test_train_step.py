@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from conftest import max_abs_diff, tiny_config
-from sam_jax import optim, replicas, steps
+from sam_jax import losses, optim, replicas, steps
 from sam_jax.errors import UsageError
 from sam_jax.models import get_model
 from sam_jax.models.shake_shake import shake_shake
@@ -283,10 +283,23 @@ def test_cross_entropy_takes_class_indices_or_soft_mixup_targets():
   logits = jnp.array(np.random.default_rng(0).normal(size=(3, 4)), jnp.float32)
   soft = jnp.array([[0.7, 0.3, 0, 0], [0, 0, 1.0, 0], [0.25, 0, 0, 0.75]], jnp.float32)
   log_p = np.log(np.exp(np.float64(logits)) / np.exp(np.float64(logits)).sum(-1, keepdims=True))
-  np.testing.assert_allclose(steps.cross_entropy(logits, soft), -(soft * log_p).sum(-1), rtol=1e-5)
+  np.testing.assert_allclose(losses.cross_entropy(logits, soft), -(soft * log_p).sum(-1), rtol=1e-5)
   np.testing.assert_allclose(
-      steps.cross_entropy(logits, jnp.array([0, 2, 3])), -log_p[[0, 1, 2], [0, 2, 3]], rtol=1e-5)
+      losses.cross_entropy(logits, jnp.array([0, 2, 3])), -log_p[[0, 1, 2], [0, 2, 3]], rtol=1e-5)
   smoothed = 0.9 * np.asarray(soft) + 0.1 / 4
   np.testing.assert_allclose(
-      steps.cross_entropy(logits, soft, 0.1), -(smoothed * log_p).sum(-1), rtol=1e-5)
-  assert steps.hard_labels(soft).tolist() == [0, 2, 3]
+      losses.cross_entropy(logits, soft, 0.1), -(smoothed * log_p).sum(-1), rtol=1e-5)
+  assert losses.hard_labels(soft).tolist() == [0, 2, 3]
+
+
+def test_sigmoid_cross_entropy_is_a_binary_one_per_class_summed():
+  # big_vision utils.py:236-243 in float64: -sum_k [t log s(z) + (1 - t) log(1 - s(z))].
+  logits = np.random.default_rng(1).normal(size=(3, 4)) * 4
+  targets = 0.9 * np.eye(4)[[0, 2, 3]] + 0.1 / 4
+  p = 1 / (1 + np.exp(-logits))
+  expected = -(targets * np.log(p) + (1 - targets) * np.log(1 - p)).sum(-1)
+  ours = losses.cross_entropy(jnp.array(logits, jnp.float32), jnp.array([0, 2, 3]), 0.1, "sigmoid")
+  np.testing.assert_allclose(ours, expected, rtol=1e-5)
+  # Finite where the naive form overflows: a head initialised at -10 and beyond.
+  assert np.isfinite(
+      losses.cross_entropy(jnp.full((1, 4), -200.0), jnp.array([1]), kind="sigmoid")).all()

@@ -145,17 +145,23 @@ def test_dropout_acts_only_in_training():
 # --- through the training loop, with each base optimizer ---
 
 RUNS = [  # (model, dataset, optimizer, SAM): each optimizer once, each family on the digits
-    # and mock CIFAR, with and without SAM (the optimizer chain does not depend on the model)
+    # and mock CIFAR, with and without SAM (the optimizer chain does not depend on the model);
+    # the CIFAR ViT with the ImageNet recipe's options (RECIPE)
     ("ViT-mini_2", "digits", "adamw", True),
     ("ViT-mini_8", "cifar10", "sgd", False),
     ("Mixer-mini_2", "digits", "lion", True),
     ("Mixer-mini_8", "cifar100", "rmsprop", False),
 ]
 
+# configs/transformers_imagenet.py's options beyond the optimizer.
+RECIPE = dict(loss="sigmoid", head_bias_init=-10.0, normalization="minus_one_to_one",
+              classifier="gap", weight_decay_kernels_only=True, warmup_steps=2)
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, dataset, optimizer, sam", RUNS)
 def test_each_family_trains_with_each_base_optimizer(name, dataset, optimizer, sam, tmp_path):
+  recipe = RECIPE if (name, dataset) == ("ViT-mini_8", "cifar10") else {}
   config = tiny_config(
       model_name=name,
       dataset=dataset,
@@ -166,7 +172,8 @@ def test_each_family_trains_with_each_base_optimizer(name, dataset, optimizer, s
       warmup_epochs=0.0,
       lr_schedule="linear",
       dropout_rate=0.1 if name.startswith("ViT") else None,  # Mixer has none
-      sam=dict(rho=0.05 if sam else 0.0))
+      sam=dict(rho=0.05 if sam else 0.0),
+      **recipe)
   with tfds.testing.mock_data(num_examples=32, policy=tfds.testing.MockPolicy.USE_CODE):
     results = loop.train_and_evaluate(config, str(tmp_path))
   assert results["steps"] == 4 and np.isfinite(results["test_loss"])
@@ -177,3 +184,8 @@ def test_each_family_trains_with_each_base_optimizer(name, dataset, optimizer, s
   assert ("train_perturbed_loss" in tags) == sam  # the SAM pass ran, or not
   # The head, zero at initialisation, learned something.
   assert np.abs(np.asarray(variables["params"]["head"]["kernel"])).max() > 0
+  if recipe:  # the mean-token head, its bias from -10, and the sigmoid loss: -log s(-10) ~ 10
+    # for the true class (softmax's would be near log 10 = 2.3)
+    assert model.classifier == "gap" and "cls" not in variables["params"]
+    assert np.asarray(variables["params"]["head"]["bias"]).max() < -9
+    assert 9 < results["test_loss"] < 11

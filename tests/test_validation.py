@@ -35,6 +35,7 @@ EDGES = {
     "shuffle_buffer": ([0], [1, None]),
     "learning_rate": ([0.0], [TINY]),
     "warmup_epochs": ([below(0.0)], [0.0]),
+    "warmup_steps": ([-1], [0, None]),
     "dropout_rate": ([below(0.0), 1.0], [0.0, below(1.0), None]),
     "momentum": ([below(0.0), 1.0], [0.0, below(1.0)]),
     "linear_end": ([below(0.0), above(1.0)], [0.0, 1.0]),
@@ -104,7 +105,9 @@ def test_a_value_outside_the_choices_lists_them(field):
   with pytest.raises(UsageError, match=rf"^Unknown {field} 'nonsense': choose one of "):
     validation.check(with_value(field, "nonsense"))
   for choice in validation.CHOICES[field]:
-    validation.check(with_value(field, choice))
+    config = with_value(field, choice)
+    config.model_name = "ViT-mini_2" if field == "classifier" else config.model_name
+    validation.check(config)
 
 
 def test_warmup_must_leave_epochs_and_model_names_are_checked():
@@ -142,6 +145,23 @@ def test_a_shared_option_a_variant_ignores_is_refused_naming_those_that_take_it(
     validation.check(config)
   config.sam.wsam_decoupled = False
   validation.check(config)
+
+
+def test_transformer_options_are_refused_on_other_models():
+  with pytest.raises(
+      UsageError, match=r"^--config.classifier applies to ViT models, not "
+      r"Mixer-mini_2: leave it unset\.$"):
+    validation.check(tiny_config(model_name="Mixer-mini_2", classifier="gap"))
+  with pytest.raises(
+      UsageError, match=r"^--config.head_bias_init applies to ViT and Mixer "
+      r"models, not WideResnet10x1: leave it at 0\.$"):
+    validation.check(tiny_config(model_name="WideResnet10x1", head_bias_init=-10.0))
+  validation.check(tiny_config(model_name="Mixer-mini_2", head_bias_init=-10.0))
+
+
+def test_losses_are_the_ones_the_step_knows():
+  from sam_jax import losses  # JAX: only here
+  assert validation.CHOICES["loss"] == losses.LOSSES
 
 
 def test_resize_methods_are_the_ones_the_pipeline_knows():

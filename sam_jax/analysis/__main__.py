@@ -91,7 +91,8 @@ def main(argv):
         model, variables, examples, m_values=ms, rho=rho, batch_size=_BATCH_SIZE.value,
         train_batch_norm=_BATCH_NORM.value == "train", top_k=_TOP_K.value,
         lanczos_steps=_LANCZOS_STEPS.value, slq_vectors=_SLQ_VECTORS.value,
-        hutchinson_probes=_PROBES.value, power_iterations=_POWER.value, seed=_SEED.value)
+        hutchinson_probes=_PROBES.value, power_iterations=_POWER.value, seed=_SEED.value,
+        loss_kind=config.loss)
   except UsageError as e:
     exit_with_usage_error("sam_jax.analysis", str(e))
   report = {**analysis.describe_run(workdir, config, step), **report}

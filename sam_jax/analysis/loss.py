@@ -14,13 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from sam_jax.models.layers import train_rngs
-from sam_jax.steps import cross_entropy
+from sam_jax.losses import cross_entropy
 
 ExampleLossFn = Callable[[Any, dict[str, jax.Array]], jax.Array]
 
 
 def example_loss_fn(model: nn.Module, batch_stats: Any, train_batch_norm: bool = False,
-                    rng: jax.Array | None = None) -> ExampleLossFn:
+                    rng: jax.Array | None = None, kind: str = "softmax") -> ExampleLossFn:
   """(params, batch) -> per-example cross-entropy [b] (no label smoothing, no weight decay).
 
   Args:
@@ -30,6 +30,7 @@ def example_loss_fn(model: nn.Module, batch_stats: Any, train_batch_norm: bool =
       training. This also turns on the model's dropout, shake and stochastic depth; their
       draws come from the fixed `rng`, so the loss is still one deterministic function.
     rng: key of those draws in train mode (default `jax.random.key(0)`).
+    kind: the run's loss, "softmax" or "sigmoid" (`losses.cross_entropy`).
   """
   rng = jax.random.key(0) if rng is None else rng
 
@@ -41,7 +42,7 @@ def example_loss_fn(model: nn.Module, batch_stats: Any, train_batch_norm: bool =
     else:  # flax types apply() as output | (output, state); without `mutable` it is the output
       logits: jax.Array = model.apply(  # pyright: ignore[reportAssignmentType]
           variables, batch["image"], train=False)
-    return cross_entropy(logits.astype(jnp.float32), batch["label"])
+    return cross_entropy(logits.astype(jnp.float32), batch["label"], kind=kind)
 
   return loss_fn
 

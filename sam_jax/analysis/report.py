@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from sam_jax import checkpoints, console, events, optim, replicas, run_files, run_setup, steps
+from sam_jax import (checkpoints, console, events, losses, optim, replicas, run_files, run_setup,
+                     steps)
 from sam_jax.analysis import hessian, loss, plots, sharpness
 from sam_jax.data import pipeline, run_data
 from sam_jax.data.datasets import get_dataset_info
@@ -36,7 +37,7 @@ def load_run(workdir: str, step: int | None = None, use_ema: bool = False):
     raise UsageError(f"{workdir} is not a training workdir (no config.json): pass the "
                      "--workdir of a python -m sam_jax.train run.")
   step = checkpoints.saved_step(workdir, step)
-  info = get_dataset_info(config.dataset)
+  info = get_dataset_info(config.dataset, config.normalization)
   config.sync_batch_norm = False  # no cross-replica BatchNorm in the analyses
   config.dtype = "float32"  # the loss surface in the precision its Hessian needs
   model = run_setup.build_model(config, info.num_classes)
@@ -95,14 +96,15 @@ def training_examples(config, info, model, num_examples: int = 0) -> dict[str, n
   return {k: v[:num_examples or count] for k, v in examples.items()}
 
 
-def mean_loss_and_error(model, variables, examples, batch_size: int) -> tuple[float, float]:
-  """Mean cross-entropy and error of the model (eval mode) on `examples`."""
+def mean_loss_and_error(model, variables, examples, batch_size: int,
+                        kind: str = "softmax") -> tuple[float, float]:
+  """Mean cross-entropy (of `kind`) and error of the model (eval mode) on `examples`."""
   @jax.jit
   def sums(batch):
     logits = model.apply(variables, batch["image"], train=False).astype(jnp.float32)
-    losses = steps.cross_entropy(logits, batch["label"])
+    example_losses = losses.cross_entropy(logits, batch["label"], kind=kind)
     errors = jnp.argmax(logits, -1) != batch["label"]
-    return jnp.sum(losses * batch["mask"]), jnp.sum(errors * batch["mask"])
+    return jnp.sum(example_losses * batch["mask"]), jnp.sum(errors * batch["mask"])
 
   totals = np.sum([np.asarray(sums(b)) for b in loss.padded_batches(examples, batch_size)], 0)
   return float(totals[0]) / len(examples["label"]), float(totals[1]) / len(examples["label"])
@@ -111,17 +113,18 @@ def mean_loss_and_error(model, variables, examples, batch_size: int) -> tuple[fl
 def analyze(model, variables, examples, *, m_values=(1, 4, 16, 64, 256), rho: float = 0.05,
             batch_size: int = 256, train_batch_norm: bool = False, top_k: int = 5,
             lanczos_steps: int = 40, slq_vectors: int = 2, hutchinson_probes: int = 20,
-            power_iterations: int = 0, seed: int = 0):
+            power_iterations: int = 0, seed: int = 0, loss_kind: str = "softmax"):
   """The numbers of analysis.json, and the spectral density (None without a Hessian).
 
   The Hessian uses every example; the m-sharpness the first N, N the largest multiple of
-  lcm(m_values) x devices, so that every m sees the same examples.
+  lcm(m_values) x devices, so that every m sees the same examples. `loss_kind` is the
+  run's loss (config.loss), the function measured.
   """
   mesh = replicas.make_mesh()
   key = jax.random.key(seed)
   count = len(examples["label"])
-  loss_fn = loss.example_loss_fn(model, variables["batch_stats"], train_batch_norm)
-  train_loss, train_error = mean_loss_and_error(model, variables, examples, batch_size)
+  loss_fn = loss.example_loss_fn(model, variables["batch_stats"], train_batch_norm, kind=loss_kind)
+  train_loss, train_error = mean_loss_and_error(model, variables, examples, batch_size, loss_kind)
   report = {
       "num_examples": count,
       "batch_norm": "train" if train_batch_norm else "eval",

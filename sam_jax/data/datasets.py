@@ -72,9 +72,20 @@ DATASETS = {
     "caltech_birds2011": _jpeg_dataset("caltech_birds2011", 200),
 }
 
+NORMALIZATIONS = ("dataset", "minus_one_to_one")
 
-def get_dataset_info(name: str) -> DatasetInfo:
-  """The DatasetInfo of `name`, or a UsageError listing the known datasets."""
+
+def get_dataset_info(name: str, normalization: str = "dataset") -> DatasetInfo:
+  """The DatasetInfo of `name`, or a UsageError listing the known datasets.
+
+  normalization: "dataset", (x - mean) / std with the dataset's constants; or
+  "minus_one_to_one", pixels mapped linearly from [0, 1] to [-1, 1] (mean = std = 0.5:
+  big_vision's value_range(-1, 1), which the ViT and Mixer recipes use).
+  """
   if name not in DATASETS:
     raise UsageError(f"Unknown dataset '{name}': choose one of {', '.join(DATASETS)}.")
-  return DATASETS[name]
+  info = DATASETS[name]
+  if normalization == "minus_one_to_one":
+    half = (0.5,) * len(info.mean)
+    info = dataclasses.replace(info, mean=half, std=half)
+  return info

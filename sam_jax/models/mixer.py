@@ -53,6 +53,7 @@ class MlpMixer(nn.Module):
   num_classes: int
   size: str = "B"
   patch: int = 16
+  head_bias_init: float = 0.0  # -10 with the sigmoid loss (big_vision's init_head_bias)
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -64,4 +65,5 @@ class MlpMixer(nn.Module):
       x = MixerBlock(tokens_mlp_dim, channels_mlp_dim, self.dtype)(x)
     x = jnp.mean(nn.LayerNorm(dtype=self.dtype, name="pre_head_layer_norm")(x), axis=1)
     return nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                    bias_init=nn.initializers.constant(self.head_bias_init),
                     name="head")(x).astype(jnp.float32)

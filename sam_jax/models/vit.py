@@ -74,6 +74,7 @@ class VisionTransformer(nn.Module):
   representation_size: int | None = None  # a tanh pre-logits layer, as in pre-training
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
+  head_bias_init: float = 0.0  # -10 with the sigmoid loss (big_vision's init_head_bias)
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -89,6 +90,7 @@ class VisionTransformer(nn.Module):
     if self.representation_size is not None:
       x = nn.tanh(nn.Dense(self.representation_size, dtype=self.dtype, name="pre_logits")(x))
     return nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                    bias_init=nn.initializers.constant(self.head_bias_init),
                     name="head")(x).astype(jnp.float32)
 
 
