@@ -127,14 +127,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.sam.adaptive = False  # ASAM
   config.sam.eta = 0.01  # ASAM's offset
   config.sam.p = 2.0  # the norm of the perturbation (paper eq. 2), in [1, inf]
+  # The parameters perturbed: "all", or "norm", the normalization layers' scales and biases
+  # only (SAM-ON, Mueller et al. 2023, which use a larger rho; sam_jax.normalization_layers).
+  config.sam.perturbation_mask = "all"
   # Shake models: ascent gradient with the same gates forward and backward (the original);
   # for SAM, GCSAM and ESAM at every step, where the clean gradient only perturbs.
   config.sam.true_gradient_ascent = True
   # The SAM family (sam_jax/family/): sam (SAM, or ASAM with adaptive), gsam, looksam,
-  # esam, gcsam, msam (Momentum-SAM: one pass; the authors use rho 3) or wsam.
+  # esam, gcsam, msam (Momentum-SAM: one pass; the authors use rho 3), wsam, fsam or vasso.
   config.sam.variant = "sam"
   config.sam.every = 1  # SAM on every k-th step only, plain steps between (Composer's interval)
   config.sam.probability = 1.0  # SAM on a step with this probability (randomized SAM)
+  # SAM on the last this fraction of the run's steps only, plain steps before (late-phase
+  # SAM, Zhou et al. 2025); 1 = SAM throughout.
+  config.sam.late_phase = 1.0
   config.sam.gsam_alpha = 0.01  # GSAM: weight of the clean gradient's part across g_sam
   # GSAM: rho follows the learning rate from rho (at the peak) down to this; unset: constant.
   config.sam.gsam_rho_min = ml_collections.config_dict.placeholder(float)
@@ -144,6 +150,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.sam.esam_gamma = 0.5  # ESAM: fraction of the examples the SAM pass sees
   config.sam.wsam_gamma = 0.9  # WSAM: weight of sharpness, gamma / (1 - gamma); 0.5 = SAM
   config.sam.wsam_decoupled = True  # WSAM: sharpness as its own plain step (the authors')
+  config.sam.fsam_sigma = 1.0  # F-SAM: weight of the gradient EMA taken off g; 0 = SAM
+  config.sam.fsam_lambda = 0.6  # F-SAM: decay of that EMA (the authors' CIFAR runs)
+  config.sam.vasso_theta = 0.9  # VaSSO: weight of the new gradient in the direction; 1 = SAM
   # == Run ==
   config.seed = 0  # data order, augmentations, dropout and (unless init_seed) parameters
   # The initial parameters' seed; unset: `seed`. The original used 0 whatever its seed.

@@ -41,6 +41,12 @@ VARIANTS = {
     "gcsam": dict(variant="gcsam"),
     "msam": dict(variant="msam", rho=15.0),  # the authors' rho 3 where SAM's is 0.2
     "wsam": dict(variant="wsam", wsam_gamma=0.9),
+    "fsam": dict(variant="fsam", fsam_sigma=1.0, fsam_lambda=0.6),  # nblt/F-SAM run.sh
+    "vasso": dict(variant="vasso", vasso_theta=0.9),  # BingcongLi/VaSSO train.sh
+    # SAM-ON at 5x SAM's rho: the paper tunes a larger rho per setting (its tables could not
+    # be read here; the authors' README example is ASAM-ON at rho 10)
+    "sam_on": dict(perturbation_mask="norm", rho=5.0),
+    "late": dict(late_phase=0.2),  # SAM on the last 20% of the steps: the cost of every5
 }
 
 

@@ -7,6 +7,7 @@ binaries opt in to what they need (`xla_cpu.set_defaults`, `console.quiet_logs`)
 import importlib.metadata
 
 from sam_jax import family  # the SAM family: sam_jax.family.gsam, ...
+from sam_jax.masks import normalization_layers
 from sam_jax.sam import asam, cross_replica_mean, dual_direction, sam
 
 
@@ -19,4 +20,7 @@ def _version() -> str:
 
 
 __version__ = _version()
-__all__ = ["__version__", "asam", "cross_replica_mean", "dual_direction", "family", "sam"]
+__all__ = [
+    "__version__", "asam", "cross_replica_mean", "dual_direction", "family", "normalization_layers",
+    "sam"
+]

@@ -199,4 +199,5 @@ def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
       registry.Chain(config.sam, tuple(parts),
                      cast(ArraySchedule,
                           schedule), (config.learning_rate, final_learning_rate(config)),
-                     tuple(replica_axes), config.seed, PERTURBED_METRICS))
+                     tuple(replica_axes), config.seed, PERTURBED_METRICS,
+                     total_steps(config, steps_per_epoch)))

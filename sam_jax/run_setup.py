@@ -96,7 +96,7 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
       replicas.replicate(state, mesh),
       steps.make_train_step(model, tx, mesh, layout, **train_step_options(config, model)),
       jax.random.key(config.seed),
-      registry.second_pass_schedule(config.sam, config.seed),
+      registry.second_pass_schedule(config.sam, config.seed, total_steps),
       evaluation_plan(config, model, mesh, data, eval_batches),
       Policy(config.log_every_steps, config.profile_steps, config.save_progress_seconds,
              config.keep_checkpoints,

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sam_jax.masks import masked, not_bias
+
 AxisName = Hashable | Sequence[Hashable]
 # grad_fn(p, **options) -> the gradient at p, or (gradient, aux) when the state keeps an aux.
 GradFn = Callable[..., Any]
@@ -74,21 +76,6 @@ def dual_direction(grads: optax.Updates, p: float = 2.0, eps: float = 1e-12) -> 
   return jax.tree.map(lambda g: jnp.sign(g) * (jnp.abs(g) / (norm + eps)) ** (q - 1.0), grads)
 
 
-def not_bias(params: optax.Params) -> Any:
-  """Default ASAM mask: True for every leaf except those named 'bias'.
-
-  In Flax, 'bias' names both the biases of conv/dense layers and BatchNorm's beta,
-  so this matches the official ASAM code, which rescales only "weight" tensors
-  (kernels and BatchNorm scale) and leaves biases with T = 1.
-  """
-  def is_weight(path: tuple[Any, ...], _: Any) -> bool:
-    last = path[-1]
-    name = getattr(last, "key", getattr(last, "name", None))
-    return name != "bias"
-
-  return jax.tree_util.tree_map_with_path(is_weight, params)
-
-
 def group_mean(tree: Any, axis_name: AxisName, group_size: int | None = None) -> Any:
   """`lax.pmean` over `axis_name`, or over consecutive groups of `group_size` replicas.
 
@@ -118,12 +105,16 @@ def group_mean(tree: Any, axis_name: AxisName, group_size: int | None = None) ->
 
 def perturb(params: optax.Params, grads: optax.Updates, rho: float | jax.Array, *,
             adaptive: bool = False, eta: float = 0.01, p: float = 2.0, eps: float = 1e-12,
-            adaptive_mask: Any | Callable[[optax.Params], Any] = not_bias) -> optax.Params:
+            adaptive_mask: Any | Callable[[optax.Params], Any] = not_bias,
+            perturbation_mask: Any | Callable[[optax.Params], Any] | None = None) -> optax.Params:
   """w + eps(g): the worst point of the rho-ball around w to first order (see `sam`).
 
   SAM: eps = rho * dual_direction(g, p); ASAM (`adaptive`): eps = rho * T_w
   dual_direction(T_w g, p) with T_w = |w| + eta where `adaptive_mask` is True, else 1.
+  With `perturbation_mask` M, g is first restricted to M (g_M, zero elsewhere): the ball
+  lies in M's coordinates and the norm is ||g_M||.
   """
+  grads = masked(grads, perturbation_mask, like=params)
   if adaptive:
     mask = adaptive_mask(params) if callable(adaptive_mask) else adaptive_mask
     scale = jax.tree.map(lambda w, m: jnp.where(m,
@@ -200,6 +191,7 @@ def sam(
     sync_axis_name: AxisName | None = None,
     sync_group_size: int | None = None,
     adaptive_mask: Any | Callable[[optax.Params], Any] = not_bias,
+    perturbation_mask: Any | Callable[[optax.Params], Any] | None = None,
     aux_init: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   """SAM: replaces the gradient at w by the gradient at the worst nearby point w + eps.
@@ -216,6 +208,10 @@ def sam(
 
   with T_w = 1 on the leaves where `adaptive_mask` is False (by default the biases and
   BatchNorm betas, as the official ASAM). ASAM typically wants rho ~10x SAM's.
+
+  SAM-ON (`perturbation_mask=normalization_layers`; Mueller et al., NeurIPS 2023,
+  arXiv 2306.04226) perturbs only the normalization layers' parameters, g restricted to
+  them before the direction is taken; every parameter is still updated.
 
   The transformation only changes which gradient comes out; averaging across
   replicas, clipping and the base optimizer follow it in an `optax.chain`, and the
@@ -237,6 +233,8 @@ def sam(
       shares one perturbation. None: all replicas.
     adaptive_mask: pytree of bools like the params, or a function params -> mask,
       saying where ASAM's T_w applies.
+    perturbation_mask: pytree of bools like the params, or a function params -> mask:
+      the parameters perturbed (None: all). A mask of all True is SAM.
     aux_init: if given, `grad_fn(p)` returns (gradient, aux) with aux shaped like this
       pytree, and the state (`SamState`) keeps the latest aux: how a train step reads the
       loss at w + eps without a third pass (`perturbed_aux`). With rho = 0 it stays
@@ -264,7 +262,7 @@ def sam(
     state = cast(SamState, state)
     g = updates if sync_axis_name is None else group_mean(updates, sync_axis_name, sync_group_size)
     perturbed = perturb(params, g, rho, adaptive=adaptive, eta=eta, p=p, eps=eps,
-                        adaptive_mask=adaptive_mask)
+                        adaptive_mask=adaptive_mask, perturbation_mask=perturbation_mask)
     grads, aux = gradient(grad_fn, perturbed, state)
     return grads, SamState(state.count + 1, aux)
 

@@ -35,6 +35,7 @@ CHOICES = {
     "normalization": datasets.NORMALIZATIONS,
     "classifier": (None, "token", "gap"),
     "loss": ("softmax", "sigmoid"),  # losses.LOSSES (which imports jax)
+    "sam.perturbation_mask": ("all", "norm"),  # family.registry.MASKS
 }
 
 
@@ -95,6 +96,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sam.p": (lambda p: 1 <= p <= math.inf, "a norm in [1, inf]: 2 is the paper's"),
     "sam.every": (_positive, "a positive number of steps (1: SAM at every step)"),
     "sam.probability": (lambda p: 0 < p <= 1, "a probability in (0, 1]"),
+    "sam.late_phase": (lambda f: 0 < f <= 1, "a fraction of the run in (0, 1] (1: SAM)"),
     "init_seed": (lambda seed: seed is None or seed >= 0, "a seed >= 0, or unset (seed's)"),
     "log_every_steps": (_positive, "a positive number of steps"),
     "profile_steps": (_at_least_zero, "a number of steps, >= 0 (0: no profile)"),

@@ -13,7 +13,8 @@ one after another by a scan) against the unrolled replicas, with the compiled st
 memory from XLA's memory analysis: working (temporaries) and peak (arguments + outputs +
 temporaries - donated buffers).
 
-Variants that skip the second pass on some steps (LookSAM, SAM every k) run as the
+Variants that skip the second pass on some steps (LookSAM, SAM every k, late-phase SAM: the
+last fraction of each block) run as the
 training loop runs them (one program with the pass, one without, picked per step by
 `family.registry.second_pass_schedule`) and are timed in blocks of `--block` steps: a
 step's time is a block's mean, the median over the blocks.
@@ -21,10 +22,16 @@ step's time is a block's mean, the median over the blocks.
     python scripts/benchmark_step.py --model WideResnet16x4 --batch_size 128 --m 32
     python scripts/benchmark_step.py --only "SGD,LookSAM k=5"   # some rows only
     python scripts/benchmark_step.py --only SGD,SAM --torch      # against PyTorch
+    python scripts/benchmark_step.py --study_variants --json costs.json
+
+--study_variants times instead SGD and every variant of the digits study
+(`configs/digits_sharpness.py`'s VARIANTS, with their settings), the step costs of
+`scripts/plot_frontier.py`; --json writes each row's step time and ratio to SGD.
 """
 
 import argparse
 import dataclasses
+import json
 import re
 import statistics
 import time
@@ -33,6 +40,7 @@ import jax
 
 import step_timing  # scripts/, beside this file (puts the checkout on sys.path)
 import torch_reference  # scripts/, beside this file
+from configs.digits_sharpness import VARIANTS
 from sam_jax import xla_cpu
 
 # name: (config.sam fields, virtual replicas of --m examples?, replica_mapping)
@@ -46,9 +54,26 @@ SETTINGS = {
     "LookSAM k=5": (dict(variant="looksam", looksam_every=5), False, "loop"),
     "SAM every 5": (dict(every=5), False, "loop"),
     "MSAM": (dict(variant="msam", rho=3.0), False, "loop"),
+    "SAM-ON": (dict(perturbation_mask="norm"), False, "loop"),
+    "F-SAM": (dict(variant="fsam"), False, "loop"),
+    "VaSSO": (dict(variant="vasso"), False, "loop"),
+    "late-phase SAM 20%": (dict(late_phase=0.2), False, "loop"),  # its cost over a whole run
     "SAM virtual": (dict(), True, "loop"),
     "SAM accumulated": (dict(), True, "scan"),
 }
+
+
+def study_settings(rho: float) -> dict:
+  """SGD and the digits study's variants as rows, with the study's settings (rho given as a
+  multiple of SAM's there; GSAM from 2 rho down to rho)."""
+  rows = {"SGD": (dict(rho=0.0), False, "loop")}
+  for name, fields in VARIANTS.items():
+    fields = dict(fields)
+    fields["rho"] = rho * fields.pop("rho", 1.0)
+    if "gsam_rho_min" in fields:
+      fields["rho"], fields["gsam_rho_min"] = 2 * rho, rho
+    rows[name] = (fields, False, "loop")
+  return rows
 
 
 def parse_args():
@@ -71,6 +96,9 @@ def parse_args():
       "(optional dependency), blocks alternating with ours")
   parser.add_argument("--only", default=None,
                       help=f"comma-separated rows among: {', '.join(SETTINGS)}")
+  parser.add_argument("--study_variants", action="store_true",
+                      help="rows: SGD and the digits study's variants (see above)")
+  parser.add_argument("--json", default=None, help="also write the rows' times to this file")
   return parser.parse_args()
 
 
@@ -93,9 +121,9 @@ def torch_block(args, rho: float):
   return run
 
 
-def time_setting(args, name: str, peak: float) -> dict:
+def time_setting(args, name: str, peak: float, settings: dict) -> dict:
   """One row: the step's median time over blocks (PyTorch's blocks alternating with ours)."""
-  sam, virtual, mapping = SETTINGS[name]
+  sam, virtual, mapping = settings[name]
   figures, run_block = step_timing.prepare(
       step_timing.Setting(args.model,
                           args.batch_size, args.image_size, args.num_classes, args.dtype,
@@ -121,10 +149,11 @@ def main():
   print(f"{args.model}, global batch {args.batch_size}, {args.image_size}x{args.image_size}, "
         f"{args.dtype}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
         f"jax {jax.__version__}")
-  names = args.only.split(",") if args.only else list(SETTINGS)
-  unknown = [name for name in names if name not in SETTINGS]
+  settings = study_settings(args.rho) if args.study_variants else SETTINGS
+  names = args.only.split(",") if args.only else list(settings)
+  unknown = [name for name in names if name not in settings]
   if unknown:
-    raise SystemExit(f"Unknown rows {unknown}: choose among {', '.join(SETTINGS)}.")
+    raise SystemExit(f"Unknown rows {unknown}: choose among {', '.join(settings)}.")
   peak = step_timing.matmul_peak(args.dtype)
   print(f"peak: a 2048 x 2048 {args.dtype} matmul runs at {peak / 1e9:.1f} GFLOP/s on one "
         "device (the fraction of peak below is against it; no FLOPs for a scan, whose body "
@@ -133,7 +162,7 @@ def main():
     print("--torch: PyTorch is not installed (pip install torch): no PyTorch rows")
   results = {}
   for name in names:
-    r = results[name] = time_setting(args, name, peak)
+    r = results[name] = time_setting(args, name, peak, settings)
     lay = r["layout"]
     print(
         f"{name:<16} {lay.num_devices} dev x {lay.virtual_replicas} virtual x "
@@ -151,6 +180,19 @@ def main():
     sgd = results["SGD"]["median"]
     print("step time / SGD's: " + ", ".join(
         f"{name} {r['median'] / sgd:.2f}" for name, r in results.items() if name != "SGD"))
+  if args.json:
+    sgd = results["SGD"]["median"] if "SGD" in results else float("nan")
+    with open(args.json, "w") as f:
+      json.dump(
+          {
+              "setup": f"{args.model}, batch {args.batch_size}, {jax.devices()[0].device_kind}",
+              "rows": {
+                  name: {
+                      "ms": 1000 * r["median"],
+                      "ratio_to_sgd": r["median"] / sgd
+                  } for name, r in results.items()
+              }
+          }, f, indent=1)
   if {"SAM", "SAM virtual"} <= set(results):
     print(f"virtual replicas (m={args.m}) over none: "
           f"{100 * (results['SAM virtual']['median'] / results['SAM']['median'] - 1):+.1f}%")

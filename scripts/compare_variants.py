@@ -8,10 +8,12 @@ its `VARIANTS` over three seeds, on clean labels and 40% label noise, next to SG
 SAM (the cells of `scripts/reproduce_digits.py`, shared with it when --out is the same
 folder, so they are not trained again), analyses each final model the same way
 (Hessian lambda_max, m-sharpness) and writes variants.md to --out: test accuracy,
-lambda_max and training wall time per variant with 95% intervals over the seeds.
+lambda_max and training wall time per variant with 95% intervals over the seeds, and
+variants.json, every run's numbers (`scripts/plot_frontier.py` plots them).
 Resumable like the reproduction: a run whose analysis exists is not trained again.
 """
 
+import json
 import os
 import sys
 
@@ -86,6 +88,8 @@ def main(argv):
           table(done, variants, sorted({r["noise"] for r in done})))
   with open(os.path.join(out, "variants.md"), "w") as f:
     f.write(text)
+  with open(os.path.join(out, "variants.json"), "w") as f:  # scripts/plot_frontier.py reads it
+    json.dump([{k: v for k, v in r.items() if k != "density"} for r in done], f, indent=1)
   print(text)
 
 

@@ -118,7 +118,9 @@ def prepare(setting: Setting, rho: float = 0.05, block: int = 5,
                                replica_mapping=s.mapping)
   key = jax.random.key(1)
 
-  schedule = registry.second_pass_schedule(config.sam, config.seed)
+  whole_run = registry.second_pass_schedule(config.sam, config.seed, block)
+  # late_phase: each block is a run in miniature, its last fraction with the second pass
+  schedule = (lambda t: whole_run(t % block)) if config.sam.late_phase < 1 else whole_run
   kinds = sorted({schedule(t) for t in range(block)}, key=str)
   start = time.perf_counter()
   compiled = {kind: step.program(kind).lower(state, batch, key).compile() for kind in kinds}

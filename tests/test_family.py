@@ -190,6 +190,78 @@ def test_sam_every_k_steps_is_composers_schedule(setup):
   assert max_abs_diff(got, oracle_run(every2, w0, data)) < 2e-5
 
 
+def test_late_phase_sam_is_plain_steps_then_sam(setup):
+  """Late-phase SAM (zzp1012/SAM-in-Late-Phase script/ERM_to_SAM.py:104): SAM from step 2."""
+  w0, data = setup
+
+  def late(t, w, x, y, _):
+    return sam_gradient64(w, x, y)[1] if t >= 2 else mlp_grads64(w, x, y)
+
+  got, _ = jax_run(family.sometimes(sam_jax.sam(RHO), start=2), w0, data)
+  assert max_abs_diff(got, oracle_run(late, w0, data)) < 2e-5
+  config = tiny_config(sam=dict(late_phase=0.25))
+  assert [registry.second_pass_schedule(config.sam, 0, 8)(t) for t in range(8)
+         ] == [False] * 6 + [True] * 2
+
+
+def test_fsam_matches_the_authors_code_in_float64(setup):
+  """nblt/F-SAM utils.py:444-461: d = g - sigma m_{t-1}, then m_t = lmbda m + (1 - lmbda) g;
+  d and m start at the first gradient."""
+  w0, data = setup
+  sigma, lmbda = 0.8, 0.6
+
+  def fsam64(t, w, x, y, memory):
+    g = mlp_grads64(w, x, y)
+    d = g if t == 0 else lin(1.0, g, -sigma, memory["m"])
+    memory["m"] = g if t == 0 else lin(lmbda, memory["m"], 1.0 - lmbda, g)
+    return mlp_grads64(lin(1.0, w, RHO / norm(d), d), x, y)
+
+  got, _ = jax_run(family.friendly_sam(RHO, sigma=sigma, lmbda=lmbda), w0, data)
+  assert max_abs_diff(got, oracle_run(fsam64, w0, data)) < 2e-5
+  sam, _ = jax_run(sam_jax.sam(RHO), w0, data)
+  assert max_abs_diff(got, sam) > 1e-3
+
+
+def test_vasso_matches_the_authors_code_in_float64(setup):
+  """BingcongLi/VaSSO solver/vasso.py:41-53: d_t = (1 - theta) d_{t-1} + theta g_t, d_0 = g_0."""
+  w0, data = setup
+  theta = 0.4
+
+  def vasso64(t, w, x, y, memory):
+    g = mlp_grads64(w, x, y)
+    memory["d"] = g if t == 0 else lin(1.0 - theta, memory["d"], theta, g)
+    return mlp_grads64(lin(1.0, w, RHO / norm(memory["d"]), memory["d"]), x, y)
+
+  got, _ = jax_run(family.vasso(RHO, theta=theta), w0, data)
+  assert max_abs_diff(got, oracle_run(vasso64, w0, data)) < 2e-5
+  sam, _ = jax_run(sam_jax.sam(RHO), w0, data)
+  assert max_abs_diff(got, sam) > 1e-3
+
+
+def test_averaged_directions_keep_the_replicas_mean_gradient(setup):
+  """Over 2 replicas each perturbs with its own g, and the state (F-SAM's m, VaSSO's d) is
+  of the mean gradient, the same on both: the replicas' states are equal."""
+  w, [(x, y), (x2, y2), *_] = setup
+  for tx in (family.friendly_sam(RHO, axis_name="r"), family.vasso(RHO, theta=0.5, axis_name="r")):
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), w)
+
+    def replica(x, y, x2, y2, tx=tx, params=params):
+      state = tx.init(params)
+      for xs, ys in ((x, y), (x2, y2)):
+        _, grad_fn = mlp_loss_fns(xs, ys)
+        _, state = tx.update(grad_fn(params), state, params, grad_fn=grad_fn)
+      return state.average
+
+    halves = [
+        a.reshape(2, -1, *a.shape[1:]) for a in (jnp.asarray(x, jnp.float32), jnp.asarray(y),
+                                                 jnp.asarray(x2, jnp.float32), jnp.asarray(y2))
+    ]
+    averages = jax.jit(jax.vmap(replica, axis_name="r"))(*halves)
+    for leaf in jax.tree.leaves(averages):
+      np.testing.assert_array_equal(leaf[0], leaf[1])
+      assert np.abs(np.asarray(leaf[0])).max() > 0
+
+
 def test_sam_with_probability_p_is_sam_or_sgd_step_by_step(setup):
   """Each step must be either the SAM or the plain step, and both kinds must occur."""
   w0, data = setup
@@ -317,20 +389,78 @@ def test_momentum_sam_follows_the_authors_algorithm(setup):
   assert max_abs_diff(family.unperturbed(got, state), w) < 2e-5
 
 
-@pytest.mark.parametrize("variant", ["gsam", "looksam", "every", "esam", "wsam"])
+@pytest.mark.parametrize("variant",
+                         ["gsam", "looksam", "every", "esam", "wsam", "fsam", "vasso", "late"])
 def test_reductions_to_sam(setup, variant):
-  """GSAM alpha = 0, LookSAM k = 1, every k = 1, ESAM beta = gamma = 1, WSAM gamma = 0.5."""
+  """GSAM alpha = 0, LookSAM k = 1, every k = 1, ESAM beta = gamma = 1, WSAM gamma = 0.5,
+  F-SAM sigma = 0, VaSSO theta = 1, late-phase SAM from step 0."""
   w0, data = setup
   tx = {
       "gsam": family.gsam(RHO, alpha=0.0),
       "looksam": family.looksam(RHO, every=1),
       "every": family.sometimes(sam_jax.sam(RHO), every=1),
       "esam": family.esam(RHO, beta=1.0, gamma=1.0),
-      "wsam": family.wsam(RHO, gamma=0.5)
+      "wsam": family.wsam(RHO, gamma=0.5),
+      "fsam": family.friendly_sam(RHO, sigma=0.0),
+      "vasso": family.vasso(RHO, theta=1.0, eps=1e-12),
+      "late": family.sometimes(sam_jax.sam(RHO), start=0),
   }
   got, _ = jax_run(tx[variant], w0, data)
   expected, _ = jax_run(sam_jax.sam(RHO), w0, data)
   assert max_abs_diff(got, expected) < 1e-6
+
+
+def test_sam_on_perturbs_only_the_masked_parameters_matches_float64(setup):
+  """SAM-ON (mueller-mp/SAM-ON): eps = rho g_M / ||g_M|| on the masked leaves, 0 elsewhere."""
+  w0, data = setup
+  mask = {"w1": False, "b1": True, "w2": False, "b2": True}
+
+  def sam_on64(t, w, x, y, _):
+    g = mlp_grads64(w, x, y)
+    g_m = {k: g[k] if mask[k] else np.zeros_like(g[k]) for k in g}
+    return mlp_grads64(lin(1.0, w, RHO / norm(g_m), g_m), x, y)
+
+  got, _ = jax_run(sam_jax.sam(RHO, perturbation_mask=mask), w0, data)
+  assert max_abs_diff(got, oracle_run(sam_on64, w0, data)) < 2e-5
+  sam, _ = jax_run(sam_jax.sam(RHO), w0, data)
+  assert max_abs_diff(got, sam) > 1e-3
+  everything, _ = jax_run(
+      sam_jax.sam(RHO, perturbation_mask=lambda p: jax.tree.map(lambda _: True, p)), w0, data)
+  assert max_abs_diff(everything, sam) == 0  # a mask of all ones is SAM
+
+
+@pytest.mark.parametrize("name, shape", [("WideResnet_mini", (1, 32, 32, 3)),
+                                         ("Pyramid_ShakeDrop_mini", (1, 32, 32, 3)),
+                                         ("efficientnet-mini", (1, 32, 32, 3)),
+                                         ("ViT-mini_2", (1, 8, 8, 3)),
+                                         ("Mixer-mini_2", (1, 8, 8, 3))])
+def test_normalization_layers_are_the_norms_scales_and_biases(name, shape):
+  from sam_jax.models import get_model  # pylint: disable=import-outside-toplevel
+  model = get_model(name, 10)
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))
+  norms = flax_norm_paths(model, shape)
+  mask = sam_jax.normalization_layers(params["params"])
+  leaves = jax.tree_util.tree_leaves_with_path(mask)
+  chosen = {jax.tree_util.keystr(path) for path, m in leaves if m}
+  assert chosen == norms and len(norms) >= 4
+
+
+def flax_norm_paths(model, shape):
+  """The params of BatchNorm and LayerNorm modules, found by Flax's own module types."""
+  found = set()
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)  # then the module's parameters exist
+    is_norm = isinstance(context.module, (nn.BatchNorm, nn.LayerNorm))
+    if is_norm and context.method_name == "__call__":
+      scope = context.module.scope
+      path = "".join(f"['{k}']" for k in scope.path)
+      found.update(f"{path}['{leaf}']" for leaf in scope.variables().get("params", {}))
+    return out
+
+  with nn.intercept_methods(record):  # traced only: the names, no computation
+    jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))
+  return found
 
 
 # --- in the real train step: which forward passes run, over 2 virtual replicas ---
@@ -353,6 +483,7 @@ class CountingNet(nn.Module):
     [
         ("looksam", dict(looksam_every=3), [0, 3], [4]),  # the SAM pass: 4 examples
         ("sam", dict(every=3), [2, 5], [4]),
+        ("vasso", dict(late_phase=0.5), [5, 6, 7, 8, 9], [4]),  # of 10 steps
         ("esam", dict(esam_beta=0.5, esam_gamma=0.5), range(6), [4, 2]),  # losses, 2 chosen
         ("msam", dict(rho=3.0), [], []),
     ])
@@ -373,8 +504,8 @@ def test_cheap_steps_run_one_forward_backward_per_replica(mapping, decided, vari
         "image": rng.standard_normal((8, 2, 2, 1), np.float32),
         "label": rng.integers(0, 10, 8).astype(np.int32)
     }
-    sam_step = registry.second_pass_schedule(config.sam,
-                                             config.seed)(t) if decided == "host" else None
+    sam_step = registry.second_pass_schedule(config.sam, config.seed,
+                                             10)(t) if decided == "host" else None
     state, metrics = step(state, replicas.shard_batch(batch, mesh), jax.random.key(1), sam_step)
     jax.block_until_ready(metrics)
     jax.effects_barrier()
@@ -387,7 +518,8 @@ def registry_update(variant, options, w, x, y):
   (a vmap over axis "r"), each with its half of (x, y)."""
   config = tiny_config(sam=dict(variant=variant, rho=RHO, wsam_decoupled=False, **options))
   tx = registry.build_chain(
-      registry.Chain(config.sam, (), lambda count: LR, (LR, 0.0), ("r",), seed=0, aux_init=None))
+      registry.Chain(config.sam, (), lambda count: LR, (LR, 0.0), ("r",), seed=0, aux_init=None,
+                     total_steps=4))
   params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), w)
 
   def replica(x, y):
@@ -412,6 +544,8 @@ def test_every_shared_option_a_variant_takes_changes_its_update(variant, setup):
       "sync_perturbations": ({}, dict(sync_perturbations=True)),
       "every": ({}, dict(every=2)),  # update 0 is then a plain one
       "probability": ({}, dict(probability=0.01)),  # update 0 plain: its draw is above
+      "perturbation_mask": ({}, dict(perturbation_mask="norm")),  # the MLP has none: eps = 0
+      "late_phase": ({}, dict(late_phase=0.5)),  # of 4 updates, 0 and 1 plain
   }
   assert family.cheaper.uniform_hash(0, 0, np) > 0.01
   for option in registry.VARIANTS[variant].takes:

@@ -1,12 +1,13 @@
 """The variant registry: a new variant is its own code and one entry, and every part of a run
 (validation, the optimizer, the host schedule, evaluation, the loop) reads that entry."""
 
+import jax
 import numpy as np
 import pytest
 
 import sam_jax
 from conftest import tiny_config
-from sam_jax import family, loop, replicas, run_setup, validation
+from sam_jax import checkpoints, family, loop, replicas, run_setup, validation
 from sam_jax.errors import UsageError
 from sam_jax.family import registry
 from sam_jax.sam import SamState, find_state
@@ -57,3 +58,23 @@ def test_a_new_variant_is_one_registry_entry(monkeypatch, digits, tmp_path):
   results = loop.train_and_evaluate(config, str(tmp_path / "run"))  # end to end
   assert results["steps"] == 22 and np.isfinite(results["test_loss"])
   assert results["test_error"] < 0.5  # it trains: chance is 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "sam, passes",
+    [
+        (dict(variant="fsam"), 22),
+        (dict(variant="vasso"), 22),
+        (dict(perturbation_mask="norm", rho=0.5), 22),  # SAM-ON
+        (dict(late_phase=0.25), 6),  # SAM on the last 6 of 22 updates (22 - round(5.5))
+    ])
+def test_the_2023_25_variants_train_through_the_binary_on_the_digits(sam, passes, digits, tmp_path):
+  config = tiny_config(dataset="digits", batch_size=64, num_epochs=1, log_every_steps=11,
+                       sam=dict(rho=0.1) | sam)
+  run = run_setup.set_up(config, str(tmp_path / "set_up"))
+  assert sum(bool(run.second_pass(t)) for t in range(22)) in (0, passes)  # host-decided or all
+  results = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert results["steps"] == 22 and results["test_error"] < 0.5  # it trains: chance is 0.9
+  _, state = checkpoints.read(str(tmp_path / "run"), None, jax.eval_shape(lambda: run.state))
+  assert int(find_state(state.opt_state, SamState).count) == passes  # its second passes

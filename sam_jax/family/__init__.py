@@ -10,17 +10,19 @@ Momentum-SAM is not in front of the optimizer but at its end (`momentum_perturba
 Each variant works per replica, like SAM: pass `axis_name` where it keeps state that must
 stay the same on every replica.
 
-cheaper.py: SAM every k steps or with probability p (`sometimes`), LookSAM, ESAM,
-Momentum-SAM. stronger.py: GSAM, GCSAM, WSAM. registry.py: each as the training binary
-runs it, one entry per `config.sam.variant`.
+cheaper.py: SAM every k steps, with probability p or late in training (`sometimes`),
+LookSAM, ESAM, Momentum-SAM. stronger.py: GSAM, GCSAM, WSAM. aimed.py: F-SAM, VaSSO.
+registry.py: each as the training binary runs it, one entry per `config.sam.variant`.
 """
 
+from sam_jax.family.aimed import friendly_sam, vasso
 from sam_jax.family.cheaper import (esam, looksam, momentum_perturbation, sam_step_due, sometimes,
                                     unperturbed)
 from sam_jax.family.stronger import (centralize_gradient, decoupled_wsam, gcsam, gsam,
                                      rho_following, wsam)
 
 __all__ = [
-    "centralize_gradient", "decoupled_wsam", "esam", "gcsam", "gsam", "looksam",
-    "momentum_perturbation", "rho_following", "sam_step_due", "sometimes", "unperturbed", "wsam"
+    "centralize_gradient", "decoupled_wsam", "esam", "friendly_sam", "gcsam", "gsam", "looksam",
+    "momentum_perturbation", "rho_following", "sam_step_due", "sometimes", "unperturbed", "vasso",
+    "wsam"
 ]

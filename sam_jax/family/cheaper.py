@@ -15,17 +15,17 @@ from sam_jax.sam import (AxisName, GradFn, SamState, find_state, gradient, init_
 
 
 def sam_step_due(count: int | np.integer | jax.Array, *, every: int = 1, probability: float = 1.0,
-                 seed: int = 0) -> Any:
-  """Whether update number `count` (0-based) is a SAM step of `sometimes`: (count + 1) % every
-  == 0 and a Bernoulli(probability) draw u(seed, count) < probability.
+                 seed: int = 0, start: int = 0) -> Any:
+  """Whether update number `count` (0-based) is a SAM step of `sometimes`: count >= start,
+  (count + 1) % every == 0 and a Bernoulli(probability) draw u(seed, count) < probability.
 
   u is a hash of (seed, count) (`uniform_hash`), the same computed by numpy for a Python or
   numpy `count` on the host and by jax.numpy for a traced one, so a loop that decides on
   the host (`sam_step=`) runs the steps a `lax.cond` would, without touching a device.
   """
-  due = (count + 1) % every == 0
+  host = isinstance(count, (int, np.integer))
+  due = (np if host else jnp).logical_and((count + 1) % every == 0, count >= start)
   if probability < 1.0:
-    host = isinstance(count, (int, np.integer))
     draw = uniform_hash(count, seed, np if host else jnp)
     due = (np if host else jnp).logical_and(due, draw < probability)
   return due
@@ -44,14 +44,19 @@ def uniform_hash(count: Any, seed: int, xp: Any = jnp) -> Any:
 
 
 def sometimes(inner: optax.GradientTransformationExtraArgs, *, every: int = 1,
-              probability: float = 1.0, seed: int = 0) -> optax.GradientTransformationExtraArgs:
+              probability: float = 1.0, seed: int = 0,
+              start: int = 0) -> optax.GradientTransformationExtraArgs:
   """Runs a SAM transformation on some steps only; the others pass the clean gradient on.
 
   `every=k`: SAM on steps t (0-based) with (t + 1) % k == 0, as MosaicML Composer's SAM
   `interval` (composer/algorithms/sam/sam.py:92); k = 1 is SAM at every step.
   `probability=p`: SAM with probability p at each step, a Bernoulli draw from
   (seed, t) that every replica shares: randomized SAM (RST, Zhao et al. 2022,
-  constant schedule p(t) = p). See `sam_step_due`. The skipped steps are plain steps of
+  constant schedule p(t) = p). `start=s`: SAM from step s on only, plain steps before:
+  late-phase SAM (Zhou et al., ICLR 2025, zzp1012/SAM-in-Late-Phase
+  script/ERM_to_SAM.py:104, which switches at an epoch and keeps a separate SGD momentum
+  for each phase; here one base optimizer runs throughout). See `sam_step_due`. The
+  skipped steps are plain steps of
   the base optimizer on the clean gradient and do not compute the second pass: a
   `lax.cond` on a predicate that is the same on every replica stays a branch under vmap
   and shard_map. The extra argument `sam_step=True/False` (a Python bool) decides
@@ -78,7 +83,8 @@ def sometimes(inner: optax.GradientTransformationExtraArgs, *, every: int = 1,
 
     if sam_step is None:
       updates, inner_state = jax.lax.cond(
-          sam_step_due(count, every=every, probability=probability, seed=seed), run, skip)
+          sam_step_due(count, every=every, probability=probability, seed=seed, start=start), run,
+          skip)
     else:
       updates, inner_state = run() if sam_step else skip()
     return updates, (count + 1, inner_state)

@@ -17,7 +17,8 @@ import numpy as np
 import optax
 
 from sam_jax.errors import UsageError
-from sam_jax.family import cheaper, stronger
+from sam_jax.family import aimed, cheaper, stronger
+from sam_jax.masks import normalization_layers
 from sam_jax.sam import sam
 
 Range = tuple[Callable[[Any], bool], str]  # a test of the value, and what the value must be
@@ -29,12 +30,15 @@ SHARED_OPTIONS = {
     "adaptive": False,  # ASAM's scaled ball
     "eta": 0.01,
     "p": 2.0,
+    "perturbation_mask": "all",  # SAM-ON: "norm", the normalization layers only
     "sync_perturbations": False,  # one perturbation for several replicas
     "every": 1,  # the second pass on some steps only (`family.sometimes`)
     "probability": 1.0,
+    "late_phase": 1.0,  # the fraction of the run, at its end, with the second pass
 }
-PERTURB = frozenset({"adaptive", "eta", "p"})  # what `sam.perturb` takes
-SKIP = frozenset({"every", "probability"})
+PERTURB = frozenset({"adaptive", "eta", "p", "perturbation_mask"})  # what `sam.perturb` takes
+MASKS = {"all": None, "norm": normalization_layers}  # config.sam.perturbation_mask
+SKIP = frozenset({"every", "probability", "late_phase"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +51,12 @@ class Chain:
   replica_axes: tuple[str, ...]
   seed: int
   aux_init: Any  # what the second pass returns besides its gradient (`sam(aux_init=...)`)
+  total_steps: int = 0  # the run's length (late_phase)
 
   def perturb_options(self) -> dict[str, Any]:
-    return {name: self.sam[name] for name in PERTURB}
+    options = {name: self.sam[name] for name in PERTURB}
+    options["perturbation_mask"] = MASKS[options["perturbation_mask"]]
+    return options
 
 
 def _as_trained(params: Params, opt_state: OptState) -> Params:
@@ -73,13 +80,25 @@ class Variant:
   check: Callable[[Any], None] = lambda sam: None  # what `takes` cannot say
 
 
+def skips(s: Any) -> bool:
+  """Whether the shared options skip the second pass on some steps."""
+  return s.every > 1 or s.probability < 1 or s.late_phase < 1
+
+
+def late_start(s: Any, total_steps: int) -> int:
+  """The first update with the second pass under `late_phase`: the last late_phase of
+  `total_steps` run it."""
+  return total_steps - round(s.late_phase * total_steps)
+
+
 def in_front(front: Callable[[Chain], optax.GradientTransformationExtraArgs]):
   """The chain of a variant that replaces the gradient before the base optimizer; with
   `every` or `probability`, `family.sometimes` runs it on some steps only."""
   def build(chain: Chain) -> optax.GradientTransformationExtraArgs:
     tx, s = front(chain), chain.sam
-    if s.every > 1 or s.probability < 1:
-      tx = cheaper.sometimes(tx, every=s.every, probability=s.probability, seed=chain.seed)
+    if skips(s):
+      tx = cheaper.sometimes(tx, every=s.every, probability=s.probability, seed=chain.seed,
+                             start=late_start(s, chain.total_steps))
     return optax.chain(tx, *chain.base)
 
   return build
@@ -103,6 +122,18 @@ def _looksam(c: Chain) -> optax.GradientTransformationExtraArgs:
   s = c.sam
   return cheaper.looksam(s.rho, every=s.looksam_every, alpha=s.looksam_alpha,
                          axis_name=c.replica_axes, aux_init=c.aux_init, **c.perturb_options())
+
+
+def _fsam(c: Chain) -> optax.GradientTransformationExtraArgs:
+  s = c.sam
+  return aimed.friendly_sam(s.rho, sigma=s.fsam_sigma, lmbda=s.fsam_lambda,
+                            axis_name=c.replica_axes, aux_init=c.aux_init, **c.perturb_options())
+
+
+def _vasso(c: Chain) -> optax.GradientTransformationExtraArgs:
+  s = c.sam
+  return aimed.vasso(s.rho, theta=s.vasso_theta, axis_name=c.replica_axes, aux_init=c.aux_init,
+                     **c.perturb_options())
 
 
 def _esam(c: Chain) -> optax.GradientTransformationExtraArgs:
@@ -133,10 +164,10 @@ def _wsam(c: Chain) -> optax.GradientTransformationExtraArgs:
 
 
 def _decoupled_wsam_every_step(s: Any) -> None:
-  if s.wsam_decoupled and (s.every > 1 or s.probability < 1):
+  if s.wsam_decoupled and skips(s):
     raise UsageError("Decoupled WSAM runs its sharpness step at every update: leave "
-                     "--config.sam.every=1 and --config.sam.probability=1, or set "
-                     "--config.sam.wsam_decoupled=False.")
+                     "--config.sam.every=1, --config.sam.probability=1 and "
+                     "--config.sam.late_phase=1, or set --config.sam.wsam_decoupled=False.")
 
 
 def _at_least_zero(value) -> bool:
@@ -162,6 +193,17 @@ VARIANTS: dict[str, Variant] = {
             "looksam_every": (lambda k: k > 0, "a positive number of steps (1: SAM)"),
             "looksam_alpha": (_at_least_zero, ">= 0 (the paper's is 0.7)"),
         }, second_pass=lambda s: lambda t: t % s.looksam_every == 0),
+    "fsam": Variant(
+        "F-SAM (Li et al. 2024): the ascent along g - sigma EMA(g), the full gradient removed",
+        in_front(_fsam), takes=PERTURB | SKIP, ascent_only=True, fields={
+            "fsam_sigma": (_at_least_zero, ">= 0 (0: SAM; the authors' is 1)"),
+            "fsam_lambda": (lambda x: 0 <= x < 1, "in [0, 1) (the EMA's decay)"),
+        }),
+    "vasso": Variant(
+        "VaSSO (Li and Giannakis 2023): the ascent along an EMA of the gradients", in_front(_vasso),
+        takes=PERTURB | SKIP, ascent_only=True, fields={
+            "vasso_theta": (_in_unit_interval, "in (0, 1] (1: SAM; the weight of the new g)"),
+        }),
     "esam": Variant(
         "ESAM (Du et al. 2022): some tensors perturbed, the SAM pass on the sharpest examples",
         in_front(_esam), takes=SKIP, ascent_only=True, fields={
@@ -221,19 +263,21 @@ def build_chain(chain: Chain) -> optax.GradientTransformationExtraArgs:
 def ascent_only(s: Any) -> bool:
   """Whether the clean gradient serves only to perturb at every step (SAM, GCSAM, ESAM on
   every step), not in the update too."""
-  return (s.rho > 0 and get(s.variant).ascent_only and s.every == 1 and s.probability == 1)
+  return s.rho > 0 and get(s.variant).ascent_only and not skips(s)
 
 
-def second_pass_schedule(s: Any, seed: int) -> Callable[[int], bool | None]:
+def second_pass_schedule(s: Any, seed: int, total_steps: int = 0) -> Callable[[int], bool | None]:
   """Update number t (0-based) -> whether its second pass runs (a Python bool, decided on
   the host with numpy), for the variants that skip it on some steps; None for the others
   (their program decides, `steps.train_step`'s `sam_step`)."""
   variant = get(s.variant)
   if variant.second_pass is not None:
     return variant.second_pass(s)
-  if s.every > 1 or s.probability < 1:
+  if skips(s):
+    start = late_start(s, total_steps)
     return lambda t: bool(
-        cheaper.sam_step_due(np.int64(t), every=s.every, probability=s.probability, seed=seed))
+        cheaper.sam_step_due(
+            np.int64(t), every=s.every, probability=s.probability, seed=seed, start=start))
   return lambda t: None
 
 
