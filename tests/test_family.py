@@ -483,7 +483,6 @@ class CountingNet(nn.Module):
     [
         ("looksam", dict(looksam_every=3), [0, 3], [4]),  # the SAM pass: 4 examples
         ("sam", dict(every=3), [2, 5], [4]),
-        ("vasso", dict(late_phase=0.5), [5, 6, 7, 8, 9], [4]),  # of 10 steps
         ("esam", dict(esam_beta=0.5, esam_gamma=0.5), range(6), [4, 2]),  # losses, 2 chosen
         ("msam", dict(rho=3.0), [], []),
     ])
