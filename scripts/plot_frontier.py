@@ -31,7 +31,8 @@ def mean_of(runs: list[dict], variant: str, noise: int, key: str) -> float:
 def fractions(runs: list[dict]) -> dict[str, tuple[float, float, float, float]]:
   """variant -> (accuracy gain over SGD at 40% noise in points, as a fraction of SAM's,
   lambda_max reduction from SGD's on clean labels, as a fraction of SAM's)."""
-  accuracy = {v: 100 * (1 - mean_of(runs, v, 40, "test_error")) for v in {r["variant"] for r in runs}}
+  variants = {r["variant"] for r in runs}
+  accuracy = {v: 100 * (1 - mean_of(runs, v, 40, "test_error")) for v in variants}
   sharpness = {v: mean_of(runs, v, 0, "lambda_max") for v in accuracy}
   gain_sam = accuracy["sam"] - accuracy["sgd"]
   flattening_sam = sharpness["sgd"] - sharpness["sam"]
