@@ -38,8 +38,8 @@ def fractions(runs: list[dict]) -> dict[str, tuple[float, float, float, float]]:
   flattening_sam = sharpness["sgd"] - sharpness["sam"]
   return {
       v: (accuracy[v] - accuracy["sgd"], (accuracy[v] - accuracy["sgd"]) / gain_sam,
-          sharpness["sgd"] - sharpness[v], (sharpness["sgd"] - sharpness[v]) / flattening_sam)
-      for v in accuracy if v != "sgd"
+          sharpness["sgd"] - sharpness[v], (sharpness["sgd"] - sharpness[v]) / flattening_sam
+         ) for v in accuracy if v != "sgd"
   }
 
 
@@ -48,10 +48,11 @@ def table(points: dict, costs: dict) -> str:
       "| variant | step cost / SGD's | accuracy gain at 40% noise (points) | of SAM's | "
       "lambda_max reduction, clean | of SAM's | meets the goal |", "| --- " * 7 + "|"
   ]
-  for variant, (gain, gain_fraction, flattening, flattening_fraction) in sorted(
-      points.items(), key=lambda item: costs[item[0]]):
-    meets = (costs[variant] <= GOAL_COST and gain_fraction >= GOAL_GAIN
-             and flattening_fraction >= GOAL_FLATTENING)
+  for variant, (gain, gain_fraction, flattening,
+                flattening_fraction) in sorted(points.items(), key=lambda item: costs[item[0]]):
+    meets = (
+        costs[variant] <= GOAL_COST and gain_fraction >= GOAL_GAIN
+        and flattening_fraction >= GOAL_FLATTENING)
     lines.append(f"| {variant} | {costs[variant]:.2f} | {gain:+.2f} | {100 * gain_fraction:.0f}% | "
                  f"{flattening:+.2f} | {100 * flattening_fraction:.0f}% | "
                  f"{'yes' if meets else 'no'} |")
@@ -68,8 +69,8 @@ def plot(points: dict, costs: dict, path: str, setup: str) -> None:
                                  (axes[1], 3, GOAL_FLATTENING, "lambda_max reduction, clean")):
     for variant, values in points.items():
       ax.scatter(costs[variant], values[index], color="C1" if variant == "sam" else "C0")
-      ax.annotate(variant, (costs[variant], values[index]), fontsize=8,
-                  xytext=(3, 3), textcoords="offset points")
+      ax.annotate(variant, (costs[variant], values[index]), fontsize=8, xytext=(3, 3),
+                  textcoords="offset points")
     ax.axvline(GOAL_COST, color="grey", linestyle=":")
     ax.axhline(goal, color="grey", linestyle=":")
     ax.axhline(1.0, color="C1", linewidth=0.5)

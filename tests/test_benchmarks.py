@@ -56,16 +56,27 @@ def test_the_profiler_traces_the_asked_steps_and_trace_gaps_finds_them(tmp_path,
 def test_the_frontier_measures_each_variant_against_sgd_and_sam(tmp_path):
   frontier = load_script("plot_frontier")
   # Two seeds each: SGD 90% accurate at 40% noise and lambda_max 40 clean; SAM 94% and 10.
-  numbers = {"sgd": (0.10, 40.0), "sam": (0.06, 10.0), "cheap": (0.063, 15.0),
-             "flat": (0.10, 10.0)}
-  runs = [{"variant": v, "noise": noise, "seed": seed, "test_error": error if noise else 0.01,
-           "lambda_max": lam if noise == 0 else 99.0}
-          for v, (error, lam) in numbers.items() for noise in (0, 40) for seed in (0, 1)]
+  numbers = {"sgd": (0.10, 40.0), "sam": (0.06, 10.0), "cheap": (0.063, 15.0), "flat": (0.10, 10.0)}
+  runs = [{
+      "variant": v,
+      "noise": noise,
+      "seed": seed,
+      "test_error": error if noise else 0.01,
+      "lambda_max": lam if noise == 0 else 99.0
+  } for v, (error, lam) in numbers.items() for noise in (0, 40) for seed in (0, 1)]
   (tmp_path / "study").mkdir()
   (tmp_path / "study" / "variants.json").write_text(json.dumps(runs))
   costs = {"SGD": 1.0, "sam": 2.0, "cheap": 1.1, "flat": 1.05}
-  (tmp_path / "costs.json").write_text(json.dumps({
-      "setup": "test", "rows": {k: {"ms": 1.0, "ratio_to_sgd": c} for k, c in costs.items()}}))
+  (tmp_path / "costs.json").write_text(
+      json.dumps({
+          "setup": "test",
+          "rows": {
+              k: {
+                  "ms": 1.0,
+                  "ratio_to_sgd": c
+              } for k, c in costs.items()
+          }
+      }))
   points = frontier.fractions(runs)
   assert points["cheap"] == pytest.approx((3.7, 0.925, 25.0, 25 / 30))  # meets the goal
   assert points["flat"][1] == pytest.approx(0.0) and points["flat"][3] == pytest.approx(1.0)

@@ -406,12 +406,13 @@ def test_transformer_imagenet_cells_follow_gsam_table_4():
 
 
 def test_transformer_imagenet_vit_is_built_with_the_mean_token_head_at_minus_ten():
-  config, _ = parse_run(["--config=configs/transformers_imagenet.py:ViT-S_32,adamw",
-                         "--workdir=/tmp/w"])
+  config, _ = parse_run(
+      ["--config=configs/transformers_imagenet.py:ViT-S_32,adamw", "--workdir=/tmp/w"])
   assert run_setup.build_model(config, 1000).classifier == "gap"
   config.model_name = "ViT-mini_8"  # the same options on a model cheap to initialise
-  params = run_setup.build_model(config, 3).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
-                                                 train=False)["params"]
+  params = run_setup.build_model(config,
+                                 3).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
+                                         train=False)["params"]
   assert "cls" not in params
   np.testing.assert_array_equal(params["head"]["bias"], -10.0)
 
