@@ -114,6 +114,24 @@ def test_cutout_zeroes_one_clipped_square():
   assert max(sizes) == 256 and min(sizes) < 256  # whole inside, and clipped at edges
 
 
+def test_a_cutout_that_blanks_every_image_whole_is_refused():
+  # The rule, on the op itself: a side of 15 blanks any 8x8 image wherever it is centred;
+  # 14 leaves some image a pixel.
+  images = tf.ones((200, 8, 8, 1))
+  blanked = [image_ops.cutout(images, tf.constant([3, 4], tf.int64), length, per_example=True)
+             for length in (15, 14)]
+  assert np.all(blanked[0].numpy() == 0) and not np.all(blanked[1].numpy() == 0)
+  digits = get_dataset_info("digits")
+  with pytest.raises(UsageError, match=r"^--config.cutout_length=16 blanks every 8x8 digits "
+                     r"image whole .*: use a length below 15, e.g. 4\.$"):
+    Augmentation(batch="cutout", cutout_length=16).check(digits)
+  with pytest.raises(UsageError, match="cutout_length=15 blanks"):
+    Augmentation(batch="mixcut", cutout_length=15).check(digits)
+  Augmentation(batch="cutout", cutout_length=14).check(digits)
+  Augmentation(batch="none", cutout_length=16).check(digits)  # no cutout, no complaint
+  Augmentation(batch="cutout", cutout_length=448).check(get_dataset_info("imagenet"))  # any size
+
+
 @pytest.mark.parametrize("cutout_mask", ["batch", "example"])
 def test_cutout_mask_is_shared_by_the_batch_or_drawn_per_example(digits, cutout_mask):
   train = digits["train"]

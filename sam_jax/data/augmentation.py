@@ -51,10 +51,18 @@ class Augmentation:
 
   def check(self, info: DatasetInfo) -> None:
     """Raises a one-line UsageError for an AutoAugment without a policy for `info`'s
-    dataset (the choices themselves are checked with the config, `validation.py`)."""
+    dataset, or a cutout square that blanks every image whole (the choices themselves are
+    checked with the config, `validation.py`)."""
     if self.image in ("autoaugment", "aa-only") and self.policy(info) not in POLICIES:
       raise UsageError(f"No AutoAugment policy was learned on {info.tfds_name}: set "
                        f"--config.autoaugment_policy to one of {', '.join(POLICIES)} to use one.")
+    side = min(info.image_shape[:2], key=lambda x: x or 0)
+    # `image_ops.cutout` zeroes rows [c - L // 2, c - L // 2 + L) for c in [0, side): all of
+    # them, wherever c falls, once L >= 2 side - 1.
+    if self.batch in ("cutout", "mixcut") and side and self.cutout_length >= 2 * side - 1:
+      raise UsageError(f"--config.cutout_length={self.cutout_length} blanks every {side}x{side} "
+                       f"{info.tfds_name} image whole (the square is centred anywhere in it): "
+                       f"use a length below {2 * side - 1}, e.g. {max(side // 2, 1)}.")
 
 
 def _policy_ops(image, key, info: DatasetInfo, aug: Augmentation, size: int):
