@@ -118,12 +118,15 @@ def test_a_cutout_that_blanks_every_image_whole_is_refused():
   # The rule, on the op itself: a side of 15 blanks any 8x8 image wherever it is centred;
   # 14 leaves some image a pixel.
   images = tf.ones((200, 8, 8, 1))
-  blanked = [image_ops.cutout(images, tf.constant([3, 4], tf.int64), length, per_example=True)
-             for length in (15, 14)]
+  blanked = [
+      image_ops.cutout(images, tf.constant([3, 4], tf.int64), length, per_example=True)
+      for length in (15, 14)
+  ]
   assert np.all(blanked[0].numpy() == 0) and not np.all(blanked[1].numpy() == 0)
   digits = get_dataset_info("digits")
-  with pytest.raises(UsageError, match=r"^--config.cutout_length=16 blanks every 8x8 digits "
-                     r"image whole .*: use a length below 15, e.g. 4\.$"):
+  with pytest.raises(
+      UsageError, match=r"^--config.cutout_length=16 blanks every 8x8 digits "
+      r"image whole .*: use a length below 15, e.g. 4\.$"):
     Augmentation(batch="cutout", cutout_length=16).check(digits)
   with pytest.raises(UsageError, match="cutout_length=15 blanks"):
     Augmentation(batch="mixcut", cutout_length=15).check(digits)
