@@ -12,7 +12,7 @@ from conftest import tiny_config
 from sam_jax import loop
 from sam_jax.analysis import report
 from sam_jax.models import get_model
-from sam_jax.pretrained import CheckpointError, load
+from sam_jax.pretrained import CheckpointError, convert_to_orbax, load
 from sam_jax.pretrained.transformers import linen_names
 
 # How the published ViT files (ViT-B_16.npz, the ViT-SAM ones, ...) name a block's modules:
@@ -132,3 +132,18 @@ def test_a_finetuning_run_starts_from_the_npz(tmp_path):
   # Two steps of 1e-9 later, everything but the new 10-class head is the checkpoint's.
   assert ours["head/kernel"].shape == (32, 10)
   assert max(np.abs(ours[n] - theirs[n]).max() for n in ours if not n.startswith("head/")) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["ViT-mini_2", "Mixer-mini_2"])
+def test_the_converter_writes_an_orbax_folder_that_loads_bit_for_bit(name, tmp_path):
+  model, saved = init(name, 7, 8)  # 4x4 patches of 2: the resolution read back from the file
+  saved = jax.tree.map(lambda p: p + jax.random.normal(jax.random.key(5), p.shape), saved)
+  write_npz(tmp_path / "m.npz", saved["params"], PRE_LINEN)
+  converted = convert_to_orbax(str(tmp_path / "m.npz"), name, str(tmp_path / "orbax"))
+  assert jax.tree.all(jax.tree.map(np.array_equal, converted, jax.device_get(saved)))
+  _, fresh = init(name, 7, 8)
+  loaded = load(str(tmp_path / "orbax"), model, fresh)  # what --config.init_from=DIR reads
+  assert jax.tree.all(jax.tree.map(np.array_equal, loaded, jax.device_get(saved)))
+  with pytest.raises(CheckpointError, match="holds a ViT or a Mixer; WideResnet_mini is neither"):
+    convert_to_orbax(str(tmp_path / "m.npz"), "WideResnet_mini", str(tmp_path / "other"))
+  assert not (tmp_path / "other").exists()

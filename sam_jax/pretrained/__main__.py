@@ -1,6 +1,8 @@
-"""The converter binary: a published EfficientNet checkpoint in, an Orbax folder out.
+"""The converter binary: a published EfficientNet, ViT or Mixer checkpoint in, an Orbax
+folder out.
 
     python -m sam_jax.pretrained --from=PATH --model=efficientnet-b7 --to=DIR
+    python -m sam_jax.pretrained --from=ViT-B_16.npz --model=ViT-B_16 --to=DIR
 
 Then finetune with `--config.init_from=DIR` (see checkpoints/README.md).
 """
@@ -17,7 +19,7 @@ from sam_jax.pretrained import FORMATS, convert_to_orbax
 
 _FROM = flags.DEFINE_string("from", None, "The published checkpoint (see checkpoints/README.md).")
 _TO = flags.DEFINE_string("to", None, "New folder for the converted Orbax checkpoint.")
-_MODEL = flags.DEFINE_string("model", None, "Our model name, e.g. efficientnet-b7.")
+_MODEL = flags.DEFINE_string("model", None, "Our model name, e.g. efficientnet-b7 or ViT-B_16.")
 _FORMAT = flags.DEFINE_enum("format", None, list(FORMATS), "Checkpoint format (default: "
                             "detected).")
 _EMA = flags.DEFINE_bool("ema", True, "TF checkpoints: the ExponentialMovingAverage copies.")
@@ -39,8 +41,8 @@ def main(argv):
   except UsageError as e:
     exit_with_usage_error("sam_jax.pretrained", str(e))
   count = sum(np.size(x) for x in jax.tree.leaves(variables["params"]))
-  print(f"Wrote {model} ({count:,} parameters, "
-        f"{variables['params']['head_dense']['bias'].shape[0]} classes) to "
+  head = variables["params"].get("head_dense") or variables["params"]["head"]
+  print(f"Wrote {model} ({count:,} parameters, {head['bias'].shape[0]} classes) to "
         f"{os.path.abspath(to)}; finetune with --config.init_from={to}")
 
 

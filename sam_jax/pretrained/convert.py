@@ -180,7 +180,8 @@ def _model_name(model: Any) -> str:
 
 def check_family(path: str, model: Any, fmt: str | None = None) -> str:
   """The checkpoint's format, once it is known to hold the model's family: EfficientNets
-  from the tf, flax, keras and orbax formats, ViTs and Mixers from npz files.
+  from the tf, flax, keras and orbax formats, ViTs and Mixers from npz files and Orbax
+  folders (the converter's; which family an Orbax folder holds, its names tell).
 
   Raises:
     CheckpointError: no checkpoint there, or one of another family.
@@ -190,11 +191,13 @@ def check_family(path: str, model: Any, fmt: str | None = None) -> str:
                           f"{type(model).__name__} is none of them (choose efficientnet-b0..b8, "
                           "-l2, -l2-475, ViT-* or Mixer-*).")
   fmt = fmt or detect_format(path)
-  if isinstance(model, (VisionTransformer, MlpMixer)) != (fmt == "npz"):
+  transformer = isinstance(model, (VisionTransformer, MlpMixer))
+  if fmt != "orbax" and transformer != (fmt == "npz"):  # an Orbax folder holds either
     raise CheckpointError(
         f"{path} ({fmt}) holds {'a ViT or Mixer' if fmt == 'npz' else 'an EfficientNet'} and the "
         f"model is {type(model).__name__}: EfficientNets load the tf, flax, keras and orbax "
-        "formats, ViT-* and Mixer-* models vision_transformer's .npz files.")
+        "formats, ViT-* and Mixer-* models vision_transformer's .npz files and our converter's "
+        "Orbax folders.")
   return fmt
 
 
@@ -210,7 +213,10 @@ def load(path: str, model: Any, variables: Any, *, fmt: str | None = None,
   fmt = check_family(path, model, fmt)
   shapes, read, close = open_checkpoint(path, fmt)
   try:
-    if fmt == "npz":
+    if isinstance(model, (VisionTransformer, MlpMixer)):
+      if fmt == "orbax":  # our names: those of the file's "params" as an npz names them
+        shapes = {n.removeprefix("params/"): v for n, v in shapes.items()}
+        read = lambda name, read=read: read(f"params/{name}")
       return transformers.convert(shapes, read, variables, model, source=path)
     return convert(shapes, read, variables, model, fmt, use_ema=use_ema, source=path)
   finally:
@@ -250,16 +256,25 @@ def init_shapes(model: efficientnet.EfficientNet, channels: int = 3) -> Any:
 
 def convert_to_orbax(source: str, model_name: str, to: str, *, fmt: str | None = None,
                      use_ema: bool = True) -> Any:
-  """Converts a published checkpoint to an Orbax folder `to` (with its own classifier).
+  """Converts a published checkpoint to an Orbax folder `to` (with its own classifier): an
+  EfficientNet, or a ViT or Mixer `.npz` (at the resolution it was trained at).
 
   Everything is read and checked before the folder is written.
   """
   to = os.path.abspath(to)
   if os.path.exists(to):
     raise CheckpointError(f"{to} exists already: give --to a new folder.")
-  channels, classes = input_and_classes(source, model_name, fmt=fmt)
-  model = efficientnet_model(model_name, classes)
-  zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), init_shapes(model, channels))
+  if (fmt or detect_format(source)) == "npz":  # a ViT or a Mixer, at its own resolution
+    shapes, _, close = open_checkpoint(source, "npz")
+    close()
+    model, side = transformers.model_and_resolution(shapes, model_name)
+    channels, shape = 3, jax.ShapeDtypeStruct((1, side, side, 3), np.float32)
+    fresh = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), shape)
+  else:
+    channels, classes = input_and_classes(source, model_name, fmt=fmt)
+    model = efficientnet_model(model_name, classes)
+    fresh = init_shapes(model, channels)
+  zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), fresh)
   variables = load(source, model, zeros, fmt=fmt, use_ema=use_ema)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(to, variables)

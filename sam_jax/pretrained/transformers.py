@@ -26,6 +26,9 @@ import numpy as np
 import scipy.ndimage
 from absl import logging
 
+from sam_jax.models import get_model
+from sam_jax.models.mixer import MlpMixer
+from sam_jax.models.vit import VisionTransformer
 from sam_jax.pretrained.readers import CheckpointError
 
 _NUMBERED = re.compile(r"^([A-Z]\w*)_(\d+)$")  # an automatic name: a class and its number
@@ -117,3 +120,31 @@ def convert(shapes: Mapping[str, tuple[int, ...]], read: Callable[[str], Any], v
     loaded[POSITIONS] = resized_positions(loaded[POSITIONS], tuple(ours[POSITIONS].shape),
                                           getattr(model, "classifier", "") == "token")
   return flax.traverse_util.unflatten_dict(loaded, sep="/")
+
+
+def model_and_resolution(shapes: Mapping[str, tuple[int, ...]],
+                         model_name: str) -> tuple[Any, int]:
+  """Our `model_name` with the checkpoint's classes, and the image side the checkpoint was
+  trained at: sqrt(tokens) patches, the tokens counted by the ViT's position embeddings
+  (less the class token) or the Mixer's token-mixing MLP.
+
+  Raises:
+    CheckpointError: for a model that is not a ViT or a Mixer, or a file without a head.
+  """
+  names = {new: old for old, new in linen_names(list(shapes)).items()}
+  if "head/bias" not in names:
+    raise CheckpointError("The checkpoint has no head/bias: is it a ViT or Mixer .npz file?")
+  model = get_model(model_name, int(shapes[names["head/bias"]][0]))
+  if not isinstance(model, (VisionTransformer, MlpMixer)):
+    raise CheckpointError(f"A .npz checkpoint holds a ViT or a Mixer; {model_name} is neither "
+                          "(ViT-{Ti,S,B,L}_{patch}, Mixer-{S,B,L}_{patch}).")
+  positions = names.get(POSITIONS.removeprefix("params/"))
+  mixing = names.get("MixerBlock_0/token_mixing/Dense_0/kernel")
+  if positions is not None:
+    tokens = shapes[positions][1] - (getattr(model, "classifier", "") == "token")
+  elif mixing is not None:
+    tokens = shapes[mixing][0]
+  else:
+    raise CheckpointError(f"The checkpoint has neither ViT position embeddings nor a Mixer's "
+                          f"token mixing: it does not fit {model_name}.")
+  return model, round(tokens**0.5) * model.patch
