@@ -122,8 +122,7 @@ def convert(shapes: Mapping[str, tuple[int, ...]], read: Callable[[str], Any], v
   return flax.traverse_util.unflatten_dict(loaded, sep="/")
 
 
-def model_and_resolution(shapes: Mapping[str, tuple[int, ...]],
-                         model_name: str) -> tuple[Any, int]:
+def model_and_resolution(shapes: Mapping[str, tuple[int, ...]], model_name: str) -> tuple[Any, int]:
   """Our `model_name` with the checkpoint's classes, and the image side the checkpoint was
   trained at: sqrt(tokens) patches, the tokens counted by the ViT's position embeddings
   (less the class token) or the Mixer's token-mixing MLP.
@@ -147,4 +146,4 @@ def model_and_resolution(shapes: Mapping[str, tuple[int, ...]],
   else:
     raise CheckpointError(f"The checkpoint has neither ViT position embeddings nor a Mixer's "
                           f"token mixing: it does not fit {model_name}.")
-  return model, round(tokens**0.5) * model.patch
+  return model, round(tokens ** 0.5) * model.patch
