@@ -106,6 +106,7 @@ def test_lanczos_and_power_iteration_recover_the_top_eigenvalues(exact, hvp):
   np.testing.assert_allclose(vectors @ vectors.T, np.eye(3), atol=1e-4)
 
 
+@pytest.mark.slow  # 13 s: 2,400 probes
 def test_hutchinson_trace_is_within_5_percent_of_the_exact_trace(exact, hvp):
   product, dim = hvp
   matrix, _ = exact

@@ -134,6 +134,7 @@ def test_a_finetuning_run_starts_from_the_npz(tmp_path):
   assert max(np.abs(ours[n] - theirs[n]).max() for n in ours if not n.startswith("head/")) < 1e-6
 
 
+@pytest.mark.slow  # Orbax writes and reads two folders
 @pytest.mark.parametrize("name", ["ViT-mini_2", "Mixer-mini_2"])
 def test_the_converter_writes_an_orbax_folder_that_loads_bit_for_bit(name, tmp_path):
   model, saved = init(name, 7, 8)  # 4x4 patches of 2: the resolution read back from the file
