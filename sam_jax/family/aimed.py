@@ -28,7 +28,8 @@ def _averaged(name: str, rho: float, direction, new_average, eps: float, aux_ini
   """The transformation that perturbs by rho along `direction(g, average, count)` (as
   `sam.perturb`: rho d / ||d||, or ASAM's, masked, ...) and then keeps
   `new_average(mean g, average, count)`, mean g over `axis_name` (each replica perturbs
-  with its own g; the average is of the replicas' mean gradient, the same on all)."""
+  with its own g; the average is of the replicas' mean gradient, the same on all). Inside
+  `sometimes` (every k, late phase) it runs, and its average moves, on the SAM steps only."""
   def init_fn(params):
     return AveragedSamState(init_state(aux_init), jax.tree.map(jnp.zeros_like, params))
 
