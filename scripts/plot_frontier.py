@@ -8,8 +8,8 @@
 Reads the study's variants.json (every run's test error and Hessian lambda_max) and the
 benchmark's step times, and writes frontier.png and frontier.md to --out: for each
 variant, its step cost as a multiple of SGD's against (left) its accuracy gain over SGD
-at 40% label noise and (right) its lambda_max reduction from SGD's on clean labels, both
-as fractions of SAM's, means over the seeds. The goal line: a variant at <= 1.15x SGD's
+at 40% label noise, in points, and (right) its lambda_max reduction from SGD's on clean
+labels as a fraction of SAM's, means over the seeds; frontier.md has both as fractions. The goal line: a variant at <= 1.15x SGD's
 step cost keeping >= 90% of SAM's accuracy gain and >= 80% of its lambda_max reduction.
 """
 
@@ -65,18 +65,22 @@ def plot(points: dict, costs: dict, path: str, setup: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
   figure, axes = plt.subplots(1, 2, figsize=(12, 5))
-  for ax, index, goal, label in ((axes[0], 1, GOAL_GAIN, "accuracy gain at 40% noise"),
-                                 (axes[1], 3, GOAL_FLATTENING, "lambda_max reduction, clean")):
+  sam_gain = points["sam"][0]  # accuracy in points: SAM's own gain may be within the noise
+  for ax, index, goal, reference, label in ((axes[0], 0, GOAL_GAIN * sam_gain, sam_gain,
+                                             "accuracy gain at 40% noise (points)"),
+                                            (axes[1], 3, GOAL_FLATTENING, 1.0,
+                                             "lambda_max reduction, clean, fraction of SAM's")):
     for variant, values in points.items():
       ax.scatter(costs[variant], values[index], color="C1" if variant == "sam" else "C0")
       ax.annotate(variant, (costs[variant], values[index]), fontsize=8, xytext=(3, 3),
                   textcoords="offset points")
     ax.axvline(GOAL_COST, color="grey", linestyle=":")
     ax.axhline(goal, color="grey", linestyle=":")
-    ax.axhline(1.0, color="C1", linewidth=0.5)
+    ax.axhline(reference, color="C1", linewidth=0.5)
     ax.set_xlabel(f"step cost / SGD's ({setup})")
-    ax.set_ylabel(f"{label}, fraction of SAM's")
+    ax.set_ylabel(label)
   axes[0].set_title("Accuracy gain over SGD, 40% label noise (digits, 3 seeds)")
+  axes[0].set_ylim(-5, 2)  # LookSAM and ESAM collapse far below (frontier.md)
   axes[1].set_title("Hessian lambda_max reduction from SGD, clean labels")
   figure.tight_layout()
   figure.savefig(path, dpi=120)
