@@ -6,11 +6,13 @@
         --costs=workdirs/costs.json --out=docs/digits_reproduction
 
 Reads the study's variants.json (every run's test error and Hessian lambda_max) and the
-benchmark's step times, and writes frontier.png and frontier.md to --out: for each
-variant, its step cost as a multiple of SGD's against (left) its accuracy gain over SGD
-at 40% label noise, in points, and (right) its lambda_max reduction from SGD's on clean
-labels as a fraction of SAM's, means over the seeds; frontier.md has both as fractions. The goal line: a variant at <= 1.15x SGD's
-step cost keeping >= 90% of SAM's accuracy gain and >= 80% of its lambda_max reduction.
+benchmark's step times, writes frontier.png to --out and prints the table of
+docs/digits_reproduction/variants.md: for each variant, its step cost as a multiple of
+SGD's against (left) its accuracy gain over SGD at 40% label noise, in points, and
+(right) its lambda_max reduction from SGD's on clean labels as a fraction of SAM's, means
+over the seeds (the table has both as fractions). The goal line: a variant at <= 1.15x
+SGD's step cost keeping >= 90% of SAM's accuracy gain and >= 80% of its lambda_max
+reduction.
 """
 
 import argparse
@@ -80,7 +82,7 @@ def plot(points: dict, costs: dict, path: str, setup: str) -> None:
     ax.set_xlabel(f"step cost / SGD's ({setup})")
     ax.set_ylabel(label)
   axes[0].set_title("Accuracy gain over SGD, 40% label noise (digits, 3 seeds)")
-  axes[0].set_ylim(-5, 2)  # LookSAM and ESAM collapse far below (frontier.md)
+  axes[0].set_ylim(-5, 2)  # LookSAM and ESAM collapse far below (the printed table)
   axes[1].set_title("Hessian lambda_max reduction from SGD, clean labels")
   figure.tight_layout()
   figure.savefig(path, dpi=120)
@@ -90,7 +92,7 @@ def main():
   parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
   parser.add_argument("--study", required=True, help="compare_variants.py's --out")
   parser.add_argument("--costs", required=True, help="benchmark_step.py --json's file")
-  parser.add_argument("--out", required=True, help="folder for frontier.png and frontier.md")
+  parser.add_argument("--out", required=True, help="folder for frontier.png")
   args = parser.parse_args()
   with open(os.path.join(args.study, "variants.json")) as f:
     runs = json.load(f)
@@ -103,10 +105,7 @@ def main():
     raise SystemExit(f"No step cost for {missing}: run benchmark_step.py --study_variants.")
   os.makedirs(args.out, exist_ok=True)
   plot(points, costs, os.path.join(args.out, "frontier.png"), measured["setup"])
-  text = table(points, costs)
-  with open(os.path.join(args.out, "frontier.md"), "w") as f:
-    f.write(text)
-  print(text)
+  print(table(points, costs))
 
 
 if __name__ == "__main__":
