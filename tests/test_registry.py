@@ -64,10 +64,8 @@ def test_a_new_variant_is_one_registry_entry(monkeypatch, digits, tmp_path):
 @pytest.mark.parametrize(
     "sam, passes",
     [
-        (dict(variant="fsam"), 22),
-        (dict(variant="vasso"), 22),
-        (dict(perturbation_mask="norm", rho=0.5), 22),  # SAM-ON
-        (dict(late_phase=0.25), 6),  # SAM on the last 6 of 22 updates (22 - round(5.5))
+        (dict(variant="fsam", perturbation_mask="norm", rho=0.5), 22),  # on SAM-ON's mask
+        (dict(variant="vasso", late_phase=0.25), 6),  # the last 6 of 22 updates
     ])
 def test_the_2023_25_variants_train_through_the_binary_on_the_digits(sam, passes, digits, tmp_path):
   config = tiny_config(dataset="digits", batch_size=64, num_epochs=1, log_every_steps=11,
