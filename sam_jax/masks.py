@@ -16,6 +16,11 @@ import jax.numpy as jnp
 import optax
 
 
+def entry_name(entry: Any) -> str:
+  """The name of one step of a tree path (a dict key or an attribute)."""
+  return str(getattr(entry, "key", getattr(entry, "name", entry)))
+
+
 def not_bias(params: optax.Params) -> Any:
   """Default ASAM mask: True for every leaf except those named 'bias'.
 
@@ -24,15 +29,9 @@ def not_bias(params: optax.Params) -> Any:
   (kernels and BatchNorm scale) and leaves biases with T = 1.
   """
   def is_weight(path: tuple[Any, ...], _: Any) -> bool:
-    last = path[-1]
-    name = getattr(last, "key", getattr(last, "name", None))
-    return name != "bias"
+    return entry_name(path[-1]) != "bias"
 
   return jax.tree_util.tree_map_with_path(is_weight, params)
-
-
-def _key(entry: Any) -> str:
-  return str(getattr(entry, "key", getattr(entry, "name", entry)))
 
 
 def normalization_layers(params: optax.Params) -> Any:
@@ -42,7 +41,7 @@ def normalization_layers(params: optax.Params) -> Any:
   also picks the parameters by name ("norm" or "bn" in it, mueller-mp/SAM-ON
   sam_on.py:26)."""
   def is_norm(path: tuple[Any, ...], _: Any) -> bool:
-    *_, module, leaf = ("", "", *(_key(entry) for entry in path))
+    *_, module, leaf = ("", "", *(entry_name(entry) for entry in path))
     return (leaf in ("scale", "bias")
             and re.search(r"norm|(^|_)bn(_|$|\d)", module.lower()) is not None)
 

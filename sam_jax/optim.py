@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sam_jax import masks
 from sam_jax.family import registry
 from sam_jax.sam import cross_replica_mean, find_state
 
@@ -96,8 +97,8 @@ def weight_decay_mask(params: Any, no_weight_decay_on_bn: bool, kernels_only: bo
   and convolution weights, as big_vision's default wd_mults `.*/kernel$`, optax.py:133;
   no biases, norms, position embeddings or class token)."""
   if kernels_only:
-    return jax.tree_util.tree_map_with_path(
-        lambda path, w: getattr(path[-1], "key", None) == "kernel", params)
+    return jax.tree_util.tree_map_with_path(lambda path, w: masks.entry_name(path[-1]) == "kernel",
+                                            params)
   return jax.tree.map(lambda w: (not no_weight_decay_on_bn) or w.ndim > 1, params)
 
 
