@@ -153,6 +153,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.sam.fsam_sigma = 1.0  # F-SAM: weight of the gradient EMA taken off g; 0 = SAM
   config.sam.fsam_lambda = 0.6  # F-SAM: decay of that EMA (the authors' CIFAR runs)
   config.sam.vasso_theta = 0.9  # VaSSO: weight of the new gradient in the direction; 1 = SAM
+  config.sam.sampa_lambda = 0.2  # SAMPa: weight of the lookahead gradient (the authors' og)
+  # bSAM, the whole optimizer (optimizer sgd, weight_decay 0 and gradient_clipping 0), with
+  # the authors' CIFAR settings; the run's learning rate schedule scales its steps.
+  config.sam.bsam_beta1 = 0.9  # bSAM: decay of its momentum
+  config.sam.bsam_beta2 = 0.999  # bSAM: decay of its precision s
+  config.sam.bsam_prior_precision = 40.0  # bSAM: the prior; decay prior / N, N as below
+  config.sam.bsam_data_factor = 4.0  # bSAM: N = training examples x this (augmentation)
+  config.sam.bsam_init_precision = 1.0  # bSAM: s at the start
+  config.sam.bsam_damping = 0.1  # bSAM: added to the precision's update
+  config.sam.bsam_predictive_samples = 32  # bSAM: posterior samples of the final evaluation
   # == Run ==
   config.seed = 0  # data order, augmentations, dropout and (unless init_seed) parameters
   # The initial parameters' seed; unset: `seed`. The original used 0 whatever its seed.

@@ -47,6 +47,11 @@ VARIANTS = {
     # be read here; the authors' README example is ASAM-ON at rho 10)
     "sam_on": dict(perturbation_mask="norm", rho=5.0),
     "late": dict(late_phase=0.2),  # SAM on the last 20% of the steps: the cost of every5
+    # bSAM at the authors' CIFAR command (team-approx-bayes/bayesian-sam README.md: alpha 0.5,
+    # rho 0.01 where their SAM's is 0.05, priorprec 40, dafactor 4); `run` sets the run's own
+    # fields: bSAM is the whole optimizer
+    "bsam": dict(variant="bsam", rho=0.2, run=dict(learning_rate=0.5, weight_decay=0.0,
+                                                   gradient_clipping=0.0)),
 }
 
 
@@ -69,6 +74,7 @@ def get_config(arg: str = "0,sam"):
   config.sam.rho = cells.sam_rho(cell.optimizer, 0.05 if noise == 80 else 0.1)
   variant = dict(VARIANTS[cell.variant])
   if cell.optimizer == "sam":
+    config.update(variant.pop("run", {}))
     config.sam.rho *= variant.pop("rho", 1.0)
     if "gsam_rho_min" in variant:  # rho falls with the learning rate from 2 rho to rho
       config.sam.rho, variant["gsam_rho_min"] = 2 * config.sam.rho, config.sam.rho

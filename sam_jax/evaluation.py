@@ -29,6 +29,9 @@ class Plan:
   every_steps: int  # > 0: every this many steps, else every `every_epochs` epochs
   every_epochs: int
   steps_per_epoch: int
+  # (state, global batch, key) -> summed predictive metrics (a posterior's model average,
+  # `predictive.predictive_eval_step`), scored on the test split at the last step; None: none.
+  predictive: Callable[..., dict[str, jax.Array]] | None = None
 
   def due(self, step: int) -> bool:
     """Every `every_steps` steps when set, else every `every_epochs` epochs."""
@@ -49,12 +52,21 @@ def evaluate(eval_step, state: steps.TrainState, batches, mesh) -> dict[str, flo
   return {**{name: value / count for name, value in totals.items()}, "count": count}
 
 
-def evaluate_all(plan: Plan, state: steps.TrainState, step: int, writer) -> dict[str, float]:
+def evaluate_all(plan: Plan, state: steps.TrainState, step: int, writer,
+                 last: bool = False) -> dict[str, float]:
   """Every split of the plan, written to `writer` at `step` and logged.
 
   With an EMA, the metrics without prefix are the EMA model's (what the original
-  reported) and `raw_` ones the trained weights'.
+  reported) and `raw_` ones the trained weights'. At the `last` step, the plan's
+  predictive metrics too (`test_predictive_loss`, `test_predictive_error`).
   """
+  predictive = {}
+  if last and (predictive_step := plan.predictive) is not None:
+    examples, num_batches = plan.splits["test"]
+    batches = plan.batches(examples, num_batches=num_batches)
+    keys = (jax.random.fold_in(jax.random.key(step), i) for i in range(num_batches))
+    predictive = evaluate(lambda s, b: predictive_step(s, b, next(keys)), state, batches, plan.mesh)
+    predictive = {f"test_{k}": v for k, v in predictive.items() if k != "count"}
   state = state.replace(params=plan.evaluated(state.params, state.opt_state))
   models = {"": state.replace(**state.ema), "raw_": state} if state.ema else {"": state}
   results = {}
@@ -64,6 +76,7 @@ def evaluate_all(plan: Plan, state: steps.TrainState, step: int, writer) -> dict
       metrics = evaluate(plan.eval_step, model, batches, plan.mesh)
       results.update({f"{prefix}{split}_{name}": metrics[name] for name in plan.metrics})
     results[f"{split}_examples"] = metrics["count"]  # examples scored: the split's size
+  results.update(predictive)
   writer.write_scalars(step, results)
   shown = ", ".join(f"{k} {v:.4f}" for k, v in results.items() if not k.endswith("_examples"))
   logging.info("evaluation at step %d: %s (%d test examples)", step, shown,

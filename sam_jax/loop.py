@@ -149,7 +149,8 @@ def train(run: run_setup.Run, workdir: str, state: steps.TrainState, manager: oc
       if eval_due:
         with (console.announced_if_slow("Compiling the evaluation step")
               if "eval" not in compiled else contextlib.nullcontext()):
-          results = evaluation.evaluate_all(run.evaluation, state, step, writer)
+          results = evaluation.evaluate_all(run.evaluation, state, step, writer,
+                                            last=step == run.total_steps)
         compiled.add("eval")
         progress.show(results)
       if save_due:
@@ -161,7 +162,7 @@ def train(run: run_setup.Run, workdir: str, state: steps.TrainState, manager: oc
                       "resumes from there.")
   profiler.close(state)
   if not results:  # resumed after the last step: evaluate what was restored
-    results = evaluation.evaluate_all(run.evaluation, state, int(state.step), writer)
+    results = evaluation.evaluate_all(run.evaluation, state, int(state.step), writer, last=True)
   writer.flush()
   results = {**results, "steps": int(state.step), "epochs": int(state.step) / run.steps_per_epoch}
   if run.data.realised_noise is not None:

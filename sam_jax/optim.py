@@ -201,4 +201,4 @@ def create_optimizer(config: "ml_collections.ConfigDict", steps_per_epoch: int,
                      cast(ArraySchedule,
                           schedule), (config.learning_rate, final_learning_rate(config)),
                      tuple(replica_axes), config.seed, PERTURBED_METRICS,
-                     total_steps(config, steps_per_epoch)))
+                     total_steps(config, steps_per_epoch), steps_per_epoch * config.batch_size))

@@ -49,15 +49,27 @@ class Layout:
     return self.num_devices * self.per_device_batch
 
 
-def make_layout(global_batch: int, m: int | None = None, num_devices: int | None = None) -> Layout:
+def make_layout(global_batch: int, m: int | None = None, num_devices: int | None = None,
+                paired: bool = False) -> Layout:
   """Splits `global_batch` over `num_devices` (default: all) and replicas of m examples.
 
   m defaults to the per-device batch (one replica per device: the original code).
+  `paired`: the step sees each process's batch with the one before it (`paired_batches`),
+  twice the examples, in replicas of m that divides the process's batch (by default
+  the per-device share of both, or the whole batch on one device: two replicas).
 
   Raises:
     UsageError: naming the numbers, when the batch does not split into whole replicas.
   """
   num_devices = num_devices or jax.device_count()
+  if paired:
+    process_batch = global_batch // jax.process_count()
+    global_batch *= 2
+    m = m or min(process_batch, global_batch // num_devices) or None
+    if m is not None and process_batch % m:
+      raise UsageError(f"m={m} examples per replica does not divide the batch of "
+                       f"{process_batch} that a process pairs with the one before it: choose m "
+                       f"among the divisors of {process_batch}.")
   if global_batch <= 0 or global_batch % num_devices:
     raise UsageError(
         f"The global batch of {global_batch} does not split over {num_devices} devices: "
@@ -133,6 +145,29 @@ def prefetch_to_devices(batches: Iterable[Any], mesh: Mesh, size: int = 2) -> It
   while ahead:
     yield ahead.popleft()
     place(1)
+
+
+def paired_batches(batches: Iterable[Any], m: int, first_is_new: bool = True) -> Iterator[Any]:
+  """Each batch with the one before it, for a step whose even replicas see the previous batch
+  and the odd ones the current one (SAMPa, `family.parallel`): blocks of m examples taken
+  in turn from the previous and the current batch, twice the examples.
+
+  The first batch is paired with itself when `first_is_new` (a run's first step), else it
+  only serves as the previous batch (a resumed run, its batches from the step before).
+  """
+  def interleave(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
+    blocks = np.stack(
+        [previous.reshape(-1, m, *previous.shape[1:]),
+         current.reshape(-1, m, *current.shape[1:])], axis=1)
+    return blocks.reshape(-1, *previous.shape[1:])
+
+  batches = iter(batches)
+  previous = next(batches, None)
+  if previous is not None and first_is_new:
+    yield jax.tree.map(interleave, previous, previous)
+  for current in batches:
+    yield jax.tree.map(interleave, previous, current)
+    previous = current
 
 
 def replica_index() -> jax.Array:

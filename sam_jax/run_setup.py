@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from sam_jax import evaluation, optim, pretrained, replicas, run_files, steps, validation
+from sam_jax import (evaluation, optim, predictive, pretrained, replicas, run_files, steps,
+                     validation)
 from sam_jax.data import loading, pipeline, run_data
 from sam_jax.data.augmentation import Augmentation
 from sam_jax.data.datasets import DatasetInfo, get_dataset_info
@@ -66,7 +67,8 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
   info = get_dataset_info(config.dataset, config.normalization)
   augmentation = Augmentation.from_config(config)
   augmentation.check(info)
-  layout = replicas.make_layout(config.batch_size, config.sam.m)
+  paired = registry.paired_batches(config.sam)
+  layout = replicas.make_layout(config.batch_size, config.sam.m, paired=paired)
   replicas.check_group_size(layout, config.sam.sync_group_size)
   mesh = replicas.make_mesh(layout.num_devices)
   model = build_model(config, info.num_classes)
@@ -84,6 +86,8 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
                                     first_shard=data.shards.start, num_shards=data.num_shards,
                                     stop_step=total_steps, shuffle_buffer=config.shuffle_buffer,
                                     **resize)
+  if paired:
+    train_batches = functools.partial(paired_batches, train_batches, layout.examples_per_replica)
   eval_batches = functools.partial(pipeline.eval_batches, info, batch_size=process_batch, **resize)
   return Run(
       description(config, layout),
@@ -102,6 +106,14 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
              config.keep_checkpoints,
              tuple(e * data.steps_per_epoch for e in config.additional_checkpoints_at_epochs),
              config.nonfinite == "skip"))
+
+
+def paired_batches(train_batches: Callable[..., Iterator[Any]], m: int,
+                   start_step: int = 0) -> Iterator[Any]:
+  """The batches from `start_step` on, each with the one before it (`replicas.paired_batches`);
+  a resumed run reads from the step before."""
+  return replicas.paired_batches(
+      train_batches(start_step=max(start_step - 1, 0)), m, first_is_new=start_step == 0)
 
 
 def description(config: ml_collections.ConfigDict, layout: replicas.Layout) -> str:
@@ -125,11 +137,13 @@ def evaluation_plan(config: ml_collections.ConfigDict, model: nn.Module, mesh: j
     splits["train_eval"] = (train, data.train_eval_steps)
   metrics = ("loss", "error") + (("top5_error",) if config.compute_top_5_error_rate else
                                  ()) + (("smoothed_loss",) if config.label_smoothing else ())
+  sample = registry.posterior(config.sam, data.steps_per_epoch * config.batch_size)
   return evaluation.Plan(
       steps.make_eval_step(model, mesh, config.label_smoothing,
                            config.loss), mesh, batches, splits, metrics,
       registry.evaluated(config.sam), config.eval_every_steps, config.evaluate_every,
-      data.steps_per_epoch)
+      data.steps_per_epoch, None if sample is None else predictive.make_predictive_eval_step(
+          model, mesh, sample, config.sam.bsam_predictive_samples))
 
 
 def pretrained_init(config: ml_collections.ConfigDict, model: nn.Module,
@@ -162,11 +176,13 @@ def train_step_options(config: ml_collections.ConfigDict, model: nn.Module) -> d
       no_weight_decay_on_bn=config.no_weight_decay_on_bn,
       decay_kernels_only=config.weight_decay_kernels_only, label_smoothing=config.label_smoothing,
       loss=config.loss, ema_decay=config.ema_decay, ema_warmup_steps=config.ema_warmup_steps,
-      redraw_masks=config.sam.redraw_masks,
-      replica_mapping=replicas.resolve_mapping(config.replica_mapping, config.sync_batch_norm),
-      true_gradient_ascent=(config.sam.true_gradient_ascent and hasattr(model, "true_gradient")
-                            and registry.ascent_only(config.sam)),
-      skip_nonfinite=config.nonfinite == "skip", evaluated_params=registry.evaluated(config.sam))
+      redraw_masks=config.sam.redraw_masks, replica_mapping=replicas.resolve_mapping(
+          config.replica_mapping,
+          config.sync_batch_norm), true_gradient_ascent=(config.sam.true_gradient_ascent
+                                                         and hasattr(model, "true_gradient")
+                                                         and registry.ascent_only(config.sam)),
+      skip_nonfinite=config.nonfinite == "skip", evaluated_params=registry.evaluated(config.sam),
+      clean_gradient=registry.clean_gradient(config.sam))
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:

@@ -100,7 +100,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
                label_smoothing: float = 0.0, loss: str = "softmax", ema_decay: float = 0.0,
                ema_warmup_steps: int = 0, redraw_masks: bool = False, replica_mapping: str = "loop",
                true_gradient_ascent: bool = False, skip_nonfinite: bool = False,
-               evaluated_params: EvaluatedParams | None = None,
+               evaluated_params: EvaluatedParams | None = None, clean_gradient: bool = True,
                sam_step: bool | None = None) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SAM step for one replica; call it through `replicas.map_replicas`.
 
@@ -141,6 +141,11 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
       `optax.apply_if_finite` does.
     evaluated_params: (params, opt_state) -> the parameters the EMA averages, those
       evaluated (the variant's, `family.registry`); None: the params themselves.
+    clean_gradient: False for a variant whose update ignores the clean gradient and calls
+      `grad_fn` on the whole batch instead (bSAM, SAMPa; `family.registry`): there is no
+      clean pass (and no `clean_grad_norm`), `tx.update` gets None, and `loss`, `error`
+      and the BatchNorm statistics are those of the last such `grad_fn` pass (bSAM: at
+      w + rho g / s, whose statistics the authors keep too; SAMPa: each replica's point).
     sam_step: for the variants that run the second pass on some steps only (SAM every
       k, randomized SAM, LookSAM): True or False decides it at trace time (one program
       of each kind, `make_train_step`); None leaves it to the variant's `lax.cond`.
@@ -160,16 +165,24 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   clean_pass, sam_pass, losses_pass = gradient_passes(
       model, label_smoothing, l2_weight_decay, decay_mask, replica_mapping,
       model.clone(true_gradient=True) if true_gradient_ascent else model, loss)
-  (_, (example_losses, logits, batch_stats)), grads = clean_pass(state.params, state.batch_stats,
-                                                                 batch, train_rngs(rng))
+  # The pass the metrics and BatchNorm statistics come from: the clean one, or without it
+  # the last pass of grad_fn on the whole batch (traced within this step).
+  measured: dict[str, Any] = {}
+  grads: Any = None  # None for a variant that takes no clean gradient
+  if clean_gradient:
+    (_, (losses, logits, batch_stats)), grads = clean_pass(state.params, state.batch_stats, batch,
+                                                           train_rngs(rng))
+    measured.update(example_losses=losses, logits=logits, batch_stats=batch_stats)
   keeps_perturbed = perturbed_aux(state.opt_state) is not None
 
   def grad_fn(params: optax.Params,
               examples: jax.Array | None = None) -> optax.Updates | tuple[optax.Updates, Any]:
     """The gradient at `params`, on `examples` (indices) of the batch or all of it."""
     chosen = batch if examples is None else jax.tree.map(lambda x: x[examples], batch)
-    grads, (losses, logits, _) = sam_pass(params, state.batch_stats, chosen,
-                                          train_rngs(rng, redraw_masks))
+    grads, (losses, logits, batch_stats) = sam_pass(params, state.batch_stats, chosen,
+                                                    train_rngs(rng, redraw_masks))
+    if examples is None and not clean_gradient:
+      measured.update(example_losses=losses, logits=logits, batch_stats=batch_stats)
     if not keeps_perturbed:
       return grads
     perturbed = {"loss": jnp.mean(losses), "error": error_rate(logits, chosen["label"])}
@@ -179,14 +192,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     return losses_pass(params, state.batch_stats, batch, train_rngs(rng, redraw_masks))
 
   updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn,
-                                 example_losses=example_losses, example_losses_fn=example_losses_fn,
-                                 sam_step=sam_step)
+                                 example_losses=measured.get("example_losses"),
+                                 example_losses_fn=example_losses_fn, sam_step=sam_step)
+  example_losses, logits, batch_stats = (
+      measured[k] for k in ("example_losses", "logits", "batch_stats"))
   params = optax.apply_updates(state.params, updates)
-  metrics = {
-      "loss": jnp.mean(example_losses),
-      "error": error_rate(logits, batch["label"]),
-      "clean_grad_norm": optax.tree_utils.tree_norm(grads)
-  }
+  metrics = {"loss": jnp.mean(example_losses), "error": error_rate(logits, batch["label"])}
+  if clean_gradient:
+    metrics["clean_grad_norm"] = optax.tree_utils.tree_norm(grads)
   if keeps_perturbed:
     perturbed = perturbed_aux(opt_state)
     metrics.update(perturbed_loss=perturbed["loss"], perturbed_error=perturbed["error"])
@@ -194,11 +207,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   if update_norm is not None:
     metrics["grad_norm"] = update_norm
   batch_stats, metrics = jax.lax.pmean((batch_stats, metrics), replicas.REPLICA_AXES)
-  finite = jnp.stack([
-      jnp.isfinite(metrics["loss"]),
-      jnp.isfinite(metrics["clean_grad_norm"]),
-      *(jnp.isfinite(u).all() for u in jax.tree.leaves(updates))
-  ]).all()
+  checked = [metrics["loss"], metrics.get("clean_grad_norm", 0.0), *jax.tree.leaves(updates)]
+  finite = jnp.stack([jnp.isfinite(x).all() for x in checked]).all()
   metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)

@@ -35,7 +35,7 @@ CHOICES = {
     "normalization": datasets.NORMALIZATIONS,
     "classifier": (None, "token", "gap"),
     "loss": ("softmax", "sigmoid"),  # losses.LOSSES (which imports jax)
-    "sam.perturbation_mask": ("all", "norm"),  # family.registry.MASKS
+    "sam.perturbation_mask": ("all", "norm"),  # family.chains.MASKS
 }
 
 
@@ -130,7 +130,7 @@ def check(config: ml_collections.ConfigDict) -> None:
   if not config.num_train_steps and config.warmup_epochs >= config.num_epochs:
     raise UsageError(f"--config.warmup_epochs={config.warmup_epochs} leaves nothing of the "
                      f"{config.num_epochs} epochs: use fewer warmup epochs or more epochs.")
-  registry.check(config.sam)  # the variant (a known one) and its options
+  registry.check(config)  # the variant (a known one) and its options
   # pylint: disable-next=import-outside-toplevel  (Flax: only when the rest is valid)
   from sam_jax.models import get_model
   get_model(config.model_name, num_classes=1)  # an unknown name: its own one line

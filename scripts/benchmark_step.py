@@ -23,6 +23,11 @@ step's time is a block's mean, the median over the blocks.
     python scripts/benchmark_step.py --only "SGD,LookSAM k=5"   # some rows only
     python scripts/benchmark_step.py --only SGD,SAM --torch      # against PyTorch
     python scripts/benchmark_step.py --study_variants --json costs.json
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 \
+      python scripts/benchmark_step.py --devices 2 --only SGD,SAM,SAMPa   # SAMPa's pair
+
+SAMPa's step sees the previous batch with the current one: with 2 devices, each computes
+one gradient on a whole batch while SGD and SAM split the batch over both.
 
 --study_variants times instead SGD and every variant of the digits study
 (`configs/digits_sharpness.py`'s VARIANTS, with their settings), the step costs of
@@ -57,6 +62,8 @@ SETTINGS = {
     "SAM-ON": (dict(perturbation_mask="norm"), False, "loop"),
     "F-SAM": (dict(variant="fsam"), False, "loop"),
     "VaSSO": (dict(variant="vasso"), False, "loop"),
+    "bSAM": (dict(variant="bsam"), False, "loop"),
+    "SAMPa": (dict(variant="sampa"), False, "loop"),  # with --devices 2: one group each
     "late-phase SAM 20%": (dict(late_phase=0.2), False, "loop"),  # its cost over a whole run
     "SAM virtual": (dict(), True, "loop"),
     "SAM accumulated": (dict(), True, "scan"),
@@ -69,6 +76,7 @@ def study_settings(rho: float) -> dict:
   rows = {"SGD": (dict(rho=0.0), False, "loop")}
   for name, fields in VARIANTS.items():
     fields = dict(fields)
+    fields.pop("run", None)  # the run's learning rate, decay and clipping: the same cost
     fields["rho"] = rho * fields.pop("rho", 1.0)
     if "gsam_rho_min" in fields:
       fields["rho"], fields["gsam_rho_min"] = 2 * rho, rho

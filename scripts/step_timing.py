@@ -97,13 +97,15 @@ def prepare(setting: Setting, rho: float = 0.05, block: int = 5,
   FLOPs are a mean over 1,000 steps of that schedule.
   """
   s = setting
-  layout = replicas.make_layout(s.batch_size, s.m, s.devices)
-  mesh = replicas.make_mesh(layout.num_devices)
-  model = get_model(s.model, s.num_classes, dtype=jnp.dtype(s.dtype))
   config = default.get_config()
   config.update(
       dict(learning_rate=0.1, num_epochs=1, weight_decay=5e-4,
            sam=dict(dict(rho=rho), **dict(s.sam))))
+  # SAMPa's step sees the previous batch too: twice the examples, each step one new batch
+  layout = replicas.make_layout(s.batch_size, s.m, s.devices,
+                                paired=registry.paired_batches(config.sam))
+  mesh = replicas.make_mesh(layout.num_devices)
+  model = get_model(s.model, s.num_classes, dtype=jnp.dtype(s.dtype))
   tx = optim.create_optimizer(config, 1000, replicas.REPLICA_AXES)
   image_shape = (s.image_size, s.image_size, 3)
   state = replicas.replicate(
@@ -111,11 +113,12 @@ def prepare(setting: Setting, rho: float = 0.05, block: int = 5,
   rng = np.random.default_rng(0)
   batch = replicas.shard_batch(
       {
-          "image": rng.standard_normal((s.batch_size,) + image_shape, np.float32),
-          "label": rng.integers(0, s.num_classes, s.batch_size).astype(np.int32),
+          "image": rng.standard_normal((layout.global_batch,) + image_shape, np.float32),
+          "label": rng.integers(0, s.num_classes, layout.global_batch).astype(np.int32),
       }, mesh)
   step = steps.make_train_step(model, tx, mesh, layout, l2_weight_decay=5e-4,
-                               replica_mapping=s.mapping)
+                               replica_mapping=s.mapping,
+                               clean_gradient=registry.clean_gradient(config.sam))
   key = jax.random.key(1)
 
   whole_run = registry.second_pass_schedule(config.sam, config.seed, block)

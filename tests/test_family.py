@@ -389,6 +389,108 @@ def test_momentum_sam_follows_the_authors_algorithm(setup):
   assert max_abs_diff(family.unperturbed(got, state), w) < 2e-5
 
 
+def standard_normal(key, like):
+  """The n of `posterior_sample` under `key`: its sample of w = 0, s = 1, N = 1."""
+  zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), like)
+  ones = jax.tree.map(lambda a: jnp.ones(a.shape, jnp.float32), like)
+  return jax.tree.map(np.float64, family.posterior_sample(zeros, ones, 1.0, key))
+
+
+def test_bsam_matches_the_authors_code_in_float64(setup):
+  """team-approx-bayes/bayesian-sam optim.py:125-167: g at theta = w + n / sqrt(N s), the
+  ascent to w + rho g / s, momentum of g_eps + delta w, w -= lr m / s with the old s, then
+  s = beta2 s + (1 - beta2) (|g| sqrt(s) + damping + delta)."""
+  w, data = setup
+  rho, beta1, beta2, prior, num_data, s0, damping, seed = 0.05, 0.8, 0.9, 4.0, 50.0, 2.0, 0.1, 3
+  delta = prior / num_data
+  m = {k: np.zeros_like(a) for k, a in w.items()}
+  s = {k: np.full_like(a, s0) for k, a in w.items()}
+  for t, (x, y) in enumerate(data):
+    n = standard_normal(jax.random.fold_in(jax.random.key(seed), t), w)
+    g = mlp_grads64({k: w[k] + n[k] / np.sqrt(num_data * s[k]) for k in w}, x, y)
+    g_eps = mlp_grads64({k: w[k] + rho * g[k] / s[k] for k in w}, x, y)
+    m = {k: beta1 * m[k] + (1 - beta1) * (g_eps[k] + delta * w[k]) for k in w}
+    w = {k: w[k] - LR * m[k] / s[k] for k in w}
+    s = {k: beta2 * s[k] + (1 - beta2) * (np.abs(g[k]) * s[k] ** 0.5 + damping + delta) for k in w}
+  tx = family.bayesian_sam(LR, rho=rho, beta1=beta1, beta2=beta2, prior_precision=prior,
+                           num_data=num_data, init_precision=s0, damping=damping, seed=seed)
+  got, state = jax_run(tx, setup[0], data, base=False)
+  assert max_abs_diff(got, w) < 2e-5
+  assert max_abs_diff(family.bayesian.precision(state), s) < 2e-5
+  assert max_abs_diff(s, {k: np.full_like(a, s0) for k, a in s.items()}) > 0.1  # s has moved
+
+
+def test_bsam_replicas_draw_their_own_noise_and_share_the_posterior(setup):
+  """Over 2 replicas (the authors' batchsplit), each samples its own theta and the state
+  (w's update, m, s) follows their mean, the same on both."""
+  w, [(x, y), *_] = setup
+  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), w)
+  tx = family.bayesian_sam(LR, num_data=20.0, axis_name="r")
+  samples = []
+
+  def replica(x, y):
+    _, grad_fn = mlp_loss_fns(x, y)
+
+    def recording(p):
+      samples.append(p)  # the first call is at the replica's posterior sample
+      return grad_fn(p)
+
+    return tx.update(None, tx.init(params), params, grad_fn=recording)
+
+  halves = [a.reshape(2, -1, *a.shape[1:]) for a in (jnp.asarray(x, jnp.float32), jnp.asarray(y))]
+  (updates,
+   state), thetas = jax.jit(jax.vmap(lambda x, y: (replica(x, y), samples[0]),
+                                     axis_name="r"))(*halves)
+  for leaf in jax.tree.leaves((updates, state.precision)):
+    np.testing.assert_array_equal(leaf[0], leaf[1])
+  assert max_abs_diff(*(jax.tree.map(lambda a, i=i: a[i], thetas) for i in (0, 1))) > 1e-3
+
+
+def test_sampa_matches_the_authors_code_in_float64(setup):
+  """LIONS-EPFL/SAMPa train.py:46-102 with torch's SGD (momentum, weight decay): rank 0's
+  gradient at x~ = x + rho g_y/||g_y|| on the previous batch, rank 1's at the predicted
+  y = x - lr (g_y + wd x + mu buf) on the current one, the update from (1 - og) and og of
+  them. Here the ranks are 2 replicas, the even one given the previous batch."""
+  w, data = setup
+  lmbda, wd = 0.3, 0.01
+  x, buf, g_y, previous = dict(w), None, {k: np.zeros_like(a) for k, a in w.items()}, data[0]
+  for batch in data:
+    ascent = mlp_grads64(lin(1.0, x, RHO / (norm(g_y) + 1e-12), g_y), *previous)
+    y = lin(1.0, x, -LR, g_y) if buf is None else lin(1.0, x, -LR, lin(1.0, g_y, wd, x, MU, buf))
+    g_y = mlp_grads64(y, *batch)
+    d = lin(1.0 - lmbda, ascent, lmbda, g_y, wd, x)
+    buf = d if buf is None else lin(MU, buf, 1.0, d)
+    x, previous = lin(1.0, x, -LR, buf), batch
+  base = optax.chain(optax.add_decayed_weights(wd), optax.sgd(LR, momentum=MU))
+  tx = family.sampa(RHO, base, lmbda=lmbda, axis_name="r")
+  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), w)
+  state = tx.init(params)
+
+  def replica(params, state, x, y):
+    _, grad_fn = mlp_loss_fns(x, y)
+    updates, state = tx.update(None, state, params, grad_fn=grad_fn)
+    return optax.apply_updates(params, updates), state
+
+  step = jax.jit(jax.vmap(replica, in_axes=(None, None, 0, 0), out_axes=None, axis_name="r"))
+  for before, now in zip([data[0], *data], data):  # the first step sees its batch twice
+    pair = [np.stack([a, b]) for a, b in zip(before, now)]
+    params, state = step(params, state, jnp.asarray(pair[0], jnp.float32), jnp.asarray(pair[1]))
+  assert max_abs_diff(params, x) < 2e-5
+  sgd, _ = jax_run(base, w, data, base=False)  # not the base optimizer alone
+  assert max_abs_diff(params, sgd) > 1e-3
+
+
+def test_posterior_samples_have_the_variance_one_over_n_s():
+  """theta ~ N(w, 1 / (N s)): 4,000 draws of a 3-vector, mean and variance within 5 standard
+  errors."""
+  w, s, num_data = jnp.array([1.0, -2.0, 0.5]), jnp.array([1.0, 4.0, 0.25]), 10.0
+  keys = jax.random.split(jax.random.key(0), 4000)
+  draws = np.asarray(jax.vmap(lambda k: family.posterior_sample(w, s, num_data, k))(keys))
+  variance = 1.0 / (num_data * np.asarray(s))
+  np.testing.assert_allclose(draws.mean(0), w, atol=5 * np.sqrt(variance / 4000).max())
+  np.testing.assert_allclose(draws.var(0), variance, rtol=5 * np.sqrt(2 / 4000))
+
+
 @pytest.mark.parametrize("variant",
                          ["gsam", "looksam", "every", "esam", "wsam", "fsam", "vasso", "late"])
 def test_reductions_to_sam(setup, variant):
@@ -513,8 +615,9 @@ def test_cheap_steps_run_one_forward_backward_per_replica(mapping, decided, vari
 
 
 def registry_update(variant, options, w, x, y):
-  """The first update of `variant`'s registry chain (no base optimizer), on two replicas
-  (a vmap over axis "r"), each with its half of (x, y)."""
+  """The first two updates of `variant`'s registry chain (no base optimizer) at w, on two
+  replicas (a vmap over axis "r"), each with its half of (x, y): SAMPa's first ascent is
+  along a zero lookahead gradient, its second along the first's."""
   config = tiny_config(sam=dict(variant=variant, rho=RHO, wsam_decoupled=False, **options))
   tx = registry.build_chain(
       registry.Chain(config.sam, (), lambda count: LR, (LR, 0.0), ("r",), seed=0, aux_init=None,
@@ -523,9 +626,12 @@ def registry_update(variant, options, w, x, y):
 
   def replica(x, y):
     losses, grad_fn = mlp_loss_fns(x, y)
-    return tx.update(
-        grad_fn(params), tx.init(params), params, grad_fn=grad_fn, example_losses=losses(params),
-        example_losses_fn=losses)[0]
+    updates, state = [], tx.init(params)
+    for _ in range(2):
+      update, state = tx.update(grad_fn(params), state, params, grad_fn=grad_fn,
+                                example_losses=losses(params), example_losses_fn=losses)
+      updates.append(update)
+    return updates
 
   halves = (jnp.asarray(x, jnp.float32).reshape(2, -1, x.shape[-1]), jnp.asarray(y).reshape(2, -1))
   return jax.vmap(replica, axis_name="r")(*halves)
@@ -534,7 +640,7 @@ def registry_update(variant, options, w, x, y):
 @pytest.mark.parametrize("variant", sorted(registry.VARIANTS))
 def test_every_shared_option_a_variant_takes_changes_its_update(variant, setup):
   """What `Variant.takes` claims is honoured: each such option, switched on, changes the
-  first update (validation refuses the others)."""
+  first two updates (validation refuses the others)."""
   w, [(x, y), *_] = setup
   switched = {
       "adaptive": ({}, dict(adaptive=True)),

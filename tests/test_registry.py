@@ -9,7 +9,7 @@ import sam_jax
 from conftest import tiny_config
 from sam_jax import checkpoints, family, loop, replicas, run_setup, validation
 from sam_jax.errors import UsageError
-from sam_jax.family import registry
+from sam_jax.family import chains, registry
 from sam_jax.sam import SamState, find_state
 
 
@@ -19,7 +19,7 @@ def half_sam(c: registry.Chain):
 
 
 TOY = registry.Variant("a toy: SAM at half the radius on every toy_every-th update",
-                       registry.in_front(half_sam),
+                       chains.in_front(half_sam),
                        fields={"toy_every": (lambda k: k > 0, "a positive number of updates")},
                        second_pass=lambda s: lambda t: (t + 1) % s.toy_every == 0)
 
@@ -66,13 +66,18 @@ def test_a_new_variant_is_one_registry_entry(monkeypatch, digits, tmp_path):
     [
         (dict(variant="fsam", perturbation_mask="norm", rho=0.5), 22),  # on SAM-ON's mask
         (dict(variant="vasso", late_phase=0.25), 6),  # the last 6 of 22 updates
+        (dict(variant="bsam", rho=0.01), 22),  # the whole optimizer
+        (dict(variant="sampa"), 22),  # on 2 replicas, the previous batch and the current
     ])
 def test_the_2023_25_variants_train_through_the_binary_on_the_digits(sam, passes, digits, tmp_path):
+  alone = dict(weight_decay=0.0, gradient_clipping=0.0, learning_rate=0.5)  # bSAM's own
   config = tiny_config(dataset="digits", batch_size=64, num_epochs=1, log_every_steps=11,
-                       sam=dict(rho=0.1) | sam)
+                       sam=dict(rho=0.1) | sam, **(alone if sam["variant"] == "bsam" else {}))
   run = run_setup.set_up(config, str(tmp_path / "set_up"))
   assert sum(bool(run.second_pass(t)) for t in range(22)) in (0, passes)  # host-decided or all
   results = loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert results["steps"] == 22 and results["test_error"] < 0.5  # it trains: chance is 0.9
   _, state = checkpoints.read(str(tmp_path / "run"), None, jax.eval_shape(lambda: run.state))
   assert int(find_state(state.opt_state, SamState).count) == passes  # its second passes
+  if sam["variant"] == "bsam":  # the posterior's model average, 32 samples, at the end
+    assert results["test_predictive_error"] < 0.5 and results["test_predictive_loss"] > 0

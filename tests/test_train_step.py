@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from conftest import max_abs_diff, tiny_config
-from sam_jax import losses, optim, replicas, steps
+from sam_jax import losses, optim, replicas, run_setup, steps
 from sam_jax.errors import UsageError
 from sam_jax.models import get_model
 from sam_jax.models.shake_shake import shake_shake
@@ -61,6 +61,17 @@ def test_layouts_of_the_same_replicas_agree_and_m_matters():
   assert int(mixed.step) == 3
   assert max_abs_diff(wide_metrics, mixed_metrics) < 1e-5  # replica averages (next test)
   assert max_abs_diff(wide.params, whole.params) > 1e-3  # m-sharpness: m changes the step
+
+
+@pytest.mark.slow
+def test_sampa_on_two_devices_is_sampa_on_two_virtual_replicas():
+  """The pair of replicas on 2 devices or as 2 virtual replicas of one: the same run (the
+  replica index and the group sums read the same under shard_map and vmap)."""
+  model, config, data = get_model(TINY_WRN, 10), make_config(), batches(num=2, size=16)
+  config.sam.variant = "sampa"
+  (two, _), (one, _) = (
+      train(model, config, devices, 8, data, clean_gradient=False)[1:] for devices in (2, 1))
+  assert max_abs_diff(two.params, one.params) < 1e-5
 
 
 def test_metrics_are_the_replica_averages_at_w_and_at_w_plus_eps():
@@ -238,6 +249,28 @@ def test_layout_arithmetic():
   assert (layout.num_devices, layout.virtual_replicas, layout.examples_per_replica) == (2, 4, 32)
   assert (layout.num_replicas, layout.per_device_batch, layout.global_batch) == (8, 128, 256)
   assert replicas.make_layout(256, None, 8).examples_per_replica == 32  # original default
+
+
+def test_paired_layouts_put_the_previous_and_the_current_batch_on_alternate_replicas():
+  """SAMPa's layout: twice the batch, one device -> two replicas of the batch, more devices
+  -> one replica each (of at most the batch)."""
+  shape = lambda layout: (layout.num_devices, layout.virtual_replicas, layout.examples_per_replica)
+  assert shape(replicas.make_layout(64, None, 1, paired=True)) == (1, 2, 64)
+  assert shape(replicas.make_layout(64, None, 2, paired=True)) == (2, 1, 64)
+  assert shape(replicas.make_layout(64, None, 8, paired=True)) == (8, 1, 16)
+  assert shape(replicas.make_layout(64, 32, 2, paired=True)) == (2, 2, 32)
+  with pytest.raises(
+      UsageError, match="m=48 examples per replica does not divide the batch of 64 "
+      "that a process pairs"):
+    replicas.make_layout(64, 48, 1, paired=True)
+  stream = [{"x": np.arange(4) + 10 * i} for i in range(4)]  # batches of 4, m = 2
+  paired = [b["x"].tolist() for b in replicas.paired_batches(stream, 2)]
+  assert paired[:2] == [[0, 1, 0, 1, 2, 3, 2, 3], [0, 1, 10, 11, 2, 3, 12, 13]]
+  # A resumed run reads from the step before: the same pairs from there on.
+  fake = lambda start_step: ({"x": np.arange(4) + 10 * i} for i in range(start_step, 4))
+  for start in (1, 2):
+    resumed = [b["x"].tolist() for b in run_setup.paired_batches(fake, 2, start_step=start)]
+    assert resumed == paired[start:]
 
 
 def test_prefetch_places_the_next_batch_while_one_is_used_in_order():

@@ -67,6 +67,14 @@ EDGES = {
     "sam.esam_beta": ([0.0, above(1.0)], [TINY, 1.0]),
     "sam.esam_gamma": ([0.0, above(1.0)], [TINY, 1.0]),
     "sam.wsam_gamma": ([below(0.0), 1.0], [0.0, below(1.0)]),
+    "sam.sampa_lambda": ([below(0.0), above(1.0)], [0.0, 1.0]),
+    "sam.bsam_beta1": ([below(0.0), 1.0], [0.0, below(1.0)]),
+    "sam.bsam_beta2": ([below(0.0), 1.0], [0.0, below(1.0)]),
+    "sam.bsam_prior_precision": ([below(0.0)], [0.0]),
+    "sam.bsam_data_factor": ([0.0], [TINY]),
+    "sam.bsam_init_precision": ([0.0], [TINY]),
+    "sam.bsam_damping": ([below(0.0)], [0.0]),
+    "sam.bsam_predictive_samples": ([-1], [0]),
     "init_seed": ([-1], [0, None]),
     "log_every_steps": ([0], [1]),
     "profile_steps": ([-1], [0]),
@@ -148,6 +156,16 @@ def test_a_shared_option_a_variant_ignores_is_refused_naming_those_that_take_it(
   with pytest.raises(UsageError, match="^Decoupled WSAM runs its sharpness step at every"):
     validation.check(config)
   config.sam.wsam_decoupled = False
+  validation.check(config)
+
+
+def test_bsam_is_the_whole_optimizer_and_refuses_the_base_optimizers_decay_and_clipping():
+  config = tiny_config(sam=dict(variant="bsam"), optimizer="adamw", weight_decay=0.0)
+  with pytest.raises(
+      UsageError, match=r"^bSAM is the whole optimizer .*: set "
+      r"--config.optimizer=sgd --config.gradient_clipping=0\.$"):
+    validation.check(config)
+  config.optimizer, config.gradient_clipping = "sgd", 0.0
   validation.check(config)
 
 

@@ -12,17 +12,21 @@ stay the same on every replica.
 
 cheaper.py: SAM every k steps, with probability p or late in training (`sometimes`),
 LookSAM, ESAM, Momentum-SAM. stronger.py: GSAM, GCSAM, WSAM. aimed.py: F-SAM, VaSSO.
+parallel.py: SAMPa, its two gradients on two groups of replicas at once.
+bayesian.py: bSAM, the whole optimizer (its own momentum and precision) and its posterior.
 registry.py: each as the training binary runs it, one entry per `config.sam.variant`.
 """
 
 from sam_jax.family.aimed import friendly_sam, vasso
+from sam_jax.family.bayesian import bayesian_sam, posterior_sample
+from sam_jax.family.parallel import sampa
 from sam_jax.family.cheaper import (esam, looksam, momentum_perturbation, sam_step_due, sometimes,
                                     unperturbed)
 from sam_jax.family.stronger import (centralize_gradient, decoupled_wsam, gcsam, gsam,
                                      rho_following, wsam)
 
 __all__ = [
-    "centralize_gradient", "decoupled_wsam", "esam", "friendly_sam", "gcsam", "gsam", "looksam",
-    "momentum_perturbation", "rho_following", "sam_step_due", "sometimes", "unperturbed", "vasso",
-    "wsam"
+    "bayesian_sam", "centralize_gradient", "decoupled_wsam", "esam", "friendly_sam", "gcsam",
+    "gsam", "looksam", "momentum_perturbation", "posterior_sample", "rho_following", "sam_step_due",
+    "sampa", "sometimes", "unperturbed", "vasso", "wsam"
 ]

@@ -6,7 +6,8 @@ variant: how it builds the optimizer chain around the base optimizer, its own fi
 pass runs (decided on the host), whether its clean gradient only perturbs, and which
 parameters to evaluate. Validation, the optimizer (`optim.py`), the training loop,
 evaluation and the analyses read entries through `get`; no other module names a variant.
-Adding one is its transformation in this package, an entry in `VARIANTS`, and its tests.
+Adding one is its transformation in this package, its chain (`chains.py`), an entry in
+`VARIANTS`, and its tests.
 """
 
 import dataclasses
@@ -17,46 +18,12 @@ import numpy as np
 import optax
 
 from sam_jax.errors import UsageError
-from sam_jax.family import aimed, cheaper, stronger
-from sam_jax.masks import normalization_layers
-from sam_jax.sam import sam
+from sam_jax.family import chains, cheaper
+from sam_jax.family.chains import PERTURB, SHARED_OPTIONS, SKIP, Chain, late_start, skips
 
 Range = tuple[Callable[[Any], bool], str]  # a test of the value, and what the value must be
 Params = Any
 OptState = Any
-
-# SAM's options that not every variant honours, and the values that leave them off.
-SHARED_OPTIONS = {
-    "adaptive": False,  # ASAM's scaled ball
-    "eta": 0.01,
-    "p": 2.0,
-    "perturbation_mask": "all",  # SAM-ON: "norm", the normalization layers only
-    "sync_perturbations": False,  # one perturbation for several replicas
-    "every": 1,  # the second pass on some steps only (`family.sometimes`)
-    "probability": 1.0,
-    "late_phase": 1.0,  # the fraction of the run, at its end, with the second pass
-}
-PERTURB = frozenset({"adaptive", "eta", "p", "perturbation_mask"})  # what `sam.perturb` takes
-MASKS = {"all": None, "norm": normalization_layers}  # config.sam.perturbation_mask
-SKIP = frozenset({"every", "probability", "late_phase"})
-
-
-@dataclasses.dataclass(frozen=True)
-class Chain:
-  """What an entry builds the optimizer from."""
-  sam: Any  # config.sam: rho, the shared options and every variant's own fields
-  base: tuple[optax.GradientTransformation, ...]  # after SAM: replica mean, clipping, ...
-  learning_rate: Callable[[Any], Any]  # the schedule, of the update count
-  learning_rates: tuple[float, float]  # its peak and final values
-  replica_axes: tuple[str, ...]
-  seed: int
-  aux_init: Any  # what the second pass returns besides its gradient (`sam(aux_init=...)`)
-  total_steps: int = 0  # the run's length (late_phase)
-
-  def perturb_options(self) -> dict[str, Any]:
-    options = {name: self.sam[name] for name in PERTURB}
-    options["perturbation_mask"] = MASKS[options["perturbation_mask"]]
-    return options
 
 
 def _as_trained(params: Params, opt_state: OptState) -> Params:
@@ -77,93 +44,29 @@ class Variant:
   second_pass: Callable[[Any], Callable[[int], bool]] | None = None
   # The parameters to evaluate, from those the optimizer keeps and its state.
   evaluated: Callable[[Params, OptState], Params] = _as_trained
-  check: Callable[[Any], None] = lambda sam: None  # what `takes` cannot say
+  check: Callable[[Any], None] = lambda config: None  # what `takes` cannot say (whole config)
+  clean_gradient: bool = True  # False: the update ignores the clean gradient (forward only)
+  # True: the step sees the previous batch and the current one, their replicas interleaved
+  # (`replicas.paired_batches`): twice the examples, each seen by two steps.
+  paired_batches: bool = False
+  # A posterior over the parameters, for a predictive evaluation: (config.sam, the
+  # training examples an epoch sees) -> (params, opt_state, key) -> a sample; None: no
+  # posterior (the evaluated params are a point estimate).
+  posterior: Callable[[Any, int], Callable[[Params, OptState, Any], Params]] | None = None
 
 
-def skips(s: Any) -> bool:
-  """Whether the shared options skip the second pass on some steps."""
-  return s.every > 1 or s.probability < 1 or s.late_phase < 1
+def _bsam_alone(config: Any) -> None:
+  """bSAM is the whole optimizer: the base optimizer's decay and clipping must be off."""
+  wanted = {"optimizer": "sgd", "weight_decay": 0, "gradient_clipping": 0}
+  if wrong := [f"--config.{k}={v}" for k, v in wanted.items() if config[k] != v]:
+    raise UsageError(
+        "bSAM is the whole optimizer (its own momentum sam.bsam_beta1, precision and prior decay "
+        "sam.bsam_prior_precision / N), not one in front of the base optimizer's: set "
+        f"{' '.join(wrong)}.")
 
 
-def late_start(s: Any, total_steps: int) -> int:
-  """The first update with the second pass under `late_phase`: the last late_phase of
-  `total_steps` run it."""
-  return total_steps - round(s.late_phase * total_steps)
-
-
-def in_front(front: Callable[[Chain], optax.GradientTransformationExtraArgs]):
-  """The chain of a variant that replaces the gradient before the base optimizer; with
-  `every` or `probability`, `family.sometimes` runs it on some steps only."""
-  def build(chain: Chain) -> optax.GradientTransformationExtraArgs:
-    tx, s = front(chain), chain.sam
-    if skips(s):
-      tx = cheaper.sometimes(tx, every=s.every, probability=s.probability, seed=chain.seed,
-                             start=late_start(s, chain.total_steps))
-    return optax.chain(tx, *chain.base)
-
-  return build
-
-
-def _sam(c: Chain) -> optax.GradientTransformationExtraArgs:
-  s = c.sam
-  return sam(s.rho, sync_axis_name=c.replica_axes if s.sync_perturbations else None,
-             sync_group_size=s.sync_group_size, aux_init=c.aux_init if s.rho else None,
-             **c.perturb_options())
-
-
-def _gsam(c: Chain) -> optax.GradientTransformationExtraArgs:
-  s = c.sam
-  rho = s.rho if s.gsam_rho_min is None else stronger.rho_following(
-      c.learning_rate, s.rho, s.gsam_rho_min, *c.learning_rates)
-  return stronger.gsam(rho, alpha=s.gsam_alpha, aux_init=c.aux_init, **c.perturb_options())
-
-
-def _looksam(c: Chain) -> optax.GradientTransformationExtraArgs:
-  s = c.sam
-  return cheaper.looksam(s.rho, every=s.looksam_every, alpha=s.looksam_alpha,
-                         axis_name=c.replica_axes, aux_init=c.aux_init, **c.perturb_options())
-
-
-def _fsam(c: Chain) -> optax.GradientTransformationExtraArgs:
-  s = c.sam
-  return aimed.friendly_sam(s.rho, sigma=s.fsam_sigma, lmbda=s.fsam_lambda,
-                            axis_name=c.replica_axes, aux_init=c.aux_init, **c.perturb_options())
-
-
-def _vasso(c: Chain) -> optax.GradientTransformationExtraArgs:
-  s = c.sam
-  return aimed.vasso(s.rho, theta=s.vasso_theta, axis_name=c.replica_axes, aux_init=c.aux_init,
-                     **c.perturb_options())
-
-
-def _esam(c: Chain) -> optax.GradientTransformationExtraArgs:
-  s = c.sam
-  return cheaper.esam(s.rho, beta=s.esam_beta, gamma=s.esam_gamma, seed=c.seed, aux_init=c.aux_init)
-
-
-def _gcsam(c: Chain) -> optax.GradientTransformationExtraArgs:
-  return stronger.gcsam(c.sam.rho, aux_init=c.aux_init)
-
-
-def _msam(c: Chain) -> optax.GradientTransformationExtraArgs:
-  return optax.chain(*c.base, cheaper.momentum_perturbation(c.sam.rho))
-
-
-def _coupled_wsam(c: Chain) -> optax.GradientTransformationExtraArgs:
-  return stronger.wsam(c.sam.rho, gamma=c.sam.wsam_gamma, aux_init=c.aux_init,
-                       **c.perturb_options())
-
-
-def _wsam(c: Chain) -> optax.GradientTransformationExtraArgs:
-  s = c.sam
-  if not s.wsam_decoupled:
-    return in_front(_coupled_wsam)(c)
-  return stronger.decoupled_wsam(s.rho, optax.chain(*c.base), c.learning_rate,
-                                 gamma=s.wsam_gamma, axis_name=c.replica_axes, aux_init=c.aux_init,
-                                 **c.perturb_options())
-
-
-def _decoupled_wsam_every_step(s: Any) -> None:
+def _decoupled_wsam_every_step(config: Any) -> None:
+  s = config.sam
   if s.wsam_decoupled and skips(s):
     raise UsageError("Decoupled WSAM runs its sharpness step at every update: leave "
                      "--config.sam.every=1, --config.sam.probability=1 and "
@@ -180,45 +83,63 @@ def _in_unit_interval(value) -> bool:
 
 VARIANTS: dict[str, Variant] = {
     "sam": Variant("SAM (Foret et al. 2021; ASAM with adaptive): the gradient at w + rho g/||g||",
-                   in_front(_sam), takes=frozenset(SHARED_OPTIONS), ascent_only=True),
+                   chains.sam_chain, takes=frozenset(SHARED_OPTIONS), ascent_only=True),
     "gsam": Variant(
         "GSAM (Zhuang et al. 2022): g_sam - alpha g_perp, rho following the learning rate",
-        in_front(_gsam), takes=PERTURB | SKIP, fields={
+        chains.gsam_chain, takes=PERTURB | SKIP, fields={
             "gsam_alpha": (_at_least_zero, ">= 0 (0: SAM)"),
             "gsam_rho_min": (lambda r: r is None or r >= 0, "a radius >= 0, or unset"),
         }),
     "looksam": Variant(
         "LookSAM (Liu et al. 2022): SAM every k steps, its orthogonal part reused between",
-        in_front(_looksam), takes=PERTURB, fields={
+        chains.looksam_chain, takes=PERTURB, fields={
             "looksam_every": (lambda k: k > 0, "a positive number of steps (1: SAM)"),
             "looksam_alpha": (_at_least_zero, ">= 0 (the paper's is 0.7)"),
         }, second_pass=lambda s: lambda t: t % s.looksam_every == 0),
     "fsam": Variant(
         "F-SAM (Li et al. 2024): the ascent along g - sigma EMA(g), the full gradient removed",
-        in_front(_fsam), takes=PERTURB | SKIP, ascent_only=True, fields={
+        chains.fsam_chain, takes=PERTURB | SKIP, ascent_only=True, fields={
             "fsam_sigma": (_at_least_zero, ">= 0 (0: SAM; the authors' is 1)"),
             "fsam_lambda": (lambda x: 0 <= x < 1, "in [0, 1) (the EMA's decay)"),
         }),
     "vasso": Variant(
-        "VaSSO (Li and Giannakis 2023): the ascent along an EMA of the gradients", in_front(_vasso),
-        takes=PERTURB | SKIP, ascent_only=True, fields={
+        "VaSSO (Li and Giannakis 2023): the ascent along an EMA of the gradients",
+        chains.vasso_chain, takes=PERTURB | SKIP, ascent_only=True, fields={
             "vasso_theta": (_in_unit_interval, "in (0, 1] (1: SAM; the weight of the new g)"),
         }),
     "esam": Variant(
         "ESAM (Du et al. 2022): some tensors perturbed, the SAM pass on the sharpest examples",
-        in_front(_esam), takes=SKIP, ascent_only=True, fields={
+        chains.esam_chain, takes=SKIP, ascent_only=True, fields={
             "esam_beta": (_in_unit_interval, "a probability in (0, 1] (1: every tensor)"),
             "esam_gamma": (_in_unit_interval, "a fraction in (0, 1] (1: every example)"),
         }),
     "gcsam": Variant("GCSAM (Hassan et al. 2025): the ascent along the centralized gradient",
-                     in_front(_gcsam), takes=SKIP, ascent_only=True),
+                     chains.gcsam_chain, takes=SKIP, ascent_only=True),
     "msam": Variant(
-        "Momentum-SAM (Becker et al. 2024): the gradient at w - rho v/||v||, no second pass", _msam,
-        evaluated=cheaper.unperturbed),
-    "wsam": Variant("WSAM (Yue et al. 2023): sharpness as a weighted regularizer", _wsam,
-                    takes=PERTURB | SKIP, check=_decoupled_wsam_every_step, fields={
+        "Momentum-SAM (Becker et al. 2024): the gradient at w - rho v/||v||, no second pass",
+        chains.msam_chain, evaluated=cheaper.unperturbed),
+    "wsam": Variant("WSAM (Yue et al. 2023): sharpness as a weighted regularizer",
+                    chains.wsam_chain, takes=PERTURB | SKIP, check=_decoupled_wsam_every_step,
+                    fields={
                         "wsam_gamma": (lambda g: 0 <= g < 1, "in [0, 1) (0.5: SAM)"),
                     }),
+    "sampa": Variant(
+        "SAMPa (Xie et al. 2024): the ascent and a lookahead gradient at once, on paired replicas",
+        chains.sampa_chain, takes=PERTURB, clean_gradient=False, paired_batches=True, fields={
+            "sampa_lambda": (lambda x: 0 <= x <= 1, "in [0, 1] (the lookahead's weight)"),
+        }),
+    "bsam": Variant(
+        "bSAM (Moellenhoff and Khan 2023): SAM from a posterior sample, with its own precision",
+        chains.bsam_chain, check=_bsam_alone, clean_gradient=False, posterior=chains.bsam_posterior,
+        fields={
+            "bsam_beta1": (lambda b: 0 <= b < 1, "in [0, 1) (the momentum's decay)"),
+            "bsam_beta2": (lambda b: 0 <= b < 1, "in [0, 1) (the precision's decay)"),
+            "bsam_prior_precision": (_at_least_zero, ">= 0 (the prior's weight decay times N)"),
+            "bsam_data_factor": (lambda f: f > 0, "> 0 (N = the training examples times it)"),
+            "bsam_init_precision": (lambda s: s > 0, "> 0 (the precision s at the start)"),
+            "bsam_damping": (_at_least_zero, ">= 0 (added to the precision's update)"),
+            "bsam_predictive_samples": (_at_least_zero, ">= 0 posterior samples (0: none)"),
+        }),
 }
 
 
@@ -239,12 +160,14 @@ def field_ranges() -> dict[str, Range]:
   return {f"sam.{field}": r for variant in VARIANTS.values() for field, r in variant.fields.items()}
 
 
-def check(s: Any) -> None:
-  """Refuses shared options that `s.variant` does not honour, and its own conflicts.
+def check(config: Any) -> None:
+  """Refuses shared options that `config.sam.variant` does not honour, and its own conflicts
+  (with the rest of the config too).
 
   Raises:
     UsageError: one line naming the option, its value and the variants that take it.
   """
+  s = config.sam
   variant = get(s.variant)
   for option, off in SHARED_OPTIONS.items():
     if option not in variant.takes and s[option] != off:
@@ -252,7 +175,7 @@ def check(s: Any) -> None:
       raise UsageError(f"--config.sam.{option}={s[option]} is not an option of {s.variant} "
                        f"({variant.summary}): leave it at {off}, or choose a variant that takes "
                        f"it ({', '.join(those)}).")
-  variant.check(s)
+  variant.check(config)
 
 
 def build_chain(chain: Chain) -> optax.GradientTransformationExtraArgs:
@@ -284,3 +207,22 @@ def second_pass_schedule(s: Any, seed: int, total_steps: int = 0) -> Callable[[i
 def evaluated(s: Any) -> Callable[[Params, OptState], Params]:
   """The parameters `s.variant` evaluates, from the params and optimizer state it keeps."""
   return get(s.variant).evaluated
+
+
+def clean_gradient(s: Any) -> bool:
+  """Whether the update of `s.variant` uses the train step's clean gradient at w."""
+  return get(s.variant).clean_gradient
+
+
+def paired_batches(s: Any) -> bool:
+  """Whether `s.variant`'s step takes the previous batch with the current one."""
+  return get(s.variant).paired_batches
+
+
+def posterior(s: Any, epoch_examples: int) -> Callable[[Params, OptState, Any], Params] | None:
+  """(params, opt_state, key) -> a sample of the variant's posterior, when it keeps one and
+  `s.bsam_predictive_samples` asks for a predictive evaluation; else None."""
+  sampler = get(s.variant).posterior
+  if sampler is None or not s.bsam_predictive_samples:
+    return None
+  return sampler(s, epoch_examples)
