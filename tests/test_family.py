@@ -628,8 +628,9 @@ def registry_update(variant, options, w, x, y):
     losses, grad_fn = mlp_loss_fns(x, y)
     updates, state = [], tx.init(params)
     for _ in range(2):
-      update, state = tx.update(grad_fn(params), state, params, grad_fn=grad_fn,
-                                example_losses=losses(params), example_losses_fn=losses)
+      update, state = tx.update(
+          grad_fn(params), state, params, grad_fn=grad_fn, example_losses=losses(params),
+          example_losses_fn=losses)
       updates.append(update)
     return updates
 
