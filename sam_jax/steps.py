@@ -165,24 +165,23 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   clean_pass, sam_pass, losses_pass = gradient_passes(
       model, label_smoothing, l2_weight_decay, decay_mask, replica_mapping,
       model.clone(true_gradient=True) if true_gradient_ascent else model, loss)
-  # The pass the metrics and BatchNorm statistics come from: the clean one, or without it
-  # the last pass of grad_fn on the whole batch (traced within this step).
-  measured: dict[str, Any] = {}
+  # (per-example losses, logits, BatchNorm statistics) of the pass the metrics and statistics
+  # come from: the clean one, or without it the last of grad_fn on the whole batch.
+  measured: list[tuple[jax.Array, jax.Array, Any]] = []
   grads: Any = None  # None for a variant that takes no clean gradient
   if clean_gradient:
-    (_, (losses, logits, batch_stats)), grads = clean_pass(state.params, state.batch_stats, batch,
-                                                           train_rngs(rng))
-    measured.update(example_losses=losses, logits=logits, batch_stats=batch_stats)
+    (_, outputs), grads = clean_pass(state.params, state.batch_stats, batch, train_rngs(rng))
+    measured.append(outputs)
   keeps_perturbed = perturbed_aux(state.opt_state) is not None
 
   def grad_fn(params: optax.Params,
               examples: jax.Array | None = None) -> optax.Updates | tuple[optax.Updates, Any]:
     """The gradient at `params`, on `examples` (indices) of the batch or all of it."""
     chosen = batch if examples is None else jax.tree.map(lambda x: x[examples], batch)
-    grads, (losses, logits, batch_stats) = sam_pass(params, state.batch_stats, chosen,
-                                                    train_rngs(rng, redraw_masks))
+    grads, outputs = sam_pass(params, state.batch_stats, chosen, train_rngs(rng, redraw_masks))
+    losses, logits, _ = outputs
     if examples is None and not clean_gradient:
-      measured.update(example_losses=losses, logits=logits, batch_stats=batch_stats)
+      measured.append(outputs)  # traced within this step: read after tx.update
     if not keeps_perturbed:
       return grads
     perturbed = {"loss": jnp.mean(losses), "error": error_rate(logits, chosen["label"])}
@@ -192,10 +191,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     return losses_pass(params, state.batch_stats, batch, train_rngs(rng, redraw_masks))
 
   updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn,
-                                 example_losses=measured.get("example_losses"),
+                                 example_losses=measured[0][0] if measured else None,
                                  example_losses_fn=example_losses_fn, sam_step=sam_step)
-  example_losses, logits, batch_stats = (
-      measured[k] for k in ("example_losses", "logits", "batch_stats"))
+  example_losses, logits, batch_stats = measured[-1]
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": jnp.mean(example_losses), "error": error_rate(logits, batch["label"])}
   if clean_gradient:
