@@ -132,11 +132,16 @@ def _wsam(c: Chain) -> optax.GradientTransformationExtraArgs:
                                  **c.perturb_options())
 
 
+def _bsam_num_data(s: Any, epoch_examples: int) -> float:
+  """bSAM's N: the examples an epoch sees times the authors' augmentation factor."""
+  return epoch_examples * s.bsam_data_factor
+
+
 def _bsam(c: Chain) -> optax.GradientTransformationExtraArgs:
   s = c.sam
   return bayesian.bayesian_sam(c.learning_rate, rho=s.rho, beta1=s.bsam_beta1, beta2=s.bsam_beta2,
                                prior_precision=s.bsam_prior_precision,
-                               num_data=c.epoch_examples * s.bsam_data_factor,
+                               num_data=_bsam_num_data(s, c.epoch_examples),
                                init_precision=s.bsam_init_precision, damping=s.bsam_damping,
                                seed=c.seed, axis_name=c.replica_axes, aux_init=c.aux_init)
 
@@ -149,10 +154,11 @@ def _sampa(c: Chain) -> optax.GradientTransformationExtraArgs:
 
 
 def bsam_posterior(s: Any, epoch_examples: int) -> Callable[[Params, OptState, Any], Params]:
+  """(params, opt_state, key) -> a draw of bSAM's posterior, the N of its training."""
   def sample(params: Params, opt_state: OptState, key: Any) -> Params:
     precision = bayesian.precision(opt_state)
     assert precision is not None, "a bSAM posterior needs bSAM's optimizer state"
-    return bayesian.posterior_sample(params, precision, epoch_examples * s.bsam_data_factor, key)
+    return bayesian.posterior_sample(params, precision, _bsam_num_data(s, epoch_examples), key)
 
   return sample
 

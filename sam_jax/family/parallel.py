@@ -62,11 +62,11 @@ def sampa(rho: float, base: optax.GradientTransformation, *, lmbda: float = 0.2,
     odd = jax.lax.axis_index(axis_name) % 2 == 1
     point = jax.tree.map(lambda a, b: jnp.where(odd, b, a), ascent, lookahead)
     g, aux = gradient(grad_fn, point, state.sam)
+    ascent_part = jax.tree.map(lambda x: jnp.where(odd, 0, x), g)  # each group's share
+    lookahead_part = jax.tree.map(lambda x: jnp.where(odd, x, 0), g)
     pairs = jax.lax.axis_size(axis_name) // 2
-    g_ascent, g_lookahead = jax.tree.map(
-        lambda x: x / pairs,
-        jax.lax.psum((jax.tree.map(lambda x: jnp.where(odd, 0, x),
-                                   g), jax.tree.map(lambda x: jnp.where(odd, x, 0), g)), axis_name))
+    g_ascent, g_lookahead = jax.tree.map(lambda x: x / pairs,
+                                         jax.lax.psum((ascent_part, lookahead_part), axis_name))
     new_updates, base_state = base.update(
         combine(1 - lmbda, g_ascent, lmbda, g_lookahead), state.base, params)
     return new_updates, ParallelSamState(SamState(count + 1, aux), base_state, g_lookahead)

@@ -45,7 +45,7 @@ class Variant:
   # The parameters to evaluate, from those the optimizer keeps and its state.
   evaluated: Callable[[Params, OptState], Params] = _as_trained
   check: Callable[[Any], None] = lambda config: None  # what `takes` cannot say (whole config)
-  clean_gradient: bool = True  # False: the update ignores the clean gradient (forward only)
+  clean_gradient: bool = True  # False: the update ignores it, and the step runs no clean pass
   # True: the step sees the previous batch and the current one, their replicas interleaved
   # (`replicas.paired_batches`): twice the examples, each seen by two steps.
   paired_batches: bool = False
