@@ -135,7 +135,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.sam.true_gradient_ascent = True
   # The SAM family (sam_jax/family/): sam (SAM, or ASAM with adaptive), gsam, looksam,
   # esam, gcsam, msam (Momentum-SAM: one pass; the authors use rho 3), wsam, fsam, vasso,
-  # sampa (its two gradients on paired replicas at once) or bsam (the whole optimizer).
+  # functional (Functional-SAM: the Jacobian at w + eps, dL/dlogits at w), sampa (its two
+  # gradients on paired replicas at once) or bsam (the whole optimizer).
   config.sam.variant = "sam"
   config.sam.every = 1  # SAM on every k-th step only, plain steps between (Composer's interval)
   config.sam.probability = 1.0  # SAM on a step with this probability (randomized SAM)

@@ -47,6 +47,9 @@ VARIANTS = {
     # be read here; the authors' README example is ASAM-ON at rho 10)
     "sam_on": dict(perturbation_mask="norm", rho=5.0),
     "late": dict(late_phase=0.2),  # SAM on the last 20% of the steps: the cost of every5
+    # Functional-SAM at SAM's rho: the paper tunes rho for language models under AdamW; no
+    # vision setting of it could be read here
+    "functional": dict(variant="functional"),
     "sampa": dict(variant="sampa", sampa_lambda=0.2),  # LIONS-EPFL/SAMPa train.py: og 0.2
     # bSAM at the authors' CIFAR command (team-approx-bayes/bayesian-sam README.md: alpha 0.5,
     # rho 0.01 where their SAM's is 0.05, priorprec 40, dafactor 4); `run` sets the run's own

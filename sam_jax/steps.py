@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 from sam_jax import optim, replicas
 from sam_jax.losses import cross_entropy, error_rate
 from sam_jax.models.layers import train_rngs
+from sam_jax.passes import gradient_passes
 from sam_jax.sam import perturbed_aux
 
 # (params, opt_state) -> the parameters to evaluate (and average in the EMA).
@@ -63,37 +64,6 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: ja
   return state_from(variables)
 
 
-def gradient_passes(model: nn.Module, label_smoothing: float, l2_weight_decay: float,
-                    decay_mask: Any, replica_mapping: str, ascent_model: nn.Module,
-                    loss: str = "softmax"):
-  """The train step's passes over one replica's batch, mapped by `replica_mapping`.
-
-  clean: (loss, (per-example losses, logits, BatchNorm statistics)), gradient at w, of
-  `ascent_model`; sam: the same gradient and aux at another point; losses: the
-  per-example losses (forward only; ESAM's data selection). Arguments of each:
-  (params, batch_stats, batch, rngs).
-  """
-  def forward(params: Mapping[str, Any], batch_stats: Any, batch: dict[str, jax.Array],
-              rngs: dict[str, jax.Array],
-              model: nn.Module = model) -> tuple[jax.Array, jax.Array, Mapping[str, Any]]:
-    logits, mutated = model.apply({
-        "params": params,
-        "batch_stats": batch_stats
-    }, batch["image"], train=True, rngs=rngs, mutable=["batch_stats"])
-    return cross_entropy(logits, batch["label"], label_smoothing, loss), logits, mutated
-
-  def loss_fn(params: Mapping[str, Any], batch_stats: Any, batch: dict[str, jax.Array],
-              rngs: dict[str, jax.Array],
-              model: nn.Module = model) -> tuple[jax.Array, tuple[jax.Array, jax.Array, Any]]:
-    example_losses, logits, mutated = forward(params, batch_stats, batch, rngs, model)
-    loss = jnp.mean(example_losses) + optim.l2_penalty(params, l2_weight_decay, decay_mask)
-    return loss, (example_losses, logits, mutated.get("batch_stats", {}))
-
-  passes = (jax.value_and_grad(functools.partial(loss_fn, model=ascent_model), has_aux=True),
-            jax.grad(loss_fn, has_aux=True), lambda *args: forward(*args)[0])
-  return tuple(replicas.one_replica_at_a_time(f, replica_mapping) for f in passes)
-
-
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *, model: nn.Module,
                tx: optax.GradientTransformationExtraArgs, l2_weight_decay: float = 0.0,
                no_weight_decay_on_bn: bool = False, decay_kernels_only: bool = False,
@@ -108,8 +78,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   2. `tx` (see `optim.create_optimizer`) perturbs w by eps(g), evaluates the same loss
      with the same dropout/shake randomness at w + eps, averages that gradient over all
      replicas, clips it and updates w (not w + eps). `tx.update` gets `grad_fn(p,
-     examples=None)` and, for ESAM's data selection, `example_losses` and
-     `example_losses_fn(p)`; a variant of the SAM family (`family`) uses what it needs.
+     examples=None, functional=False)` (functional: Functional-SAM's gradient) and, for
+     ESAM's data selection, `example_losses` and `example_losses_fn(p)`; a variant of the
+     SAM family (`family`) uses what it needs.
   3. BatchNorm running statistics come from the clean pass only, averaged over the
      replicas (EMAs are linear, so this equals averaging them at evaluation time).
 
@@ -162,7 +133,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), replicas.replica_index())
   decay_mask = optim.weight_decay_mask(state.params, no_weight_decay_on_bn, decay_kernels_only)
 
-  clean_pass, sam_pass, losses_pass = gradient_passes(
+  clean_pass, sam_pass, losses_pass, functional_pass = gradient_passes(
       model, label_smoothing, l2_weight_decay, decay_mask, replica_mapping,
       model.clone(true_gradient=True) if true_gradient_ascent else model, loss)
   # (per-example losses, logits, BatchNorm statistics) of the pass the metrics and statistics
@@ -174,11 +145,18 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     measured.append(outputs)
   keeps_perturbed = perturbed_aux(state.opt_state) is not None
 
-  def grad_fn(params: optax.Params,
-              examples: jax.Array | None = None) -> optax.Updates | tuple[optax.Updates, Any]:
-    """The gradient at `params`, on `examples` (indices) of the batch or all of it."""
+  def grad_fn(params: optax.Params, examples: jax.Array | None = None,
+              functional: bool = False) -> optax.Updates | tuple[optax.Updates, Any]:
+    """The gradient at `params`, on `examples` (indices) of the batch or all of it; its
+    functional part (`family.functional_sam`) with `functional`."""
     chosen = batch if examples is None else jax.tree.map(lambda x: x[examples], batch)
-    grads, outputs = sam_pass(params, state.batch_stats, chosen, train_rngs(rng, redraw_masks))
+    rngs = train_rngs(rng, redraw_masks)
+    if functional and examples is not None:
+      raise ValueError("Functional-SAM's gradient is of the whole batch: pass examples=None.")
+    if functional:
+      grads, outputs = functional_pass(params, state.batch_stats, batch, rngs, measured[0][1])
+    else:
+      grads, outputs = sam_pass(params, state.batch_stats, chosen, rngs)
     losses, logits, _ = outputs
     if examples is None and not clean_gradient:
       measured.append(outputs)  # traced within this step: read after tx.update
@@ -193,18 +171,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn,
                                  example_losses=measured[0][0] if measured else None,
                                  example_losses_fn=example_losses_fn, sam_step=sam_step)
-  example_losses, logits, batch_stats = measured[-1]
   params = optax.apply_updates(state.params, updates)
-  metrics = {"loss": jnp.mean(example_losses), "error": error_rate(logits, batch["label"])}
-  if clean_gradient:
-    metrics["clean_grad_norm"] = optax.tree_utils.tree_norm(grads)
-  if keeps_perturbed:
-    perturbed = perturbed_aux(opt_state)
-    metrics.update(perturbed_loss=perturbed["loss"], perturbed_error=perturbed["error"])
-  update_norm = optim.update_norm(opt_state)
-  if update_norm is not None:
-    metrics["grad_norm"] = update_norm
-  batch_stats, metrics = jax.lax.pmean((batch_stats, metrics), replicas.REPLICA_AXES)
+  metrics = step_metrics(measured[-1], batch["label"], grads, opt_state)
+  batch_stats, metrics = jax.lax.pmean((measured[-1][2], metrics), replicas.REPLICA_AXES)
   checked = [metrics["loss"], metrics.get("clean_grad_norm", 0.0), *jax.tree.leaves(updates)]
   finite = jnp.stack([jnp.isfinite(x).all() for x in checked]).all()
   metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
@@ -216,6 +185,23 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     kept = state.replace(step=new_state.step)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, kept)
   return new_state, metrics
+
+
+def step_metrics(measured: tuple[jax.Array, jax.Array, Any], labels: jax.Array, grads: Any,
+                 opt_state: Any) -> dict[str, jax.Array]:
+  """This replica's metrics (`train_step`): from the measured pass's (per-example losses,
+  logits, _), the clean gradient (None: none) and the aux and norm the optimizer kept."""
+  example_losses, logits, _ = measured
+  metrics = {"loss": jnp.mean(example_losses), "error": error_rate(logits, labels)}
+  if grads is not None:
+    metrics["clean_grad_norm"] = optax.tree_utils.tree_norm(grads)
+  perturbed = perturbed_aux(opt_state)
+  if perturbed is not None:
+    metrics.update(perturbed_loss=perturbed["loss"], perturbed_error=perturbed["error"])
+  update_norm = optim.update_norm(opt_state)
+  if update_norm is not None:
+    metrics["grad_norm"] = update_norm
+  return metrics
 
 
 def updated_ema(state: TrainState, decay: float, warmup_steps: int,

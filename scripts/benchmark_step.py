@@ -62,6 +62,7 @@ SETTINGS = {
     "SAM-ON": (dict(perturbation_mask="norm"), False, "loop"),
     "F-SAM": (dict(variant="fsam"), False, "loop"),
     "VaSSO": (dict(variant="vasso"), False, "loop"),
+    "Functional-SAM": (dict(variant="functional"), False, "loop"),
     "bSAM": (dict(variant="bsam"), False, "loop"),
     "SAMPa": (dict(variant="sampa"), False, "loop"),  # with --devices 2: one group each
     "late-phase SAM 20%": (dict(late_phase=0.2), False, "loop"),  # its cost over a whole run

@@ -66,13 +66,20 @@ def sam_gradient64(w, x, y, rho=RHO):
   return g, mlp_grads64(lin(1.0, w, rho / norm(g), g), x, y)
 
 
-def mlp_loss_fns(x, y):
-  """The MLP's per-example losses(p) and grad_fn(p, examples=None) on the batch (x, y)."""
+def mlp_loss_fns(x, y, at=None):
+  """The MLP's per-example losses(p) and grad_fn(p, examples=None, functional=False) on the
+  batch (x, y); functional: the Jacobian of the logits at p times dL/dlogits at `at`."""
+  def logits(p):
+    return jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+
   def losses(p, x=x, y=y):
     z = jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
     return optax.softmax_cross_entropy_with_integer_labels(z, y)
 
-  def grad_fn(p, examples=None):
+  def grad_fn(p, examples=None, functional=False):
+    if functional:
+      loss = lambda z: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(z, y))
+      return jax.vjp(logits, p)[1](jax.grad(loss)(logits(at)))[0]
     chosen = (x, y) if examples is None else (x[examples], y[examples])
     return jax.grad(lambda q: jnp.mean(losses(q, *chosen)))(p)
 
@@ -87,7 +94,7 @@ def jax_run(tx, w, data, base=None, **extra_fns):
 
   @jax.jit
   def step(params, state, x, y):
-    losses, grad_fn = mlp_loss_fns(x, y)
+    losses, grad_fn = mlp_loss_fns(x, y, at=params)
     grads = grad_fn(params)
     updates, state = tx.update(grads, state, params, grad_fn=grad_fn, example_losses=losses(params),
                                example_losses_fn=losses)
@@ -480,6 +487,27 @@ def test_sampa_matches_the_authors_code_in_float64(setup):
   assert max_abs_diff(params, sgd) > 1e-3
 
 
+def test_functional_sam_matches_float64(setup):
+  """Functional-SAM (Singh et al. 2025, arXiv 2502.02407): SAM's eps = rho g/||g||, then
+  the gradient with the network's Jacobian at w + eps and dL/dlogits at w, by hand."""
+  w0, data = setup
+
+  def functional64(t, w, x, y, _):
+    g = mlp_grads64(w, x, y)
+    p = lin(1.0, w, RHO / norm(g), g)
+    z = np.tanh(x @ w["w1"] + w["b1"]) @ w["w2"] + w["b2"]
+    prob = np.exp(z - z.max(1, keepdims=True))
+    dz = (prob / prob.sum(1, keepdims=True) - np.eye(3)[y]) / len(y)  # at w
+    h = np.tanh(x @ p["w1"] + p["b1"])  # the Jacobian at w + eps
+    dh = dz @ p["w2"].T * (1 - h ** 2)
+    return {"w1": x.T @ dh, "b1": dh.sum(0), "w2": h.T @ dz, "b2": dz.sum(0)}
+
+  got, _ = jax_run(family.functional_sam(sam_jax.sam(RHO)), w0, data)
+  assert max_abs_diff(got, oracle_run(functional64, w0, data)) < 2e-5
+  sam, _ = jax_run(sam_jax.sam(RHO), w0, data)
+  assert max_abs_diff(got, sam) > 1e-3
+
+
 def test_posterior_samples_have_the_variance_one_over_n_s():
   """theta ~ N(w, 1 / (N s)): 4,000 draws of a 3-vector, mean and variance within 5 standard
   errors."""
@@ -625,7 +653,7 @@ def registry_update(variant, options, w, x, y):
   params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), w)
 
   def replica(x, y):
-    losses, grad_fn = mlp_loss_fns(x, y)
+    losses, grad_fn = mlp_loss_fns(x, y, at=params)
     updates, state = [], tx.init(params)
     for _ in range(2):
       update, state = tx.update(

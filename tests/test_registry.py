@@ -68,6 +68,7 @@ def test_a_new_variant_is_one_registry_entry(monkeypatch, digits, tmp_path):
         (dict(variant="vasso", late_phase=0.25), 6),  # the last 6 of 22 updates
         (dict(variant="bsam", rho=0.01), 22),  # the whole optimizer
         (dict(variant="sampa"), 22),  # on 2 replicas, the previous batch and the current
+        (dict(variant="functional", every=2), 11),  # its second pass on every other update
     ])
 def test_the_2023_25_variants_train_through_the_binary_on_the_digits(sam, passes, digits, tmp_path):
   alone = dict(weight_decay=0.0, gradient_clipping=0.0, learning_rate=0.5)  # bSAM's own

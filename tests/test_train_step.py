@@ -12,7 +12,7 @@ from sam_jax import losses, optim, replicas, run_setup, steps
 from sam_jax.errors import UsageError
 from sam_jax.models import get_model
 from sam_jax.models.shake_shake import shake_shake
-from sam_jax.sam import group_mean
+from sam_jax.sam import cross_replica_mean, group_mean
 
 IMAGE = (8, 8, 3)
 # Depth 10: deeper nets on 8x8 inputs (BatchNorm over 2x2 maps) amplify float rounding
@@ -214,6 +214,63 @@ def test_redrawn_masks_keep_the_shake_coefficients():
   _, shared, _ = train(model, make_config(rho=0.5), 1, 16, data)
   _, redrawn, _ = train(model, make_config(rho=0.5), 1, 16, data, redraw_masks=True)
   assert max_abs_diff(shared.params, redrawn.params) < 1e-6
+
+
+def functional_probe(shift):
+  """A transformation whose update is Functional-SAM's gradient at params + shift."""
+  def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
+    del updates, extra_args
+    return grad_fn(jax.tree.map(lambda w, d: w + d, params, shift), functional=True), state
+
+  return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update_fn)
+
+
+def test_functional_gradient_is_the_jacobian_at_p_and_dl_dlogits_at_w():
+  """grad_fn(p, functional=True) on each of 2 virtual replicas: J_F(p)^T dL/dF(F(w)) plus
+  the L2 penalty's gradient at p, with label smoothing and BatchNorm in training mode; at
+  p = w it is the clean gradient, and away from w it is not SAM's gradient."""
+  model, batch, wd, smoothing = DropoutNet(rate=0.0), batches(1, seed=12, size=16)[0], 5e-4, 0.1
+  mesh, layout = replicas.make_mesh(1), replicas.make_layout(16, 8, 1)
+
+  def step_update(tx):
+    """w - w' after one step of chain(tx, replica mean, sgd(1)), and the state before it."""
+    tx = optax.chain(tx, cross_replica_mean(replicas.REPLICA_AXES), optax.sgd(1.0))
+    state = steps.init_train_state(model, tx, jax.random.key(0), IMAGE)
+    initial = jax.tree.map(np.asarray, state)
+    step = steps.make_train_step(model, tx, mesh, layout, l2_weight_decay=wd,
+                                 label_smoothing=smoothing)
+    new, _ = step(
+        replicas.replicate(state, mesh), replicas.shard_batch(batch, mesh), jax.random.key(1))
+    return jax.tree.map(lambda a, b: np.asarray(a, np.float64) - b, initial.params,
+                        new.params), initial
+
+  clean, state = step_update(optax.identity())
+  shift = jax.tree.map(lambda w: 0.3 * np.sign(np.sin(np.arange(w.size) + 1.0)).reshape(w.shape),
+                       state.params)
+
+  def logits(p, x):
+    return model.apply({
+        "params": p,
+        "batch_stats": state.batch_stats
+    }, x, train=True, mutable=["batch_stats"])[0]
+
+  def expected(p, sam=False):
+    per_replica = []
+    for half in (slice(0, 8), slice(8, 16)):
+      x, y = batch["image"][half], batch["label"][half]
+      loss = lambda z: jnp.mean(losses.cross_entropy(z, y, smoothing))
+      cotangent = jax.grad(loss)(logits(p if sam else state.params, x))
+      _, vjp = jax.vjp(lambda q: logits(q, x), p)
+      per_replica.append(jax.tree.map(lambda g, w: g + wd * w, vjp(cotangent)[0], p))
+    return jax.tree.map(lambda a, b: (np.asarray(a, np.float64) + b) / 2, *per_replica)
+
+  zero = jax.tree.map(np.zeros_like, shift)
+  (at_w, _), (away, _) = (step_update(functional_probe(d)) for d in (zero, shift))
+  moved = jax.tree.map(lambda w, d: w + d, state.params, shift)
+  assert max_abs_diff(at_w, clean) < 1e-6  # the clean gradient
+  assert max_abs_diff(at_w, expected(state.params)) < 1e-6
+  assert max_abs_diff(away, expected(moved)) < 1e-6
+  assert max_abs_diff(away, expected(moved, sam=True)) > 1e-3  # the logit path is gone
 
 
 def test_gradients_are_averaged_across_replicas_before_clipping():

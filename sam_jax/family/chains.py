@@ -165,6 +165,7 @@ def bsam_posterior(s: Any, epoch_examples: int) -> Callable[[Params, OptState, A
 
 # Each variant's whole chain, as `registry.VARIANTS` names it.
 sam_chain = in_front(_sam)
+functional_chain = in_front(lambda c: stronger.functional_sam(_sam(c)))
 gsam_chain = in_front(_gsam)
 looksam_chain = in_front(_looksam)
 fsam_chain = in_front(_fsam)

@@ -123,6 +123,9 @@ VARIANTS: dict[str, Variant] = {
                     fields={
                         "wsam_gamma": (lambda g: 0 <= g < 1, "in [0, 1) (0.5: SAM)"),
                     }),
+    "functional": Variant(
+        "Functional-SAM (Singh et al. 2025): the Jacobian at w + eps, dL/dlogits at w",
+        chains.functional_chain, takes=frozenset(SHARED_OPTIONS), ascent_only=True),
     "sampa": Variant(
         "SAMPa (Xie et al. 2024): the ascent and a lookahead gradient at once, on paired replicas",
         chains.sampa_chain, takes=PERTURB, clean_gradient=False, paired_batches=True, fields={

@@ -1,4 +1,5 @@
-"""The members of the SAM family that change the SAM gradient itself: GSAM, GCSAM, WSAM."""
+"""The members of the SAM family that change the SAM gradient itself: GSAM, GCSAM, WSAM,
+Functional-SAM."""
 
 from typing import Any, cast
 
@@ -155,3 +156,36 @@ def decoupled_wsam(rho: float, base: optax.GradientTransformation, learning_rate
     return combine(1.0, base_updates, -lr * weight, sharpness), (front_state, base_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def functional_sam(
+    tx: optax.GradientTransformationExtraArgs) -> optax.GradientTransformationExtraArgs:
+  """Functional-SAM (Singh, Mobahi, Agarwala and Dauphin, ICML 2025, arXiv 2502.02407,
+  "Avoiding spurious sharpness minimization broadens applicability of SAM"): `tx` (SAM,
+  or any member with its protocol) with each gradient at a perturbed point replaced by its
+  functional part.
+
+  With F(w) the logits, L the loss of the logits and R the in-loss regularizer, the
+  chain rule splits SAM's gradient at w + eps into a functional path (the Jacobian
+  moves) and a logit path (dL/dF moves). Functional-SAM keeps the first:
+
+      g_sam = J_F(w + eps)^T  dL/dF (F(w + eps))  + grad R(w + eps)   (SAM)
+      g_fun = J_F(w + eps)^T  dL/dF (F(w))        + grad R(w + eps)   (Functional-SAM)
+
+  one vector-Jacobian product at w + eps with the clean pass's dL/dF as cotangent: the
+  cost of SAM's second pass. eps is `tx`'s (SAM: rho g/||g||). Where dL/dF does not
+  depend on F (a loss linear in the logits) it is SAM; at eps = 0 it is the clean
+  gradient. The authors' code is not public; the formula is the paper's. The paper
+  trains with decoupled weight decay (AdamW); an in-loss penalty R has no logits, so its
+  gradient stays SAM's, at w + eps (our choice).
+
+  It calls `grad_fn(p, functional=True)`, which must return g_fun at p with dL/dF taken
+  at the params of this update (`steps.train_step` does; for a loop of your own:
+  `jax.vjp` of the logits at p, applied to `jax.grad` of the loss in the logits at w).
+  """
+  def update_fn(updates, state, params=None, *, grad_fn: GradFn | None = None, **extra_args):
+    params, grad_fn = required("Functional-SAM", params, grad_fn)
+    return tx.update(updates, state, params, grad_fn=lambda p: grad_fn(p, functional=True),
+                     **extra_args)
+
+  return optax.GradientTransformationExtraArgs(tx.init, update_fn)
