@@ -8,13 +8,14 @@ noise, label noise drawn with the run's seed) trained for the paper's 200 epochs
 steps, instead of 20, and it also scores the training set with the noisy labels it
 learns from. A ResNet-8 is small enough for 18 such runs (0/40/80% noise, SGD and SAM,
 3 seeds) to take 27 minutes on a 2-core CPU, and big enough for SGD to memorise 80%
-noise (5% training error on the noisy labels; README, "A small-scale reproduction").
+noise (5% training error on the noisy labels; docs/guides/sharpness.md).
 Pick the cell after the colon, NOISE_PERCENT,OPTIMIZER:
 
     python -m sam_jax.train --config=configs/digits_label_noise.py:80,sgd \\
         --workdir=workdirs/digits_label_noise/80_sgd --config.seed=1
 
-`scripts/reproduce_label_noise.py` runs the grid and writes the table in the README.
+`scripts/reproduce_label_noise.py` runs the grid and writes the table of
+docs/digits_label_noise/results.md.
 """
 
 from configs import cells, digits_sharpness

@@ -19,7 +19,7 @@ runs them all.
 
 `scripts/reproduce_digits.py` runs every cell over several seeds, analyses each final
 model (`python -m sam_jax.analysis`: Hessian lambda_max, m-sharpness) and writes the
-table in the README; it takes about 20 minutes on a 2-core CPU.
+table of docs/digits_reproduction/results.md; it takes about 20 minutes on a 2-core CPU.
 """
 
 from configs import cells, default

@@ -18,7 +18,7 @@ import ml_collections
 
 from sam_jax.errors import UsageError
 
-_FIELD = re.compile(r"^\s*config\.([\w.]+)\s*=")
+FIELD = re.compile(r"^\s*config\.([\w.]+)\s*=")
 
 
 def load(spec: str) -> ml_collections.ConfigDict:
@@ -69,7 +69,7 @@ def field_help(schema_path: str) -> dict[str, str]:
   }  # not headings
   helps = {}
   for number, line in enumerate(lines, start=1):
-    if match := _FIELD.match(line):
+    if match := FIELD.match(line):
       above, row = [], number - 1
       while row in comments and lines[row - 1].lstrip().startswith("#"):
         above.insert(0, comments[row])
@@ -78,12 +78,12 @@ def field_help(schema_path: str) -> dict[str, str]:
   return helps
 
 
-def _fields(config: ml_collections.ConfigDict, prefix: str = ""):
+def fields(config: ml_collections.ConfigDict, prefix: str = ""):
   """(dotted name, type, value) of every leaf field, in the config's order."""
   for name in config.keys():
     value = config[name]
     if isinstance(value, ml_collections.ConfigDict):
-      yield from _fields(value, f"{prefix}{name}.")
+      yield from fields(value, f"{prefix}{name}.")
     else:
       field_type = config.get_type(name)
       yield f"{prefix}{name}", getattr(field_type, "__name__", str(field_type)), value
@@ -93,4 +93,4 @@ def describe(config: ml_collections.ConfigDict, helps: dict[str, str]) -> str:
   """One paragraph per field: `--config.NAME (TYPE, default VALUE): help`."""
   return "\n\n".join(
       f"--config.{name} ({field_type}, default {value!r}){': ' if helps.get(name) else ''}"
-      f"{helps.get(name, '')}" for name, field_type, value in _fields(config))
+      f"{helps.get(name, '')}" for name, field_type, value in fields(config))

@@ -68,7 +68,7 @@ def _unknown_field(error: Exception) -> str:
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Folder for checkpoints, TensorBoard events and results.json; a run "
     "restarted with the same workdir resumes from its latest checkpoint.")
-# Several processes (README, "Many processes"): JAX detects Cloud TPU, SLURM, Open MPI and
+# Several processes (docs/guides/processes.md): JAX detects Cloud TPU, SLURM, Open MPI and
 # Kubernetes by itself; elsewhere every process gets these three.
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "HOST:PORT of process 0's coordination service, when "

@@ -32,13 +32,13 @@ start-up and a margin):
    median step time, images/s, achieved TFLOP/s (XLA's cost analysis; none for a scan,
    whose body XLA counts once: the same step's count under another mapping stands in),
    fractions of the bfloat16 and float32 peaks, compiled memory, compile time, SAM / SGD.
-   Settings run in the order of the README's questions (dtype and mapping on WRN-28-10
-   first), the largest last; a pair (SGD, SAM) that would not end within the budget, as
+   Settings run in order of what they decide (dtype and mapping on WRN-28-10 first), the
+   largest last; a pair (SGD, SAM) that would not end within the budget, as
    estimated from those measured, is skipped and listed.
 
 It needs jax, flax, optax, numpy and ml_collections (pure Python): no TensorFlow, clu,
-TFDS or network. On a machine without ml_collections, bring its wheel (README, "The
-accelerator check").
+TFDS or network. On a machine without ml_collections, bring its wheel (docs/guides/benchmarks.md,
+"GPU and TPU: the accelerator check").
 """
 
 import argparse

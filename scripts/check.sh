@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup_env.sh
-formatted=(sam_jax scripts tests configs)
+formatted=(sam_jax scripts tests configs docs)
 if [ "${1:-}" = "--fix" ]; then
   ruff check --fix --quiet . || true
   yapf --in-place --recursive --parallel "${formatted[@]}"

@@ -8,7 +8,7 @@ TensorFlow's ImageProjectiveTransformV3 with nearest sampling and constant fill,
 small stand-in module provides them. For each of the 16 ops, levels 0..10, both signs
 and five images (noise, smooth, low contrast, 40x24, 224x224), the script prints how
 many outputs differ from ours in the faithful mode (`policies.magnitudes(faithful=True)`);
-"0 of 110" everywhere is the claim of the README's "Configs" section.
+"0 of 110" everywhere is the claim of docs/guides/configs.md.
 """
 
 import argparse

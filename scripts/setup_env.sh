@@ -1,4 +1,4 @@
-# Creates .venv (Python 3.11) and installs sam_jax with its pinned [train,analysis,test,lint]
+# Creates .venv (Python 3.11) and installs sam_jax with its pinned [train,analysis,test,lint,docs]
 # extras into it, once: later calls only re-install when pyproject.toml or requirements/
 # change. Source it, `source scripts/setup_env.sh`: it leaves the environment activated,
 # and on a failure it says why and returns 1 without closing your shell.
@@ -24,7 +24,7 @@ _sam_jax_setup() {
     echo "sam-jax: installing pinned dependencies into $venv (first run: a minute or two)..."
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip &&
       PYTHONWARNINGS=ignore "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        -e "$root[train,analysis,test,lint]" || {
+        -e "$root[train,analysis,test,lint,docs]" || {
       echo "sam-jax: installing the dependencies failed (see pip's message above)." >&2
       return 1
     }

@@ -144,7 +144,7 @@ def run_binary(module: str, *args, timeout: float = 300, **options) -> subproces
 def start_processes(count: int, devices: int, *args,
                     heartbeat_timeout_seconds: int = 10) -> list[subprocess.Popen]:
   """The training binary as `count` processes of `devices` CPU devices each, joined by
-  JAX's distributed runtime on this machine (README, "Many processes")."""
+  JAX's distributed runtime on this machine (docs/guides/processes.md)."""
   with socket.socket() as s:  # a free port for process 0's coordination service
     s.bind(("localhost", 0))
     port = s.getsockname()[1]

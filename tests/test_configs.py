@@ -159,12 +159,14 @@ def test_svhn_has_no_cutout_cell():
     table5_wrn28x10.get_config("svhn,cutout,sam")
 
 
-def test_readme_lists_every_config_file():
-  readme = open(os.path.join(ROOT, "README.md")).read()
+def test_the_configs_and_reproducing_guides_list_every_config_file():
+  guides = "".join(
+      open(os.path.join(ROOT, "docs", "guides", name)).read()
+      for name in ("configs.md", "reproducing.md"))
   for path in glob.glob(os.path.join(ROOT, "configs", "*.py")):
     module = importlib.import_module(f"configs.{os.path.basename(path)[:-3]}")
     if hasattr(module, "get_config"):
-      assert f"configs/{os.path.basename(path)}" in readme, path
+      assert f"configs/{os.path.basename(path)}" in guides, path
 
 
 def test_finetuning_cells_follow_appendix_c2():

@@ -10,10 +10,12 @@ renames them as Linen does (a counter per class), as the reference's
 
 `convert` then checks every name and shape against the model and loads everything, with
 the reference's finetuning adaptations (vit_jax/checkpoint.py `load_pretrained`):
+
 - a classifier of another number of classes is replaced by the model's fresh head;
 - a pre-logits layer the model does not have is dropped;
 - ViT position embeddings of another grid (another resolution or patch count) are
   resized bilinearly (`scipy.ndimage.zoom`, order 1), the class token's kept.
+
 Each adaptation is logged; anything else that does not fit is a `CheckpointError`.
 """
 
