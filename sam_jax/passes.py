@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from sam_jax import optim, replicas
 from sam_jax.losses import cross_entropy
 
-Batch = dict[str, jax.Array]
+Batch = dict[str, jax.Array]  # a batch, or the rngs of a pass
 
 
 def gradient_passes(model: nn.Module, label_smoothing: float, l2_weight_decay: float,
@@ -29,8 +29,7 @@ def gradient_passes(model: nn.Module, label_smoothing: float, l2_weight_decay: f
   J_F(p)^T dL/dF(F(w)) + grad R(p) and aux, given the logits F(w) as a last argument.
   Arguments of each: (params, batch_stats, batch, rngs).
   """
-  def forward(params: Mapping[str, Any], batch_stats: Any, batch: dict[str, jax.Array],
-              rngs: dict[str, jax.Array],
+  def forward(params: Mapping[str, Any], batch_stats: Any, batch: Batch, rngs: Batch,
               model: nn.Module = model) -> tuple[jax.Array, jax.Array, Mapping[str, Any]]:
     logits, mutated = model.apply({
         "params": params,
@@ -38,8 +37,7 @@ def gradient_passes(model: nn.Module, label_smoothing: float, l2_weight_decay: f
     }, batch["image"], train=True, rngs=rngs, mutable=["batch_stats"])
     return cross_entropy(logits, batch["label"], label_smoothing, loss), logits, mutated
 
-  def loss_fn(params: Mapping[str, Any], batch_stats: Any, batch: dict[str, jax.Array],
-              rngs: dict[str, jax.Array],
+  def loss_fn(params: Mapping[str, Any], batch_stats: Any, batch: Batch, rngs: Batch,
               model: nn.Module = model) -> tuple[jax.Array, tuple[jax.Array, jax.Array, Any]]:
     example_losses, logits, mutated = forward(params, batch_stats, batch, rngs, model)
     loss = jnp.mean(example_losses) + optim.l2_penalty(params, l2_weight_decay, decay_mask)
