@@ -3,7 +3,7 @@
 # pyright: reportMissingTypeStubs=false
 """Sharpness-Aware Minimization (SAM, ASAM) as Optax gradient transformations.
 
-Pure JAX + Optax: no Flax, no TensorFlow. Chain it in front of any optimizer:
+Pure JAX + Optax: no Flax, no TensorFlow. Chain it in front of any optimizer::
 
     tx = optax.chain(
         sam_jax.sam(0.05),                      # gradient at w + eps
@@ -37,11 +37,13 @@ State = TypeVar("State")
 
 
 def dual_direction(grads: optax.Updates, p: float = 2.0, eps: float = 1e-12) -> optax.Updates:
-  """The unit-p-norm direction that maximises the first-order loss increase.
+  r"""The unit-p-norm direction that maximises the first-order loss increase.
 
   Solves argmax_{||e||_p <= 1} <e, g> over the whole tree (Foret et al. 2021, eq. 2):
 
-      e = sign(g) |g|^(q-1) / ||g||_q^(q-1),   1/p + 1/q = 1,
+  .. math::
+
+      e = \operatorname{sign}(g) \odot |g|^{q-1} / \|g\|_q^{q-1}, \qquad 1/p + 1/q = 1,
 
   computed as sign(g) (|g| / (||g||_q + eps))^(q-1) so that it cannot overflow and a
   zero gradient gives e = 0. Special cases: p = 2 gives g / (||g||_2 + eps); p = inf
@@ -194,17 +196,22 @@ def sam(
     perturbation_mask: Any | Callable[[optax.Params], Any] | None = None,
     aux_init: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """SAM: replaces the gradient at w by the gradient at the worst nearby point w + eps.
+  r"""SAM: replaces the gradient at w by the gradient at the worst nearby point w + eps.
 
-  With g the clean gradient (Foret et al., ICLR 2021, arXiv 2010.01412, eq. 2-3):
+  With g the clean gradient, e(g) = `dual_direction(g, p)` and grad L(w + eps) computed by
+  `grad_fn(w + eps)` (Foret et al., ICLR 2021, arXiv 2010.01412, eq. 2-3):
 
-      eps   = rho * dual_direction(g, p)     (p = 2:  rho * g / ||g||_2)
-      g_sam = grad L(w + eps)                (computed by `grad_fn(w + eps)`)
+  .. math::
+
+      \epsilon &= \rho \, e(g) \qquad (p = 2\!: \ \rho \, g / \|g\|_2) \\
+      g_\mathrm{SAM} &= \nabla L(w + \epsilon)
 
   ASAM (`adaptive=True`; Kwon et al., ICML 2021, arXiv 2102.11600) measures the ball in
   the parameter-scaled metric T_w = |w| + eta (elementwise):
 
-      eps = rho * T_w dual_direction(T_w g, p)   (p = 2:  rho * T_w^2 g / ||T_w g||_2)
+  .. math::
+
+      \epsilon = \rho \, T_w \, e(T_w g) \qquad (p = 2\!: \ \rho \, T_w^2 g / \|T_w g\|_2)
 
   with T_w = 1 on the leaves where `adaptive_mask` is False (by default the biases and
   BatchNorm betas, as the official ASAM). ASAM typically wants rho ~10x SAM's.

@@ -1,7 +1,11 @@
 """The documentation's generated parts (docs/_ext): the config reference and the docstrings'
 formulas. The site itself is built by scripts/docs.sh, which the full suite runs."""
 
+import glob
+import importlib
+import inspect
 import os
+import re
 import sys
 
 from conftest import ROOT
@@ -27,12 +31,48 @@ def test_the_config_reference_has_every_field_with_the_help_of_helpfull():
   assert "## SAM (sam_jax/sam.py)" in page  # the schema's own sections
 
 
-def test_formula_blocks_become_literal_and_inline_markup_is_escaped():
+def test_indented_blocks_become_literal_math_stays_tex_and_inline_markup_is_escaped():
   lines = [
       "SAM's perturbation, with T_w = |w| + eta:", "", "    eps = rho * g / ||g||", "",
-      "Back in prose, `x|y` kept.", ":param rho: the radius |r|."
+      "Back in prose, `x|y` kept.", ":param rho: the radius |r|.", "", ".. math::", "",
+      "    e = |g|^{q-1} / \\|g\\|_q", "", "After *it*."
   ]
   assert formula_blocks.literal_blocks(lines) == [
       "SAM's perturbation, with T_w = \\|w\\| + eta:", "", "::", "", "    eps = rho * g / ||g||",
-      "", "Back in prose, `x|y` kept.", ":param rho: the radius \\|r\\|."
+      "", "Back in prose, `x|y` kept.", ":param rho: the radius \\|r\\|.", "", ".. math::", "",
+      "    e = |g|^{q-1} / \\|g\\|_q", "", "After \\*it\\*."
   ]
+
+
+def documented_docstrings():
+  """(name, docstring) of every module the API pages document and of its public members."""
+  pages = glob.glob(os.path.join(ROOT, "docs", "api", "*.md"))
+  names = [m for page in pages for m in re.findall(r"automodule:: (\S+)", open(page).read())]
+  assert "sam_jax.sam" in names and "sam_jax.family" in names
+  for name in names:
+    module = importlib.import_module(name)
+    yield name, inspect.getdoc(module) or ""
+    for member, obj in vars(module).items():
+      if (not member.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
+          and obj.__module__.startswith("sam_jax")):
+        yield f"{name}.{member}", inspect.getdoc(obj) or ""
+
+
+def literal_texts(docstring: str) -> list[str]:
+  """The blocks of `docstring` that the API reference shows as literal text."""
+  lines = formula_blocks.literal_blocks(docstring.splitlines())
+  blocks = "\n".join(lines).split("\n::\n\n")[1:]
+  return [re.split(r"\n(?=\S)", block)[0] for block in blocks]
+
+
+def test_the_api_reference_shows_displayed_formulas_as_math_not_literal_text():
+  formula = re.compile(r"\|\||\bsum_|\bgrad\b|\^T\b|\brho\b|\beps\b|<-")
+  docstrings = dict(documented_docstrings())
+  assert len(docstrings) > 100
+  as_text = {
+      name: block
+      for name, doc in docstrings.items() for block in literal_texts(doc) if formula.search(block)
+  }
+  assert not as_text, f"write these formulas as `.. math::` (TeX): {as_text}"
+  math = [name for name, doc in docstrings.items() if ".. math::" in doc]
+  assert {"sam_jax.sam.sam", "sam_jax.family.gsam", "sam_jax.analysis.hessian.lanczos"} <= set(math)

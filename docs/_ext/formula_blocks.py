@@ -1,7 +1,10 @@
-"""Docstrings write their formulas in plain text (`eps = rho g / ||g||`), readable in
-`help()`, as indented blocks or inline. For the API reference each such block becomes a
-literal block, and elsewhere `|` and `*` outside backquotes are escaped, so both are shown
-as written instead of parsed as reStructuredText markup (substitutions, emphasis)."""
+"""Docstrings write their displayed formulas in TeX (`.. math::`, rendered by MathJax) and
+the rest in plain text, readable in `help()`: inline formulas (`eps = rho g / ||g||`) and
+indented blocks (lists of formats, commands). For the API reference each indented block
+that is not a directive's body becomes a literal block, and elsewhere `|` and `*` outside
+backquotes are escaped, so both are shown as written instead of parsed as
+reStructuredText markup (substitutions, emphasis). A directive's body (the TeX of a
+`.. math::`) is left as written."""
 
 import re
 
@@ -29,21 +32,23 @@ def escaped_text(text: str) -> str:
 
 def literal_blocks(lines: list[str]) -> list[str]:
   """`lines` with each block indented deeper than the paragraph before it, after a blank
-  line, turned into a literal block (an added `::` paragraph)."""
+  line, turned into a literal block (an added `::` paragraph); the body of a directive
+  (`.. math::`) or of a `::` paragraph stays as written."""
   out: list[str] = []
   previous = None  # the last non-blank line
-  literal = None  # the indentation of the literal block being copied, if any
+  verbatim = None  # the indentation of the block being copied as written, if any
   for i, line in enumerate(lines):
-    if literal is not None and line.strip() and indent(line) < literal:
-      literal = None
+    if verbatim is not None and line.strip() and indent(line) < verbatim:
+      verbatim = None
     starts_block = (
         line.strip() and i > 0 and not lines[i - 1].strip() and previous is not None
-        and indent(line) > indent(previous) and not previous.rstrip().endswith("::")
-        and not DIRECTIVE.match(previous) and not DIRECTIVE.match(line))
-    if starts_block:
+        and indent(line) > indent(previous) and not DIRECTIVE.match(line))
+    if starts_block and verbatim is None and previous.rstrip().endswith("::"):
+      verbatim = indent(line)  # the body of `.. math::` or of a literal paragraph
+    elif starts_block and verbatim is None and not DIRECTIVE.match(previous):
       out += ["::", ""]
-      literal = indent(line)
-    out.append(line if literal is not None or line.lstrip().startswith(">>>") else escaped(line))
+      verbatim = indent(line)
+    out.append(line if verbatim is not None or line.lstrip().startswith(">>>") else escaped(line))
     if line.strip():
       previous = line
   return out

@@ -29,9 +29,12 @@ HVP = Callable[[jax.Array], jax.Array]  # flat v [dim] -> H v, or rows [k, dim] 
 
 def dataset_hvp(loss_fn: ExampleLossFn, params: Any, batches: Iterable[dict[str, np.ndarray]],
                 mesh: jax.sharding.Mesh | None = None) -> tuple[HVP, int]:
-  """H v of the mean loss over every unmasked example of `batches`, and the dimension.
+  r"""H v of the mean loss over every unmasked example of `batches`, and the dimension.
 
-      H v = (1/N) sum_batches jvp(grad(sum_i mask_i l_i), w; v)
+  .. math::
+
+      H v = \frac{1}{N} \sum_\text{batches}
+          \mathrm{jvp}\Big(\nabla \textstyle\sum_i \mathrm{mask}_i \, l_i, \; w; \; v\Big)
 
   Each batch is split over the devices of `mesh` (default: all) as a training batch is;
   each device takes its forward-over-reverse product, and they are summed with `psum`.
@@ -138,10 +141,13 @@ class Tridiagonal:
 
 
 def lanczos(hvp: HVP, start: jax.Array, num_steps: int) -> Tridiagonal:
-  """Lanczos tridiagonalisation of H from `start`, with full reorthogonalisation.
+  r"""Lanczos tridiagonalisation of H from `start`, with full reorthogonalisation.
 
-      w = H q_j - alpha_j q_j - beta_{j-1} q_{j-1},  alpha_j = q_j^T H q_j,
-      w <- w - Q Q^T w (twice),  beta_j = ||w||,  q_{j+1} = w / beta_j.
+  .. math::
+
+      w &= H q_j - \alpha_j q_j - \beta_{j-1} q_{j-1}, \qquad \alpha_j = q_j^\top H q_j, \\
+      w &\leftarrow w - Q Q^\top w \ \text{(twice)}, \qquad \beta_j = \|w\|,
+          \qquad q_{j+1} = w / \beta_j.
 
   The whole basis Q (num_steps x dim, float32) is kept on the device, so the Ritz values
   do not come back as ghost copies. Stops early when the Krylov space is invariant.
@@ -190,13 +196,15 @@ class SpectralDensity:
 
 def spectral_density(hvp: HVP, dim: int, key: jax.Array, num_vectors: int = 3, num_steps: int = 80,
                      num_points: int = 2001, sigma_fraction: float = 0.01) -> SpectralDensity:
-  """Stochastic Lanczos quadrature estimate of the eigenvalue density of H.
+  r"""Stochastic Lanczos quadrature estimate of the eigenvalue density of H.
 
   For each of `num_vectors` Rademacher vectors v, Lanczos gives Ritz values theta_j and
   weights tau_j (squared first components), a Gauss quadrature of v^T f(H) v / ||v||^2.
   Averaged over v:
 
-      phi(t) = (1/V) sum_v sum_j tau_j^v  N(t; theta_j^v, sigma^2),
+  .. math::
+
+      \phi(t) = \frac{1}{V} \sum_v \sum_j \tau_j^v \, \mathcal{N}(t; \theta_j^v, \sigma^2),
 
   with sigma = `sigma_fraction` x (spread of the Ritz values), on a grid reaching 10 sigma
   beyond them, so phi integrates to 1 (Ghorbani et al. 2019, Sec. 3).

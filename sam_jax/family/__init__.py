@@ -11,11 +11,15 @@ Momentum-SAM is not in front of the optimizer but at its end (`momentum_perturba
 Each variant works per replica, like SAM: pass `axis_name` where it keeps state that must
 stay the same on every replica.
 
-cheaper.py: SAM every k steps, with probability p or late in training (`sometimes`),
-LookSAM, ESAM, Momentum-SAM. stronger.py: GSAM, GCSAM, WSAM, Functional-SAM. aimed.py: F-SAM, VaSSO.
-parallel.py: SAMPa, its two gradients on two groups of replicas at once.
-bayesian.py: bSAM, the whole optimizer (its own momentum and precision) and its posterior.
-registry.py: each as the training binary runs it, one entry per `config.sam.variant`.
+The modules:
+
+- cheaper.py: SAM every k steps, with probability p or late in training (`sometimes`),
+  LookSAM, ESAM, Momentum-SAM.
+- stronger.py: GSAM, GCSAM, WSAM, Functional-SAM.
+- aimed.py: F-SAM, VaSSO.
+- parallel.py: SAMPa, its two gradients on two groups of replicas at once.
+- bayesian.py: bSAM, the whole optimizer (its own momentum and precision) and its posterior.
+- registry.py: each as the training binary runs it, one entry per `config.sam.variant`.
 """
 
 from sam_jax.family.aimed import friendly_sam, vasso

@@ -49,18 +49,21 @@ def _averaged(name: str, rho: float, direction, new_average, eps: float, aux_ini
 def friendly_sam(rho: float, *, sigma: float = 1.0, lmbda: float = 0.6, eps: float = 1e-12,
                  axis_name: AxisName | None = None, aux_init: Any = None,
                  **perturb_kwargs) -> optax.GradientTransformationExtraArgs:
-  """F-SAM (Li et al., CVPR 2024, "Friendly Sharpness-Aware Minimization"): the ascent
+  r"""F-SAM (Li et al., CVPR 2024, "Friendly Sharpness-Aware Minimization"): the ascent
   without the full-gradient component, estimated by an EMA m of past gradients.
 
   As the authors' code (nblt/F-SAM utils.py:444-461, `FriendlySAM`), at update t:
 
-      d_t   = g_t - sigma m_{t-1}            (d_0 = g_0: the first step is SAM)
-      m_t   = lmbda m_{t-1} + (1 - lmbda) g_t   (m_0 = g_0)
-      eps_t = rho d_t / ||d_t||
+  .. math::
 
-  the direction taking the EMA before it is updated. sigma = 0 is SAM. Defaults: the
-  authors' CIFAR runs (run.sh: rho 0.2, sigma 1, lmbda 0.6). With replicas, m follows
-  the replicas' mean gradient (`axis_name`); each perturbs with its own g_t.
+      d_t &= g_t - \sigma \, m_{t-1} \qquad (d_0 = g_0 \text{: the first step is SAM}) \\
+      m_t &= \lambda \, m_{t-1} + (1 - \lambda) \, g_t \qquad (m_0 = g_0) \\
+      \epsilon_t &= \rho \, d_t / \|d_t\|
+
+  (lambda is `lmbda`), the direction taking the EMA before it is updated. sigma = 0 is
+  SAM. Defaults: the authors' CIFAR runs (run.sh: rho 0.2, sigma 1, lmbda 0.6). With
+  replicas, m follows the replicas' mean gradient (`axis_name`); each perturbs with its
+  own g_t.
   """
   def direction(g, m, count):
     return _first_or(count, g, combine(1.0, g, -sigma, m))
@@ -73,13 +76,15 @@ def friendly_sam(rho: float, *, sigma: float = 1.0, lmbda: float = 0.6, eps: flo
 
 def vasso(rho: float, *, theta: float = 0.9, eps: float = 1e-7, axis_name: AxisName | None = None,
           aux_init: Any = None, **perturb_kwargs) -> optax.GradientTransformationExtraArgs:
-  """VaSSO (Li and Giannakis, NeurIPS 2023, "Enhancing Sharpness-Aware Optimization Through
+  r"""VaSSO (Li and Giannakis, NeurIPS 2023, "Enhancing Sharpness-Aware Optimization Through
   Variance Suppression"): the perturbation along an EMA of the stochastic gradients.
 
   As the authors' code (BingcongLi/VaSSO solver/vasso.py:41-53, `VASSO.first_step`):
 
-      d_t   = (1 - theta) d_{t-1} + theta g_t   (d_0 = g_0)
-      eps_t = rho d_t / ||d_t||
+  .. math::
+
+      d_t &= (1 - \theta) \, d_{t-1} + \theta \, g_t \qquad (d_0 = g_0) \\
+      \epsilon_t &= \rho \, d_t / \|d_t\|
 
   theta = 1 is SAM. Defaults: theta 0.9 (configs/defaulf_cfg.py:61; train.sh also runs
   CIFAR-100 with rho 0.2, theta 0.9) and the authors' eps 1e-7 in the norm. With

@@ -39,18 +39,22 @@ def bayesian_sam(learning_rate: float | Schedule, *, rho: float = 0.01, beta1: f
                  init_precision: float = 1.0, damping: float = 0.1, seed: int = 0,
                  axis_name: AxisName | None = None,
                  aux_init: Any = None) -> optax.GradientTransformationExtraArgs:
-  """bSAM (Moellenhoff and Khan, ICLR 2023, "SAM as an Optimal Relaxation of Bayes",
+  r"""bSAM (Moellenhoff and Khan, ICLR 2023, "SAM as an Optimal Relaxation of Bayes",
   arXiv 2210.01620): the whole optimizer, not a transformation in front of one.
 
   As the authors' JAX code (team-approx-bayes/bayesian-sam optim.py:103-176), with
   delta = prior_precision / N the prior's weight decay and s_0 = init_precision:
 
-      theta  = w + n / sqrt(N s),  n ~ N(0, I)       a posterior sample
-      g      = grad L(theta)
-      g_eps  = grad L(w + rho g / s)                  the ascent, scaled by 1/s, not normalised
-      m      = beta1 m + (1 - beta1) (g_eps + delta w)
-      w      = w - lr m / s                           (s before its update)
-      s      = beta2 s + (1 - beta2) (|g| sqrt(s) + damping + delta)
+  .. math::
+
+      \theta &= w + n / \sqrt{N s}, \quad n \sim \mathcal{N}(0, I)
+          \qquad \text{(a posterior sample)} \\
+      g &= \nabla L(\theta) \\
+      g_\epsilon &= \nabla L(w + \rho \, g / s)
+          \qquad \text{(the ascent, scaled by } 1/s \text{, not normalised)} \\
+      m &\leftarrow \beta_1 m + (1 - \beta_1) (g_\epsilon + \delta w) \\
+      w &\leftarrow w - \mathrm{lr} \; m / s \qquad (s \text{ before its update}) \\
+      s &\leftarrow \beta_2 s + (1 - \beta_2) (|g| \sqrt{s} + \mathrm{damping} + \delta)
 
   Each replica draws its own noise and computes its own g and g_eps on its own examples,
   as the authors' `batchsplit` sub-batches (m-sharpness); g_eps and |g| sqrt(s) are then

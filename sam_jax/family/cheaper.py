@@ -102,16 +102,20 @@ class LookSamState(NamedTuple):
 def looksam(rho: float, *, every: int = 5, alpha: float = 0.7, axis_name: AxisName | None = None,
             eps: float = 1e-12, aux_init: Any = None,
             **perturb_kwargs) -> optax.GradientTransformationExtraArgs:
-  """LookSAM (Liu et al., CVPR 2022, arXiv 2203.02714, Algorithm 1): SAM every k steps.
+  r"""LookSAM (Liu et al., CVPR 2022, arXiv 2203.02714, Algorithm 1): SAM every k steps.
 
   On steps t % k == 0 (the first step included), the SAM gradient g_s = grad L(w + eps)
   and its part orthogonal to the clean gradient g are kept:
 
-      g_v = g_s - (<g, g_s> / ||g||^2) g
+  .. math::
+
+      g_v = g_s - \frac{\langle g, g_s \rangle}{\|g\|^2} \, g
 
   On the k - 1 steps between, there is no second pass: the update gradient is
 
-      g + alpha (||g|| / ||g_v||) g_v.
+  .. math::
+
+      g + \alpha \, \frac{\|g\|}{\|g_v\|} \, g_v.
 
   Norms are over the whole tree, as the paper (kozistr/pytorch_optimizer's LookSAM,
   optimizer/sam.py:825-836, takes them per tensor). With replicas (`axis_name`), each
@@ -162,13 +166,16 @@ def looksam(rho: float, *, every: int = 5, alpha: float = 0.7, axis_name: AxisNa
 
 def esam(rho: float, *, beta: float = 0.5, gamma: float = 0.5, seed: int = 0, eps: float = 1e-12,
          aux_init: Any = None) -> optax.GradientTransformationExtraArgs:
-  """ESAM (Du et al., ICLR 2022, arXiv 2110.03141): stochastic weight perturbation and
+  r"""ESAM (Du et al., ICLR 2022, arXiv 2110.03141): stochastic weight perturbation and
   sharpness-sensitive data selection.
 
   SWP: each parameter tensor is perturbed with probability beta (one Bernoulli draw per
-  tensor from (seed, step), shared by all replicas as the authors' equal seeds do):
+  tensor from (seed, step), shared by all replicas as the authors' equal seeds do; M is 1
+  on the chosen tensors):
 
-      eps = (rho / beta) mask * g / ||mask * g||
+  .. math::
+
+      \epsilon = \frac{\rho}{\beta} \, \frac{M \odot g}{\|M \odot g\|}
 
   (dydjw9/Efficient_SAM utils/Esam.py:26-33, 60-61: the norm over the kept tensors, so
   ||eps|| = rho / beta). SDS: the per-example loss increase l_i(w + eps) - l_i(w) is
@@ -225,14 +232,16 @@ class MomentumPerturbationState(NamedTuple):
 
 
 def momentum_perturbation(rho: float, eps: float = 1e-12) -> optax.GradientTransformation:
-  """Momentum-SAM (Becker et al. 2024, arXiv 2401.12033): SAM without a second pass.
+  r"""Momentum-SAM (Becker et al. 2024, arXiv 2401.12033): SAM without a second pass.
 
   The gradient is taken at w~_t = w_t - rho v_t / ||v_t||, v the momentum buffer, i.e.
   one step further along the descent direction (Algorithm 1), and the parameters kept
   are w~ itself, as the authors' code (MarlonBecker/MSAM optimizer/msam.py:72-94). Put
   this last in the chain: with u_t the chain's update of w, it returns
 
-      u_t + e_{t+1} - e_t,   e_{t+1} = rho u_t / ||u_t||,
+  .. math::
+
+      u_t + e_{t+1} - e_t, \qquad e_{t+1} = \rho \, u_t / \|u_t\|,
 
   which is -rho v/||v|| for heavy-ball SGD (u = -lr v; the authors' setting, Nesterov
   off; with Nesterov it follows the Nesterov update). e_0 = 0: the first step is plain.

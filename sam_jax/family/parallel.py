@@ -23,20 +23,24 @@ class ParallelSamState(NamedTuple):
 def sampa(rho: float, base: optax.GradientTransformation, *, lmbda: float = 0.2,
           axis_name: AxisName, eps: float = 1e-12, aux_init: Any = None,
           **perturb_kwargs: Any) -> optax.GradientTransformationExtraArgs:
-  """SAMPa, "SAM Parallelized" (Xie, Pethick, Cevher, NeurIPS 2024, arXiv 2410.10683): the
+  r"""SAMPa, "SAM Parallelized" (Xie, Pethick, Cevher, NeurIPS 2024, arXiv 2410.10683): the
   whole optimizer, `base` included, over replicas in pairs.
 
   As the authors' code (LIONS-EPFL/SAMPa train.py:46-102), on two groups at step t:
 
-      x~_t    = x_t + rho g_y / ||g_y||,  g_y = grad f(y_t; B_{t-1})   (from the last step)
-      y_{t+1} = x_t + base(g_y)                                         (the base optimizer's
-                                                                          step, not taken)
-      the even replicas: grad f(x~_t; B_{t-1})   the odd ones: grad f(y_{t+1}; B_t)
-      x_{t+1} = x_t + base((1 - lmbda) grad f(x~_t; B_{t-1}) + lmbda grad f(y_{t+1}; B_t))
+  .. math::
 
-  Each replica computes one gradient, at its group's point: the even replicas on the
-  previous batch, the odd ones on the current one (`replicas.paired_batches` lays them out),
-  so SAMPa costs SGD's one pass per replica. On the first step g_y = 0: x~ = y = x_0.
+      \tilde x_t &= x_t + \rho \, g_y / \|g_y\|, \quad g_y = \nabla f(y_t; B_{t-1})
+          \qquad \text{(from the last step)} \\
+      y_{t+1} &= x_t + \mathrm{base}(g_y)
+          \qquad \text{(the base optimizer's step, not taken)} \\
+      x_{t+1} &= x_t + \mathrm{base}\big((1 - \lambda) \nabla f(\tilde x_t; B_{t-1})
+          + \lambda \nabla f(y_{t+1}; B_t)\big)
+
+  with lambda = `lmbda`. Each replica computes one gradient, at its group's point: the even
+  replicas grad f(x~_t; B_{t-1}) on the previous batch, the odd ones grad f(y_{t+1}; B_t)
+  on the current one (`replicas.paired_batches` lays them out), so SAMPa costs SGD's one
+  pass per replica. On the first step g_y = 0: x~ = y = x_0.
   y_{t+1} is what `base` would do with g_y from its current state (SGD: x - lr (g_y + wd x
   + mu buf), the authors' prediction); the ascent is along the odd replicas' mean g_y (one
   perturbation for all). Defaults: the authors' (train.py:151-153: rho 0.1, og = lmbda 0.2).

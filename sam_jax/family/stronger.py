@@ -13,9 +13,12 @@ from sam_jax.sam import AxisName, GradFn, SamState, gradient, init_state, pertur
 
 def rho_following(learning_rate: Schedule, rho_max: float, rho_min: float, lr_max: float,
                   lr_min: float) -> Schedule:
-  """GSAM's radius tied to the learning rate (Zhuang et al. 2022, Algorithm 1):
+  r"""GSAM's radius tied to the learning rate (Zhuang et al. 2022, Algorithm 1):
 
-      rho_t = rho_min + (rho_max - rho_min) (lr_t - lr_min) / (lr_max - lr_min),
+  .. math::
+
+      \rho_t = \rho_\min + (\rho_\max - \rho_\min) \,
+          \frac{\mathrm{lr}_t - \mathrm{lr}_\min}{\mathrm{lr}_\max - \mathrm{lr}_\min},
 
   rho_max when lr_max == lr_min (big_vision trainers/proj/gsam/gsam.py:72-75). Like
   big_vision, not clamped: during a warmup below lr_min, rho_t falls below rho_min.
@@ -28,13 +31,15 @@ def rho_following(learning_rate: Schedule, rho_max: float, rho_min: float, lr_ma
 
 def gsam(rho: float | Schedule, *, alpha: float = 0.01, eps: float = 1e-12, aux_init: Any = None,
          **perturb_kwargs) -> optax.GradientTransformationExtraArgs:
-  """GSAM (Zhuang et al., ICLR 2022, arXiv 2203.08065): surrogate-gap guided SAM.
+  r"""GSAM (Zhuang et al., ICLR 2022, arXiv 2203.08065): surrogate-gap guided SAM.
 
   With g = grad f(w) (clean) and g_p = grad f(w + eps) (the SAM gradient), g is split
-  into its part along g_p and the rest, g_perp = g - <g, g_p/||g_p||> g_p/||g_p||, and
-  the update gradient is
+  into its part along g_p and the rest, g_perp, and the update gradient is
 
-      g_p - alpha g_perp,
+  .. math::
+
+      g_p - \alpha \, g_\perp, \qquad
+      g_\perp = g - \Big\langle g, \frac{g_p}{\|g_p\|} \Big\rangle \frac{g_p}{\|g_p\|},
 
   which descends f_p while ascending the clean loss only across g_p, shrinking the
   surrogate gap f_p - f. alpha = 0 is SAM. `rho` is a number or a schedule of the step
@@ -72,9 +77,12 @@ def centralize_gradient(grads: optax.Updates) -> optax.Updates:
 
 def gcsam(rho: float, *, eps: float = 1e-12,
           aux_init: Any = None) -> optax.GradientTransformationExtraArgs:
-  """GCSAM (Hassan et al. 2025, arXiv 2501.11584): SAM ascending along the centralized gradient.
+  r"""GCSAM (Hassan et al. 2025, arXiv 2501.11584): SAM ascending along the centralized gradient.
 
-      eps = rho GC(g) / ||g||,   update gradient = grad L(w + eps)  (not centralized)
+  .. math::
+
+      \epsilon = \rho \, \mathrm{GC}(g) / \|g\|, \qquad
+      \text{update gradient} = \nabla L(w + \epsilon) \ \text{(not centralized)}
 
   as the authors' code does (Mohamed-Hassan22/GCSAM cifar10_gcsam_resnet50.py:124-131:
   the norm is taken before centralizing, so ||eps|| = rho ||GC(g)|| / ||g|| <= rho; the
@@ -98,10 +106,12 @@ def gcsam(rho: float, *, eps: float = 1e-12,
 
 def wsam(rho: float, *, gamma: float = 0.9, eps: float = 1e-12, aux_init: Any = None,
          **perturb_kwargs) -> optax.GradientTransformationExtraArgs:
-  """WSAM (Yue et al., KDD 2023, arXiv 2305.15817), coupled form: SAM's sharpness as a
+  r"""WSAM (Yue et al., KDD 2023, arXiv 2305.15817), coupled form: SAM's sharpness as a
   weighted regularizer, L(w) + gamma / (1 - gamma) (L(w + eps) - L(w)), whose gradient is
 
-      g + a (g_s - g),   a = gamma / (1 - gamma)
+  .. math::
+
+      g + a \, (g_s - g), \qquad a = \gamma / (1 - \gamma)
 
   with g_s = grad L(w + eps). gamma = 0.5 is SAM, gamma = 0 the base optimizer. The
   authors' default is the decoupled form (`decoupled_wsam`); this is their
@@ -128,10 +138,13 @@ def wsam(rho: float, *, gamma: float = 0.9, eps: float = 1e-12, aux_init: Any = 
 def decoupled_wsam(rho: float, base: optax.GradientTransformation, learning_rate: float | Schedule,
                    *, gamma: float = 0.9, axis_name: AxisName | None = None, eps: float = 1e-12,
                    aux_init: Any = None, **perturb_kwargs) -> optax.GradientTransformationExtraArgs:
-  """WSAM, decoupled (the authors' default): the base optimizer steps on the clean g, and
+  r"""WSAM, decoupled (the authors' default): the base optimizer steps on the clean g, and
   the sharpness term is a plain step of the current learning rate, without momentum:
 
-      w <- w + base(g) - lr_t a (g_s - g),   a = gamma / (1 - gamma)
+  .. math::
+
+      w \leftarrow w + \mathrm{base}(g) - \mathrm{lr}_t \, a \, (g_s - g),
+          \qquad a = \gamma / (1 - \gamma)
 
   (dlrover atorch/optimizers/wsam.py:93-103; gamma 0.9, so a = 9, with rho 0.2 in the
   authors' CIFAR-10 example). `base` is the whole optimizer chain after SAM (replica
@@ -160,7 +173,7 @@ def decoupled_wsam(rho: float, base: optax.GradientTransformation, learning_rate
 
 def functional_sam(
     tx: optax.GradientTransformationExtraArgs) -> optax.GradientTransformationExtraArgs:
-  """Functional-SAM (Singh, Mobahi, Agarwala and Dauphin, ICML 2025, arXiv 2502.02407,
+  r"""Functional-SAM (Singh, Mobahi, Agarwala and Dauphin, ICML 2025, arXiv 2502.02407,
   "Avoiding spurious sharpness minimization broadens applicability of SAM"): `tx` (SAM,
   or any member with its protocol) with each gradient at a perturbed point replaced by its
   functional part.
@@ -169,8 +182,12 @@ def functional_sam(
   chain rule splits SAM's gradient at w + eps into a functional path (the Jacobian
   moves) and a logit path (dL/dF moves). Functional-SAM keeps the first:
 
-      g_sam = J_F(w + eps)^T  dL/dF (F(w + eps))  + grad R(w + eps)   (SAM)
-      g_fun = J_F(w + eps)^T  dL/dF (F(w))        + grad R(w + eps)   (Functional-SAM)
+  .. math::
+
+      g_\mathrm{SAM} &= J_F(w + \epsilon)^\top \, \frac{\partial L}{\partial F}
+          \big(F(w + \epsilon)\big) + \nabla R(w + \epsilon) \qquad \text{(SAM)} \\
+      g_\mathrm{fun} &= J_F(w + \epsilon)^\top \, \frac{\partial L}{\partial F}
+          \big(F(w)\big) + \nabla R(w + \epsilon) \qquad \text{(Functional-SAM)}
 
   one vector-Jacobian product at w + eps with the clean pass's dL/dF as cotangent: the
   cost of SAM's second pass. eps is `tx`'s (SAM: rho g/||g||). Where dL/dF does not
