@@ -163,17 +163,18 @@ def squared_loss(params, batch):
 def test_m_sharpness_of_a_least_squares_model_is_its_closed_form(m):
   rng = np.random.default_rng(m)
   x, y, w = rng.normal(size=(128, 5)), rng.normal(size=128), rng.normal(size=5)
-  rho = 0.3
-  # L_s(w + eps) - L_s(w) = g^T eps + eps^T H_s eps / 2 with eps = rho g / ||g||.
-  expected = 0.0
-  for start in range(0, 128, m):
-    xs, ys = x[start:start + m], y[start:start + m]
-    g = xs.T @ (xs @ w - ys)
-    expected += rho * np.linalg.norm(g) + 0.5 * rho ** 2 * g @ xs.T @ xs @ g / (g @ g)
   examples = {"image": x.astype(np.float32), "label": y.astype(np.float32)}
-  got = sharpness.m_sharpness(squared_loss, {"w": jnp.asarray(w, jnp.float32)}, examples, m, rho,
-                              batch_size=32)
-  assert relative(got, expected / 128) < 1e-4
+  # Two points and radii through the same (cached) program: each its own closed form.
+  for point, rho in ((w, 0.3), (-0.5 * w, 0.1)):
+    # L_s(w + eps) - L_s(w) = g^T eps + eps^T H_s eps / 2 with eps = rho g / ||g||.
+    expected = 0.0
+    for start in range(0, 128, m):
+      xs, ys = x[start:start + m], y[start:start + m]
+      g = xs.T @ (xs @ point - ys)
+      expected += rho * np.linalg.norm(g) + 0.5 * rho ** 2 * g @ xs.T @ xs @ g / (g @ g)
+    got = sharpness.m_sharpness(squared_loss, {"w": jnp.asarray(point, jnp.float32)}, examples, m,
+                                rho, batch_size=32)
+    assert relative(got, expected / 128) < 1e-4
 
 
 def test_m_sharpness_refuses_a_count_that_does_not_split_into_subsets():

@@ -1,15 +1,20 @@
-"""m-sharpness of a checkpoint: how much the loss of m-example subsets rises within rho.
+r"""m-sharpness of a checkpoint: how much the loss of m-example subsets rises within rho.
 
 Foret et al. (ICLR 2021, Sec. 4.1) define it over a training set of N examples split
 into disjoint subsets s of m examples, with L_s(w) = sum_{i in s} l_i(w):
 
-    m-sharpness(w) = (1/N) sum_s max_{||eps||_2 <= rho} [L_s(w + eps) - L_s(w)]
+.. math::
+
+    \text{$m$-sharpness}(w) = \frac{1}{N} \sum_s \max_{\|\epsilon\|_2 \le \rho}
+        \big[L_s(w + \epsilon) - L_s(w)\big]
 
 The inner maximum is taken as SAM takes it, by one ascent step
 eps_s = rho g_s / ||g_s||_2 with g_s = grad L_s(w): a first-order estimate and a lower
 bound of the true maximum. m = N is the sharpness SAM's derivation starts from; SAM
 training with m examples per replica minimises the m-sharpness plus the loss.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -49,22 +54,29 @@ def m_sharpness(loss_fn: ExampleLossFn, params, examples: dict[str, np.ndarray],
                      f"{per_call} examples, not {count}: pass a number of examples that "
                      f"every m times {mesh.size} divides.")
 
-  def subset_sharpness(params, subset):
-    subset_loss = lambda p: jnp.sum(loss_fn(p, subset))
-    loss, grads = jax.value_and_grad(subset_loss)(params)
-    eps = jax.tree.map(lambda d: rho * d, dual_direction(grads))
-    return subset_loss(jax.tree.map(jnp.add, params, eps)) - loss
-
-  def per_device(params, batch):
-    subsets = jax.tree.map(lambda x: x.reshape((-1, m) + x.shape[1:]), batch)
-    total = jnp.sum(jax.lax.map(lambda subset: subset_sharpness(params, subset), subsets))
-    return jax.lax.psum(total, replicas.REPLICA_AXES)
-
-  step = replicas.map_replicas(per_device, mesh)
+  step = _chunk_sharpness(loss_fn, m, mesh)
   params = replicas.replicate(params, mesh)
   chunk = per_call * max(1, batch_size // per_call)
   total = 0.0
   for start in range(0, count, chunk):
     batch = {k: examples[k][start:start + chunk] for k in ("image", "label")}
-    total += float(step(params, replicas.shard_batch(batch, mesh)))
+    total += float(step(params, replicas.shard_batch(batch, mesh), rho))
   return total / count
+
+
+@functools.lru_cache(maxsize=64)
+def _chunk_sharpness(loss_fn: ExampleLossFn, m: int, mesh: jax.sharding.Mesh):
+  """(params, chunk, rho) -> the chunk's summed m-sharpness, jitted over `mesh`: one
+  program per (loss_fn, m, mesh), so each model and rho reuses its compilation."""
+  def subset_sharpness(params, subset, rho):
+    subset_loss = lambda p: jnp.sum(loss_fn(p, subset))
+    loss, grads = jax.value_and_grad(subset_loss)(params)
+    eps = jax.tree.map(lambda d: rho * d, dual_direction(grads))
+    return subset_loss(jax.tree.map(jnp.add, params, eps)) - loss
+
+  def per_device(params, batch, rho):
+    subsets = jax.tree.map(lambda x: x.reshape((-1, m) + x.shape[1:]), batch)
+    total = jnp.sum(jax.lax.map(lambda subset: subset_sharpness(params, subset, rho), subsets))
+    return jax.lax.psum(total, replicas.REPLICA_AXES)
+
+  return replicas.map_replicas(per_device, mesh)
