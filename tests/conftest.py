@@ -48,6 +48,12 @@ from configs import smoke  # noqa: E402
 from sam_jax import train  # noqa: E402
 
 
+def pytest_collection_modifyitems(items):
+  """The slow tests first: the workers then share out the quick ones at the end, and
+  neither waits long on the other's last test."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def max_abs_diff(a, b) -> float:
   """Largest elementwise |a - b| over two pytrees of the same structure (any devices)."""
   diffs = jax.tree.map(lambda x, y: np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y))), a, b)
