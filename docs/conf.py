@@ -5,6 +5,7 @@ the docstrings (autodoc, autosummary, napoleon for their Google style) and a con
 reference generated from configs/default.py (`_ext/config_reference.py`).
 """
 
+import importlib.util
 import os
 import sys
 
@@ -22,7 +23,6 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
-    "sphinx-mathjax-offline",  # MathJax in _static: the math renders offline too
     "config_reference",
     "formula_blocks",
 ]
@@ -51,3 +51,10 @@ napoleon_numpy_docstring = False
 html_theme = "sphinx_book_theme"
 html_title = "sam-jax"
 html_theme_options = {"show_toc_level": 2}
+
+# MathJax 3 from the sphinx-mathjax-offline package, copied into the site: the math renders
+# without a network. (Its files only: as an extension it would keep the build serial.)
+_MATHJAX_PACKAGE = importlib.util.find_spec("sphinx-mathjax-offline")
+assert _MATHJAX_PACKAGE and _MATHJAX_PACKAGE.origin, "pip install -r requirements/docs.txt"
+html_static_path = [os.path.join(os.path.dirname(_MATHJAX_PACKAGE.origin), "static")]
+mathjax_path = "mathjax/tex-chtml.js"

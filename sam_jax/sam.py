@@ -135,10 +135,10 @@ def strongly_typed(tree: Any) -> Any:
 
 
 class SamState(NamedTuple):
-  """The state of `sam` and of every variant in front of the optimizer: the number of
-  updates that ran its second pass, and the latest aux of `grad_fn` (e.g. the loss at
-  w + eps; None without `aux_init`)."""
+  """The state of `sam` and of every variant in front of the optimizer."""
+  #: The number of updates that ran the second pass.
   count: jax.Array  # pyright: ignore[reportIncompatibleMethodOverride]  (optax's name)
+  #: The latest aux of `grad_fn` (e.g. the loss at w + eps); None without `aux_init`.
   aux: Any
 
 
