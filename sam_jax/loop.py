@@ -42,6 +42,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   workdir = os.path.abspath(workdir)  # Orbax wants absolute paths
   run = run_setup.set_up(config, workdir)
+  checkpoints.save_whole_replicas()
   checkpoints.check_writable(workdir)
   with owned(workdir):
     manager = checkpoints.make_manager(workdir, run.policy.keep_checkpoints,

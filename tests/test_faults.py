@@ -16,6 +16,7 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from conftest import ROOT, max_abs_diff, scalars, tiny_config
@@ -300,3 +301,25 @@ def test_a_held_workdir_is_refused_and_a_dead_owners_is_taken_over(good_run, tmp
     holder.kill()  # SIGKILL: no clean-up of any kind
     holder.wait()
   assert loop.train_and_evaluate(longer, str(workdir))["steps"] == 6  # resumed from step 4
+
+
+def test_a_single_process_saves_replicated_arrays_without_compiling(tmp_path):
+  """Orbax's replica-parallel save slices each replicated array on the devices, a program
+  per shape (`checkpoints.save_whole_replicas` turns it off in one process); the arrays
+  come back whole."""
+  compiles, listening = [], [True]
+  jax.monitoring.register_event_duration_secs_listener(lambda event, duration, **kwargs: listening[
+      0] and event == "/jax/core/compile/backend_compile_duration" and compiles.append(duration))
+  mesh = jax.sharding.Mesh(jax.devices(), ("devices",))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  host = {"w": np.arange(37 * 24, dtype=np.float32).reshape(37, 24), "b": np.ones(40, np.int32)}
+  state = jax.device_put(host, replicated)  # shapes no other test slices
+  checkpoints.save_whole_replicas()
+  manager = checkpoints.make_manager(str(tmp_path))
+  manager.save(0, args=ocp.args.StandardSave(state))
+  manager.wait_until_finished()
+  listening[0] = False
+  assert len(jax.devices()) == 8 and compiles == []
+  restored = manager.restore(0, args=ocp.args.StandardRestore(state))
+  assert max_abs_diff(restored, host) == 0
+  manager.close()
