@@ -53,7 +53,8 @@ html_title = "sam-jax"
 html_theme_options = {"show_toc_level": 2}
 
 # MathJax 3 from the sphinx-mathjax-offline package, copied into the site: the math renders
-# without a network. (Its files only: as an extension it would keep the build serial.)
+# without a network. Its files only: as an extension it declares no parallel safety,
+# which `sphinx-build -j` would warn about (and -W make an error).
 _MATHJAX_PACKAGE = importlib.util.find_spec("sphinx-mathjax-offline")
 assert _MATHJAX_PACKAGE and _MATHJAX_PACKAGE.origin, "pip install -r requirements/docs.txt"
 html_static_path = [os.path.join(os.path.dirname(_MATHJAX_PACKAGE.origin), "static")]

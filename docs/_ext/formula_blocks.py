@@ -41,11 +41,11 @@ def literal_blocks(lines: list[str]) -> list[str]:
     if verbatim is not None and line.strip() and indent(line) < verbatim:
       verbatim = None
     starts_block = (
-        line.strip() and i > 0 and not lines[i - 1].strip() and previous is not None
-        and indent(line) > indent(previous) and not DIRECTIVE.match(line))
-    if starts_block and verbatim is None and previous.rstrip().endswith("::"):
+        verbatim is None and line.strip() and i > 0 and not lines[i - 1].strip()
+        and previous is not None and indent(line) > indent(previous) and not DIRECTIVE.match(line))
+    if starts_block and previous.rstrip().endswith("::"):
       verbatim = indent(line)  # the body of `.. math::` or of a literal paragraph
-    elif starts_block and verbatim is None and not DIRECTIVE.match(previous):
+    elif starts_block and not DIRECTIVE.match(previous):
       out += ["::", ""]
       verbatim = indent(line)
     out.append(line if verbatim is not None or line.lstrip().startswith(">>>") else escaped(line))
