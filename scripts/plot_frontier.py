@@ -62,11 +62,10 @@ def table(points: dict, costs: dict) -> str:
 
 
 def plot(points: dict, costs: dict, path: str, setup: str) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
 
-  figure, axes = plt.subplots(1, 2, figsize=(12, 5))
+  figure = Figure(figsize=(12, 5))
+  axes = figure.subplots(1, 2)
   sam_gain = points["sam"][0]  # accuracy in points: SAM's own gain may be within the noise
   for ax, index, goal, reference, label in ((axes[0], 0, GOAL_GAIN * sam_gain, sam_gain,
                                              "accuracy gain at 40% noise (points)"),

@@ -192,8 +192,8 @@ def tables(runs: list[dict]) -> str:
 def figures(runs: list[dict], out: str) -> None:
   """hessian_spectrum.png (SGD vs SAM at the lowest noise, first seed), m_sharpness.png
   (the same runs over the seeds), label_noise.png (accuracy against noise)."""
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
   from sam_jax.analysis import plots  # pylint: disable=import-outside-toplevel
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   seed = min(r["seed"] for r in runs)
   noise = min(r["noise"] for r in runs)
   labels = "clean digits" if noise == 0 else f"digits with {noise}% label noise"
@@ -217,7 +217,8 @@ def figures(runs: list[dict], out: str) -> None:
   if curves:
     plots.m_sharpness(curves, os.path.join(out, "m_sharpness.png"), _MEASURED_RHO,
                       f"{labels}, mean and 95% interval over the seeds")
-  figure, axes = plt.subplots(figsize=(6, 4))
+  figure = Figure(figsize=(6, 4))
+  axes = figure.subplots()
   for optimizer in ("sgd", "sam"):
     levels = sorted({r["noise"] for r in select(runs, optimizer=optimizer, m=16)})
     stats_ = [
@@ -233,7 +234,6 @@ def figures(runs: list[dict], out: str) -> None:
   axes.legend()
   figure.tight_layout()
   figure.savefig(os.path.join(out, "label_noise.png"), dpi=120)
-  plt.close(figure)
 
 
 def train_all(runs: list[dict], args: tuple, jobs: int) -> list[dict]:

@@ -159,15 +159,17 @@ def test_the_core_imports_neither_tensorflow_nor_the_training_extras():
 @pytest.mark.slow
 def test_importing_the_library_changes_no_process_setting():
   """Every library module of sam_jax (not the binaries) leaves the environment (XLA_FLAGS
-  included), logging and JAX's config as the libraries it builds on left them."""
+  included), logging, JAX's config and matplotlib's backend as the libraries it builds on
+  left them."""
   code = """
 import importlib, importlib.util, logging, os, pkgutil
-import absl.logging, clu.metric_writers, flax.linen, jax, optax, orbax.checkpoint
+import absl.logging, clu.metric_writers, flax.linen, jax, matplotlib, optax, orbax.checkpoint
 import tensorflow, tensorflow_datasets
 
 def settings():
   return (dict(os.environ), logging.root.level, list(logging.root.handlers),
-          absl.logging.get_verbosity(), dict(jax.config.values))
+          absl.logging.get_verbosity(), dict(jax.config.values),
+          matplotlib.get_backend(auto_select=False))
 
 before = settings()
 binaries = ("sam_jax.train", "sam_jax.analysis.__main__", "sam_jax.pretrained.__main__",
@@ -177,8 +179,8 @@ for module in pkgutil.walk_packages(path, "sam_jax."):
   if module.name not in binaries:
     importlib.import_module(module.name)
 after = settings()
-print([name for name, a, b in zip(("environ", "level", "handlers", "absl", "jax"), before, after)
-       if a != b], os.environ.get("XLA_FLAGS"))
+names = ("environ", "level", "handlers", "absl", "jax", "matplotlib")
+print([name for name, a, b in zip(names, before, after) if a != b], os.environ.get("XLA_FLAGS"))
 """
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # as a user's process
   done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,

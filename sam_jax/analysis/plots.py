@@ -3,19 +3,19 @@ and a run's training curves.
 
 Two rhos meet in the m-sharpness figures: the radius the sharpness is *measured* at (in the
 title) and the one each run was *trained* with (in the legend, `trained_with`).
+
+The figures are `matplotlib.figure.Figure`s drawn without pyplot, so importing this module
+leaves matplotlib's backend and pyplot's figures as they were.
 """
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend)
-import numpy as np  # noqa: E402
+from matplotlib.figure import Figure
+import numpy as np
 
 
-def _save(figure, path: str) -> None:
+def _save(figure: Figure, path: str) -> None:
   figure.tight_layout()
   figure.savefig(path, dpi=120)
-  plt.close(figure)
 
 
 def spectral_densities(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str,
@@ -24,9 +24,10 @@ def spectral_densities(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], 
 
   A dashed line marks each curve's lambda_max, as Figure 3 (left) of the paper.
   """
-  figure, axes = plt.subplots(figsize=(6, 4))
+  figure = Figure(figsize=(6, 4))
+  axes = figure.subplots()
   # matplotlib types tab10 as a Colormap, without the colors of the ListedColormap it is.
-  colors = plt.cm.tab10.colors  # pyright: ignore[reportAttributeAccessIssue]
+  colors = matplotlib.colormaps["tab10"].colors  # pyright: ignore[reportAttributeAccessIssue]
   for (label, (grid, density, lambda_max)), color in zip(curves.items(), colors):
     axes.semilogy(grid, np.maximum(density, 1e-12), color=color,
                   label=f"{label} ($\\lambda_{{max}}$ = {lambda_max:.3g})")
@@ -53,7 +54,8 @@ def m_sharpness(curves: dict[str, tuple[list[int], list[float], list[float] | No
   with `about`; label the curves with `trained_with`. `errors` (half-widths of an interval)
   may be None.
   """
-  figure, axes = plt.subplots(figsize=(6, 4))
+  figure = Figure(figsize=(6, 4))
+  axes = figure.subplots()
   for label, (ms, values, errors) in curves.items():
     axes.errorbar(ms, values, yerr=errors, marker="o", capsize=3, label=label)
   axes.set_xscale("log", base=2)
@@ -76,7 +78,8 @@ def training_curves(scalars: dict[str, dict[int, float]], path: str, title: str)
   a tag it lacks is not drawn. With an EMA, test_* are the EMA model's (raw_test_* are
   left out).
   """
-  figure, panels = plt.subplots(1, len(CURVE_PANELS), figsize=(13, 3.8))
+  figure = Figure(figsize=(13, 3.8))
+  panels = figure.subplots(1, len(CURVE_PANELS))
   for axes, (name, tags) in zip(panels, CURVE_PANELS):
     for tag in tags:
       steps = sorted(scalars.get(tag, {}))
