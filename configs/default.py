@@ -82,8 +82,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.linear_end = 0.0  # linear: the last learning rate, as a fraction of learning_rate
   config.warmup_epochs = 0.0  # linear warmup from 0, in epochs
   config.warmup_steps = ml_collections.config_dict.placeholder(int)  # set: instead, in steps
-  config.momentum = 0.9  # sgd and rmsprop; 0 = none
-  config.nesterov = True  # sgd: Nesterov momentum
+  config.momentum = 0.9  # sgd and rmsprop; 0 = none; bSAM has its own (sam.bsam_beta1)
+  config.nesterov = True  # sgd: Nesterov momentum (not bSAM's)
   config.adam_beta1 = 0.9  # adamw: decay of the first moment
   config.adam_beta2 = 0.999  # adamw: decay of the second moment
   config.adam_eps = 1e-8  # adamw: added to the second moment's root
