@@ -201,10 +201,6 @@ def size_on(disk, folder) -> int:
 
 
 @pytest.mark.slow
-# After a failed save, Orbax's writer threads may still call into the event loop of a
-# manager this process has closed ("Event loop is closed", raised in a thread and ignored).
-# A binary exits with its one line first; here the next run starts in the same process.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_full_or_read_only_workdir_is_one_line(small_disk, good_run):
   # Read-only, holding a run: one line before training, the run as it was.
   shutil.copytree(good_run / "checkpoints" / "2", small_disk / "run" / "checkpoints" / "2")
