@@ -73,8 +73,8 @@ def test_two_processes_train_as_one_and_survive_a_dead_peer_sigterm_and_ctrl_c(
   # JAX's coordination service stops it once the dead peer's heartbeats have stopped, unless
   # gloo aborts it first, the peer having died in a collective the two shared (a save's sync).
   said = [line for line in survivor.stderr.splitlines() if not re.match(r"I\d{4} ", line)][:30]
-  assert survivor.returncode != 0 and ("another task died" in survivor.stderr or
-                                       "gloo::EnforceNotMet" in survivor.stderr), said
+  assert survivor.returncode != 0 and ("another task died" in survivor.stderr
+                                       or "gloo::EnforceNotMet" in survivor.stderr), said
   assert "process 0 of 2: 4 cpu devices (0-3 of 8); training shards 0-0 of 2" in survivor.stderr
   finish(processes[1])
   killed_step = checkpoints.read(str(run))[0]
